@@ -1,0 +1,15 @@
+// Jest runs the TypeScript sources through SWC (TypeScript 5's type check runs separately in `npm test`).
+// p-map and hyparquet(-writer) are published as ES modules only, so SWC transforms them too.
+/** @type {import('jest').Config} */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/test'],
+  testMatch: ['**/*.test.ts'],
+  transform: {
+    '^.+\\.(t|j|mj)s$': ['@swc/jest', { jsc: { target: 'es2022' }, module: { type: 'commonjs' } }],
+  },
+  transformIgnorePatterns: ['/node_modules/(?!(p-map|hyparquet|hyparquet-writer)/)'],
+  testTimeout: 120000,
+  // Tests share two cores with the tfjs wasm runtime; more workers only add contention.
+  maxWorkers: 2,
+};

@@ -1,0 +1,16 @@
+import { LocalStorage } from './local';
+import { S3Storage, createS3Client, type S3Options } from './s3';
+import type { Storage } from './storage';
+import type { Location } from './uri';
+
+export * from './storage';
+export * from './uri';
+export { LocalStorage, md5File } from './local';
+export { S3Storage, createS3Client, type S3Options } from './s3';
+
+/** Opens the storage behind a parsed location. */
+export function openStorage(location: Location, options: S3Options = {}): Storage {
+  return location.kind === 's3'
+    ? new S3Storage(createS3Client(options), location.bucket, location.prefix)
+    : new LocalStorage(location.dir);
+}

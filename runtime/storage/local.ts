@@ -1,0 +1,101 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ExitCode, OrchardError } from '../errors';
+import { NotFoundError, type ObjectInfo, type Storage } from './storage';
+import type { Location } from './uri';
+
+/** A local directory behind the storage port. Writes are atomic (temp file + rename). */
+export class LocalStorage implements Storage {
+  readonly location: Location;
+
+  constructor(readonly dir: string) {
+    this.location = { kind: 'local', dir };
+  }
+
+  uri(key = ''): string {
+    return path.join(this.dir, key);
+  }
+
+  private resolve(key: string): string {
+    const full = path.resolve(this.dir, key);
+    if (full !== this.dir && !full.startsWith(this.dir + path.sep)) {
+      throw new OrchardError(`Key ${JSON.stringify(key)} escapes ${this.dir}`, 'ERR_INVALID_KEY');
+    }
+    return full;
+  }
+
+  async check(): Promise<void> {
+    const stat = await fs.promises.stat(this.dir).catch(() => undefined);
+    if (stat && !stat.isDirectory()) {
+      throw new OrchardError(`${this.dir} is not a directory`, 'ERR_NOT_A_DIRECTORY', ExitCode.Fatal);
+    }
+  }
+
+  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+    yield* this.walk(this.resolve(prefix), prefix.replace(/\/+$/, ''));
+  }
+
+  private async *walk(dir: string, relative: string): AsyncIterable<ObjectInfo> {
+    let entries: fs.Dirent[];
+    try {
+      entries = await fs.promises.readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      if (entry.name.startsWith('.tmp-')) continue;
+      const key = relative ? `${relative}/${entry.name}` : entry.name;
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        yield* this.walk(full, key);
+      } else if (entry.isFile()) {
+        const stat = await fs.promises.stat(full);
+        yield { key, size: stat.size };
+      }
+    }
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await fs.promises.readFile(this.resolve(key));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(this.uri(key));
+      throw error;
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const stat = await fs.promises.stat(this.resolve(key)).catch(() => undefined);
+    return stat?.isFile() ? { key, size: stat.size } : undefined;
+  }
+
+  async put(key: string, body: Buffer | string): Promise<void> {
+    const target = this.resolve(key);
+    await fs.promises.mkdir(path.dirname(target), { recursive: true });
+    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
+    await fs.promises.writeFile(temp, body);
+    await fs.promises.rename(temp, target);
+  }
+
+  async putFile(key: string, localPath: string): Promise<void> {
+    const target = this.resolve(key);
+    await fs.promises.mkdir(path.dirname(target), { recursive: true });
+    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
+    await fs.promises.copyFile(localPath, temp);
+    await fs.promises.rename(temp, target);
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    await fs.promises.rm(this.resolve(prefix), { recursive: true, force: true });
+  }
+}
+
+/** MD5 of a local file, hex: what S3 reports as the ETag of a single-part upload. */
+export async function md5File(file: string): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}

@@ -1,0 +1,158 @@
+import { createReadStream } from 'node:fs';
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { ExitCode, OrchardError, describeError } from '../errors';
+import { NotFoundError, type ObjectInfo, type Storage } from './storage';
+import type { Location } from './uri';
+
+export interface S3Options {
+  /** Any S3-compatible endpoint (a local server, MinIO, …); path-style addressing is used with it. */
+  readonly endpoint?: string;
+  readonly region?: string;
+  /** Explicit credentials (the embedded server's fixed ones); otherwise the SDK's default provider chain. */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
+}
+
+/** Parts of 16 MiB, four in flight: big result files go up fast without holding them in memory. */
+const PART_SIZE = 16 * 1024 * 1024;
+const PART_QUEUE = 4;
+
+export function createS3Client(options: S3Options = {}): S3Client {
+  return new S3Client({
+    region: options.region ?? 'us-east-1',
+    endpoint: options.endpoint,
+    forcePathStyle: options.endpoint !== undefined,
+    credentials: options.credentials,
+    maxAttempts: 5,
+  });
+}
+
+/** An S3 bucket and prefix behind the storage port. */
+export class S3Storage implements Storage {
+  readonly location: Location;
+
+  constructor(
+    readonly client: S3Client,
+    readonly bucket: string,
+    readonly prefix: string,
+  ) {
+    this.location = { kind: 's3', bucket, prefix };
+  }
+
+  uri(key = ''): string {
+    return `s3://${this.bucket}/${this.prefix}${key}`;
+  }
+
+  async check(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (error) {
+      throw this.fatal(error, this.uri());
+    }
+  }
+
+  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, ContinuationToken: token }),
+        );
+      } catch (error) {
+        throw this.fatal(error, this.uri(prefix));
+      }
+      for (const item of page.Contents ?? []) {
+        if (!item.Key || item.Key.endsWith('/')) continue; // folder markers made by consoles
+        yield { key: item.Key.slice(this.prefix.length), size: item.Size ?? 0, etag: item.ETag?.replace(/"/g, '') };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (error) {
+      if (isNotFound(error)) throw new NotFoundError(this.uri(key));
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      return { key, size: out.ContentLength ?? 0, etag: out.ETag?.replace(/"/g, '') };
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  async put(key: string, body: Buffer | string): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body }));
+    } catch (error) {
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  async putFile(key: string, localPath: string): Promise<void> {
+    try {
+      const upload = new Upload({
+        client: this.client,
+        params: { Bucket: this.bucket, Key: this.prefix + key, Body: createReadStream(localPath) },
+        partSize: PART_SIZE,
+        queueSize: PART_QUEUE,
+      });
+      await upload.done();
+    } catch (error) {
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  async deletePrefix(prefix: string): Promise<void> {
+    let batch: { Key: string }[] = [];
+    const flush = async () => {
+      if (batch.length === 0) return;
+      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
+      batch = [];
+    };
+    for await (const item of this.list(prefix)) {
+      batch.push({ Key: this.prefix + item.key });
+      if (batch.length === 1000) await flush();
+    }
+    await flush();
+  }
+
+  /** Turns SDK and network failures into one-line errors that name the bucket or key and the cause. */
+  private fatal(error: unknown, uri: string): OrchardError {
+    if (error instanceof OrchardError) return error;
+    const name = error instanceof S3ServiceException ? error.name : (error as { code?: string })?.code;
+    const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+    if (name === 'NoSuchBucket' || (name === 'NotFound' && uri === this.uri())) {
+      return new OrchardError(`Bucket ${this.bucket} does not exist (${uri})`, 'ERR_NO_SUCH_BUCKET', ExitCode.Fatal, { cause: error });
+    }
+    if (name === 'AccessDenied' || name === 'Forbidden' || status === 403) {
+      return new OrchardError(`Access denied to ${uri}: check the IAM policy of this role or user`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
+    }
+    if (name === 'ECONNREFUSED' || name === 'ENOTFOUND' || name === 'ETIMEDOUT' || name === 'CredentialsProviderError') {
+      return new OrchardError(`Cannot reach S3 for ${uri}: ${describeError(error)}`, 'ERR_STORAGE_UNREACHABLE', ExitCode.Fatal, { cause: error });
+    }
+    return new OrchardError(`S3 request for ${uri} failed: ${name ?? ''} ${describeError(error)}`.trim(), 'ERR_STORAGE', ExitCode.Fatal, { cause: error });
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof S3ServiceException && (error.name === 'NoSuchKey' || error.name === 'NotFound');
+}

@@ -1,0 +1,2 @@
+// s3rver ships no type declarations; runtime/storage/embedded-s3.ts types the small part it uses.
+declare module 's3rver';

@@ -1,0 +1,77 @@
+import { S3Storage, createS3Client, openStorage, parseLocation, LocalStorage, NotFoundError, type Storage } from '../runtime/storage';
+import { OrchardError } from '../runtime/errors';
+import { startTestS3, tempDir } from './helpers/s3';
+
+const KEYS = ['Apple Braeburn/1_100.jpg', 'Pêche de vigne/2 100.jpg', 'b/c/é ü 中.txt'];
+
+describe('parseLocation', () => {
+  it('normalises an S3 prefix to end with a slash', () => {
+    expect(parseLocation('s3://bucket/images')).toEqual({ kind: 's3', bucket: 'bucket', prefix: 'images/' });
+    expect(parseLocation('s3://bucket')).toEqual({ kind: 's3', bucket: 'bucket', prefix: '' });
+  });
+  it('rejects other schemes with a message naming the parameter', () => {
+    expect(() => parseLocation('http://x/y', '--input')).toThrow(/--input/);
+  });
+});
+
+describe.each(['local', 's3'])('%s storage', (kind) => {
+  let storage: Storage;
+  let close = async () => {};
+  beforeAll(async () => {
+    if (kind === 'local') {
+      storage = new LocalStorage(tempDir());
+    } else {
+      const s3 = await startTestS3(['storage-test']);
+      close = s3.close;
+      storage = new S3Storage(createS3Client(s3.options), 'storage-test', 'root/');
+    }
+    for (const key of KEYS) await storage.put(key, `content of ${key}`);
+  });
+  afterAll(() => close());
+
+  it('lists every key below the root, unicode and spaces intact', async () => {
+    const keys: string[] = [];
+    for await (const item of storage.list()) keys.push(item.key);
+    expect(keys.sort()).toEqual([...KEYS].sort());
+  });
+
+  it('lists below a sub-prefix only', async () => {
+    const keys: string[] = [];
+    for await (const item of storage.list('b/')) keys.push(item.key);
+    expect(keys).toEqual(['b/c/é ü 中.txt']);
+  });
+
+  it('reads back what it wrote, and reports sizes', async () => {
+    expect((await storage.get(KEYS[1])).toString()).toBe(`content of ${KEYS[1]}`);
+    expect((await storage.head(KEYS[1]))?.size).toBe(Buffer.byteLength(`content of ${KEYS[1]}`));
+  });
+
+  it('raises NotFoundError for a missing key and head() gives undefined', async () => {
+    await expect(storage.get('nope/missing.jpg')).rejects.toBeInstanceOf(NotFoundError);
+    expect(await storage.head('nope/missing.jpg')).toBeUndefined();
+  });
+
+  it('deletes a whole prefix and nothing else', async () => {
+    await storage.put('tmp/x/1', 'a');
+    await storage.put('tmp/2', 'b');
+    await storage.deletePrefix('tmp/');
+    const keys: string[] = [];
+    for await (const item of storage.list()) keys.push(item.key);
+    expect(keys.sort()).toEqual([...KEYS].sort());
+  });
+});
+
+describe('S3 errors', () => {
+  it('names a missing bucket in a fatal error', async () => {
+    const s3 = await startTestS3(['exists']);
+    try {
+      const storage = openStorage(parseLocation('s3://does-not-exist/x/'), s3.options);
+      const error = await storage.check().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OrchardError);
+      expect((error as OrchardError).code).toBe('ERR_NO_SUCH_BUCKET');
+      expect((error as OrchardError).message).toContain('does-not-exist');
+    } finally {
+      await s3.close();
+    }
+  });
+});
