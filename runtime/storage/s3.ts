@@ -101,7 +101,9 @@ export class S3Storage implements Storage {
 
   async put(key: string, body: Buffer | string): Promise<void> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body }));
+      // An explicit length: the SDK cannot infer one for an empty body and warns about streams.
+      const length = Buffer.byteLength(body);
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body, ContentLength: length }));
     } catch (error) {
       throw this.fatal(error, this.uri(key));
     }

@@ -1,0 +1,300 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ExitCode, OrchardError, describeError } from './errors';
+import { createReporter, type Reporter } from './progress';
+import { DEFAULTS, defaultRunId, type RunConfig } from './pipeline/config';
+import { runPipeline, type RunResult } from './pipeline/run';
+import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
+import type { BackendPreference } from './model/backend';
+import type { ComponentsSpec } from './pca/fit';
+import { S3Storage, createS3Client, parseLocation, type S3Options } from './storage';
+import { uploadTree } from './upload';
+import { runDemo } from './demo';
+
+/** Options shared by every command that talks to S3 or reports progress. */
+interface CommonOptions {
+  endpoint?: string;
+  region?: string;
+  quiet?: boolean;
+  jsonLogs?: boolean;
+}
+
+interface RunOptions extends CommonOptions {
+  input: string;
+  output: string;
+  components?: number;
+  variance?: number;
+  model: string;
+  runId?: string;
+  batchSize: number;
+  concurrency: number;
+  shardSize: number;
+  maxErrorRate: number;
+  labelFrom: 'parent' | 'none';
+  keepFeatures?: boolean;
+  backend: BackendPreference;
+  featureLayer?: string;
+  inputSize?: number;
+  normalize?: Normalization;
+  maxPixels: number;
+  modelCache?: string;
+}
+
+/** The process environment the CLI may read; nothing below the CLI reads process.env. */
+export interface CliEnvironment {
+  readonly AWS_ENDPOINT_URL?: string;
+  readonly AWS_REGION?: string;
+  readonly AWS_DEFAULT_REGION?: string;
+}
+
+export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defaultIo()): Command {
+  const program = new Command('orchard')
+    .description('Fruit photos → MobileNetV2 features → PCA, from S3 or a folder, to CSV/Parquet/model/manifest.')
+    .version(require('../package.json').version as string)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  program.configureOutput({ writeOut: (text) => io.out(text), writeErr: (text) => io.err(text) });
+
+  const withCommon = (command: Command) =>
+    command
+      .addOption(new Option('--endpoint <url>', 'S3-compatible endpoint (e.g. a local S3 server)').env('AWS_ENDPOINT_URL'))
+      .addOption(new Option('--region <region>', 'AWS region of the buckets').default(env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1'))
+      .option('-q, --quiet', 'print warnings and the result only')
+      .option('--json-logs', 'log one JSON object per line (no progress bar)');
+
+  withCommon(
+    program
+      .command('run')
+      .description('Run the pipeline: list → extract features → fit PCA → write the outputs under <output>/<run-id>/')
+      .requiredOption('-i, --input <uri>', 'images: s3://bucket/prefix/ or a local folder (Class/image.jpg layout)')
+      .requiredOption('-o, --output <uri>', 'where results go: s3://bucket/prefix/ or a local folder')
+      .addOption(new Option('-k, --components <n>', 'number of principal components').argParser(positiveInt('--components')).conflicts('variance'))
+      .addOption(new Option('--variance <fraction>', `keep the fewest components explaining more than this share of variance (default ${DEFAULTS.variance})`).argParser(fraction('--variance')))
+      .option('-m, --model <name|uri>', `model preset (${Object.keys(PRESETS).join(', ')}) or a tfjs model URL / s3:// URI / folder`, DEFAULT_MODEL)
+      .option('--run-id <id>', 'name of this run; rerun with the same id to resume (default: a timestamp)', runIdArg)
+      .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
+      .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'), DEFAULTS.concurrency)
+      .option('--shard-size <n>', 'images per shard (the unit of resume)', positiveInt('--shard-size'), DEFAULTS.shardSize)
+      .option('--max-error-rate <fraction>', 'share of failed images still counted a success', rate('--max-error-rate'), DEFAULTS.maxErrorRate)
+      .addOption(new Option('--label-from <mode>', 'label of an image: its parent folder name, or none').choices(['parent', 'none']).default('parent'))
+      .option('--keep-features', 'keep the feature shards (_work/) after a successful run')
+      .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+      .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
+      .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
+      .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
+      .option('--max-pixels <n>', 'largest width×height decoded (decompression-bomb guard)', positiveInt('--max-pixels'), DEFAULTS.maxPixels)
+      .option('--model-cache <uri>', 'where downloaded models are cached (default: s3://<output bucket>/models/ or ~/.cache/orchard/models)')
+      .addHelpText('after', EXIT_CODES),
+  ).action(async (options: RunOptions) => {
+    const config = toRunConfig(options);
+    const reporter = reporterFor(options, io);
+    const result = await withInterrupt((signal) => runPipeline(config, { reporter, signal }), config.runId, io);
+    printResult(result, options, io);
+    io.exit(result.exitCode);
+  });
+
+  withCommon(
+    program
+      .command('demo')
+      .description('Run the whole pipeline on generated fruit images, through an embedded S3 server on loopback')
+      .option('-o, --output <dir>', 'local folder for the results', 'demo-output')
+      .option('--per-class <n>', 'images generated per class', positiveInt('--per-class'), 30)
+      .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
+      .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL),
+  ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string }) => {
+    const reporter = reporterFor(options, io);
+    const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model }, reporter);
+    io.out(`${result.summary}\n`);
+    io.exit(result.run.exitCode);
+  });
+
+  withCommon(
+    program
+      .command('upload')
+      .description('Upload a local image tree (Fruits-360 layout) to S3, skipping files already there unchanged')
+      .argument('<dir>', 'local folder, e.g. ./fruits-360/Test')
+      .argument('<s3-uri>', 'destination, e.g. s3://my-bucket/images/')
+      .option('--concurrency <n>', 'files uploaded at once', positiveInt('--concurrency'), 16),
+  ).action(async (dir: string, uri: string, options: CommonOptions & { concurrency: number }) => {
+    const location = parseLocation(uri, '<s3-uri>');
+    if (location.kind !== 's3') throw new OrchardError(`Expected an s3:// URI for <s3-uri> but got ${JSON.stringify(uri)}`, 'ERR_INVALID_PARAMETER', ExitCode.Usage);
+    const target = new S3Storage(createS3Client(s3Options(options)), location.bucket, location.prefix);
+    const reporter = reporterFor(options, io);
+    let task: ReturnType<Reporter['task']> | undefined;
+    const summary = await withInterrupt(
+      (signal) =>
+        uploadTree({
+          sourceDir: dir,
+          target,
+          concurrency: options.concurrency,
+          signal,
+          onProgress: (p) => {
+            task ??= reporter.task('upload', p.total);
+            task.update(p.done, p.failed);
+          },
+        }),
+      undefined,
+      io,
+    );
+    task?.stop();
+    io.out(`uploaded ${summary.uploaded}, skipped ${summary.skipped} unchanged, failed ${summary.failed.length} of ${summary.total} files (${(summary.bytes / 1e6).toFixed(1)} MB in ${summary.seconds.toFixed(1)} s) to ${target.uri()}\n`);
+    for (const failure of summary.failed) io.err(`failed: ${failure.key}: ${failure.reason}\n`);
+    io.exit(summary.failed.length > 0 ? ExitCode.Fatal : ExitCode.Ok);
+  });
+
+  return program;
+}
+
+const EXIT_CODES = `
+Exit status:
+  0    finished; failed images within --max-error-rate
+  1    fatal error (storage, permissions, model); the message names the cause
+  2    invalid command line or configuration, or the run id is already complete
+  3    finished and outputs written, but too many images failed (no _SUCCESS)
+  130  interrupted; rerun with the same --run-id to resume`;
+
+/** Turns parsed flags into the validated run configuration: the one place that knows about both. */
+export function toRunConfig(options: RunOptions): RunConfig {
+  const components: ComponentsSpec =
+    options.components !== undefined
+      ? { kind: 'components', count: options.components }
+      : { kind: 'variance', fraction: options.variance ?? DEFAULTS.variance };
+  return {
+    input: parseLocation(options.input, '--input'),
+    output: parseLocation(options.output, '--output'),
+    runId: options.runId ?? defaultRunId(),
+    components,
+    model: {
+      ref: options.model,
+      featureLayer: options.featureLayer,
+      inputSize: options.inputSize,
+      normalization: options.normalize,
+    },
+    modelCache: options.modelCache ? parseLocation(options.modelCache, '--model-cache') : undefined,
+    backend: options.backend,
+    batchSize: options.batchSize,
+    concurrency: Math.max(options.concurrency, options.batchSize),
+    shardSize: options.shardSize,
+    maxErrorRate: options.maxErrorRate,
+    labelFrom: options.labelFrom,
+    keepFeatures: options.keepFeatures ?? false,
+    maxPixels: options.maxPixels,
+    s3: s3Options(options),
+  };
+}
+
+function s3Options(options: CommonOptions): S3Options {
+  return { endpoint: options.endpoint, region: options.region };
+}
+
+function reporterFor(options: CommonOptions, io: CliIo): Reporter {
+  return createReporter({ quiet: options.quiet, json: options.jsonLogs, tty: io.isTty });
+}
+
+function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {
+  const { manifest } = result;
+  if (options.jsonLogs) {
+    io.out(`${JSON.stringify({ status: result.status, runUri: result.runUri, counts: manifest.counts, pca: manifest.pca, outputs: result.outputs })}\n`);
+    return;
+  }
+  io.out(
+    [
+      `${result.status === 'succeeded' ? 'done' : 'finished with too many errors'}: ${manifest.counts.processed} images, ${manifest.counts.failed} failed, ` +
+        `k=${manifest.pca.components} (${(manifest.pca.explainedVariance * 100).toFixed(2)}% of variance), ` +
+        `${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s on ${manifest.backend}`,
+      ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
+      '',
+    ].join('\n'),
+  );
+}
+
+/** SIGINT/SIGTERM stop the run after the current batch (completed shards are kept); a second one exits at once. */
+async function withInterrupt<T>(work: (signal: AbortSignal) => Promise<T>, runId: string | undefined, io: CliIo): Promise<T> {
+  const controller = new AbortController();
+  const onSignal = (name: string) => {
+    if (controller.signal.aborted) io.exit(ExitCode.Interrupted);
+    io.err(`\norchard: ${name} received, stopping after the current batch${runId ? `; resume with --run-id ${runId}` : ''}\n`);
+    controller.abort();
+  };
+  const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
+  process.on('SIGINT', handlers.SIGINT).on('SIGTERM', handlers.SIGTERM);
+  try {
+    return await work(controller.signal);
+  } finally {
+    process.off('SIGINT', handlers.SIGINT).off('SIGTERM', handlers.SIGTERM);
+  }
+}
+
+// Argument parsers: each names its option and what it expected, as commander prints them.
+function positiveInt(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1 for ${name}`);
+    return n;
+  };
+}
+function fraction(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(n > 0 && n < 1)) throw new InvalidArgumentError(`expected a number between 0 and 1 (exclusive) for ${name}`);
+    return n;
+  };
+}
+function rate(name: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number from 0 to 1 for ${name}`);
+    return n;
+  };
+}
+function runIdArg(value: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(value)) {
+    throw new InvalidArgumentError('expected letters, digits, ".", "_" or "-" (at most 128) for --run-id');
+  }
+  return value;
+}
+function normalization(value: string): Normalization {
+  if (value === '0,1') return UNIT_RANGE;
+  if (value === '-1,1') return SIGNED_RANGE;
+  throw new InvalidArgumentError('expected 0,1 or -1,1 for --normalize');
+}
+
+/** Where the CLI writes and how it exits: swapped in tests. */
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  exit(code: number): void;
+  readonly isTty: boolean;
+}
+
+function defaultIo(): CliIo {
+  return {
+    out: (text) => process.stdout.write(text),
+    err: (text) => process.stderr.write(text),
+    exit: (code) => {
+      process.exitCode = code;
+    },
+    isTty: Boolean(process.stderr.isTTY),
+  };
+}
+
+/** Entry point: parses argv, runs the command, maps every failure to a one-line message and an exit status. */
+export async function main(argv: string[], io: CliIo = defaultIo()): Promise<void> {
+  const program = buildProgram(process.env, io);
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // --help and --version end here too, with exit code 0.
+      io.exit(error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage);
+      return;
+    }
+    if (error instanceof OrchardError) {
+      io.err(`orchard: ${error.message}\n`);
+      io.exit(error.exitCode);
+      return;
+    }
+    io.err(`orchard: unexpected error: ${describeError(error)}\n`);
+    if (error instanceof Error && error.stack) io.err(`${error.stack}\n`);
+    io.exit(ExitCode.Fatal);
+  }
+}

@@ -1,0 +1,76 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { generateSampleImages, SAMPLE_CLASSES } from './images/generate';
+import { DEFAULTS, defaultRunId } from './pipeline/config';
+import { runPipeline, type RunResult } from './pipeline/run';
+import type { Reporter } from './progress';
+import { S3Storage, createS3Client } from './storage';
+import { startEmbeddedS3 } from './storage/embedded-s3';
+import { uploadTree } from './upload';
+
+export interface DemoOptions {
+  /** Local folder for the results. */
+  readonly outputDir: string;
+  readonly perClass: number;
+  readonly batchSize: number;
+  readonly model: string;
+}
+
+export interface DemoResult {
+  readonly run: RunResult;
+  readonly summary: string;
+}
+
+const BUCKET = 'orchard-demo';
+
+/**
+ * The whole chain with no AWS account: generate Fruits-360-like images, upload them to a real S3 server on
+ * loopback, run the same pipeline as on EC2 against it, write the results to a local folder.
+ */
+export async function runDemo(options: DemoOptions, reporter: Reporter): Promise<DemoResult> {
+  const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-demo-'));
+  const server = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
+  try {
+    const imagesDir = path.join(scratch, 'images');
+    const keys = await generateSampleImages(imagesDir, { perClass: options.perClass, seed: 42 });
+    reporter.info(`demo: generated ${keys.length} images of ${SAMPLE_CLASSES.length} classes; S3 server at ${server.endpoint}`);
+    const target = new S3Storage(createS3Client(server.options), BUCKET, 'images/');
+    const uploaded = await uploadTree({ sourceDir: imagesDir, target });
+    reporter.info(`demo: uploaded ${uploaded.uploaded} images to ${target.uri()}`);
+
+    const run = await runPipeline(
+      {
+        input: { kind: 's3', bucket: BUCKET, prefix: 'images/' },
+        output: { kind: 'local', dir: path.resolve(options.outputDir) },
+        runId: defaultRunId(),
+        components: { kind: 'variance', fraction: DEFAULTS.variance },
+        model: { ref: options.model },
+        backend: 'auto',
+        batchSize: options.batchSize,
+        concurrency: DEFAULTS.concurrency,
+        shardSize: DEFAULTS.shardSize,
+        maxErrorRate: DEFAULTS.maxErrorRate,
+        labelFrom: 'parent',
+        keepFeatures: false,
+        maxPixels: DEFAULTS.maxPixels,
+        s3: server.options,
+      },
+      { reporter },
+    );
+    const { manifest } = run;
+    const summary = [
+      `orchard demo: ${manifest.status}`,
+      `  images         ${manifest.counts.processed} processed, ${manifest.counts.failed} failed (${SAMPLE_CLASSES.length} classes, from ${manifest.input} on the embedded S3 server)`,
+      `  PCA            k=${manifest.pca.components} components explain ${(manifest.pca.explainedVariance * 100).toFixed(2)}% of the variance (target ${DEFAULTS.variance * 100}%)`,
+      `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${manifest.backend} backend`,
+      `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
+      `  outputs        ${run.runUri}`,
+      ...Object.entries(run.outputs).map(([name, uri]) => `    ${name.padEnd(9)} ${uri}`),
+    ].join('\n');
+    return { run, summary };
+  } finally {
+    await server.close();
+    await fs.promises.rm(scratch, { recursive: true, force: true });
+  }
+}

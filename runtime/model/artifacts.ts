@@ -1,0 +1,142 @@
+import { createHash } from 'node:crypto';
+import * as path from 'node:path';
+import type { io } from '@tensorflow/tfjs';
+import { ExitCode, OrchardError, describeError } from '../errors';
+import { NotFoundError, openStorage, parseLocation, putJson, type S3Options, type Storage } from '../storage';
+import type { ModelSource } from './presets';
+
+type ModelJSON = io.ModelJSON;
+
+/** A model's files, read into memory, plus where they really came from. */
+export interface ModelFiles {
+  readonly modelJson: ModelJSON;
+  /** Weight files in manifest order, concatenated. */
+  readonly weightData: ArrayBuffer;
+  /** URI the files were read from (the cache when it was used). */
+  readonly loadedFrom: string;
+  /** SHA-256 of the weights: the model's identity in the manifest. */
+  readonly weightsSha256: string;
+}
+
+export interface ArtifactOptions {
+  /** Where copies of web models are kept (`<output bucket>/models/` or a local cache dir). */
+  readonly cache?: Storage;
+  readonly s3?: S3Options;
+  /** Injected for tests; defaults to the global fetch. */
+  readonly fetch?: typeof fetch;
+}
+
+/** Reads a model's model.json and weights from its source, caching web models so later runs need no internet. */
+export async function readModelFiles(source: ModelSource, options: ArtifactOptions = {}): Promise<ModelFiles> {
+  if (source.kind === 'nsfwjs') return readNsfwjsModel(source.model);
+  const { uri } = source;
+  if (/^https?:\/\//i.test(uri)) {
+    if (!options.cache) return fromMemoryFiles(await download(uri, options.fetch ?? fetch), uri);
+    const cached = options.cache;
+    const slug = cacheSlug(uri);
+    const cachedModel = await readFromStorage(cached, `${slug}/model.json`).catch((error: unknown) => {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    });
+    if (cachedModel) return cachedModel;
+    const files = await download(uri, options.fetch ?? fetch);
+    // Weights first, model.json last: a cache entry with a model.json is always complete.
+    for (const [name, data] of files.weights) await cached.put(`${slug}/${name}`, data);
+    await putJson(cached, `${slug}/model.json`, files.modelJson);
+    return readFromStorage(cached, `${slug}/model.json`);
+  }
+  // An S3 URI or a local path: a model.json file or the folder holding one.
+  const file = uri.endsWith('.json') ? path.posix.basename(uri) : 'model.json';
+  const dir = uri.endsWith('.json') ? uri.slice(0, uri.length - file.length) : uri;
+  return readFromStorage(openStorage(parseLocation(dir, '--model'), options.s3), file);
+}
+
+/** Cache folder name for a web model: readable and unique per URL. */
+export function cacheSlug(url: string): string {
+  const u = new URL(url);
+  return `${u.host}${u.pathname}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^_+|_+$/g, '');
+}
+
+async function readFromStorage(storage: Storage, file: string): Promise<ModelFiles> {
+  const modelJson = JSON.parse((await storage.get(file)).toString('utf8')) as ModelJSON;
+  const base = path.posix.dirname(file) === '.' ? '' : `${path.posix.dirname(file)}/`;
+  const buffers: Buffer[] = [];
+  for (const group of modelJson.weightsManifest ?? []) {
+    for (const weightPath of group.paths) buffers.push(await storage.get(base + weightPath));
+  }
+  return withWeights(modelJson, Buffer.concat(buffers), storage.uri(file));
+}
+
+interface DownloadedModel {
+  readonly modelJson: ModelJSON;
+  readonly weights: [string, Buffer][];
+}
+
+/**
+ * Downloads a tfjs model over HTTP(S). TF Hub handles follow tfjs's own `fromTFHub` convention:
+ * `<handle>/model.json?tfjs-format=file`, weights with the same query.
+ */
+async function download(url: string, fetchImpl: typeof fetch): Promise<DownloadedModel> {
+  const tfhub = /(^|\.)tfhub\.dev$/i.test(new URL(url).host);
+  const query = tfhub ? '?tfjs-format=file' : '';
+  const modelUrl = url.endsWith('.json') ? url : `${url.replace(/\/+$/, '')}/model.json${query}`;
+  const get = async (target: string): Promise<Buffer> => {
+    let response: Response;
+    try {
+      response = await fetchImpl(target, { redirect: 'follow' });
+    } catch (error) {
+      throw modelFetchError(url, describeError(error));
+    }
+    if (!response.ok) throw modelFetchError(url, `HTTP ${response.status} for ${target}`);
+    return Buffer.from(await response.arrayBuffer());
+  };
+  const modelJson = JSON.parse((await get(modelUrl)).toString('utf8')) as ModelJSON;
+  const weights: [string, Buffer][] = [];
+  for (const group of modelJson.weightsManifest ?? []) {
+    for (const weightPath of group.paths) weights.push([weightPath, await get(new URL(weightPath, modelUrl).href + query)]);
+  }
+  return { modelJson, weights };
+}
+
+function modelFetchError(url: string, cause: string): OrchardError {
+  return new OrchardError(
+    `Cannot download the model from ${url} (${cause}). Fix: give --model <url|s3 uri|dir> pointing to a reachable ` +
+      'copy of a tfjs model, or run once where the internet is reachable so it is cached in the bucket',
+    'ERR_MODEL_FETCH',
+    ExitCode.Fatal,
+  );
+}
+
+function fromMemoryFiles(files: DownloadedModel, uri: string): ModelFiles {
+  return withWeights(files.modelJson, Buffer.concat(files.weights.map(([, data]) => data)), uri);
+}
+
+function withWeights(modelJson: ModelJSON, weights: Buffer, loadedFrom: string): ModelFiles {
+  const weightData = weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.byteLength) as ArrayBuffer;
+  return { modelJson, weightData, loadedFrom, weightsSha256: createHash('sha256').update(weights).digest('hex') };
+}
+
+/**
+ * The nsfwjs package ships its Keras MobileNetV2 as two UMD modules (topology + base64 weights) under
+ * dist/models/, outside its `exports` map, so they are required by absolute path.
+ */
+function readNsfwjsModel(model: string): ModelFiles {
+  let distDir: string;
+  try {
+    distDir = path.resolve(path.dirname(require.resolve('nsfwjs')), '..');
+  } catch (error) {
+    throw new OrchardError(
+      `The offline model needs the nsfwjs package (${describeError(error)}); run npm ci, or use --model mobilenet_v2`,
+      'ERR_MODEL_LOAD',
+    );
+  }
+  const dir = path.join(distDir, 'models', model);
+  const modelJson = require(path.join(dir, 'model.min.js')) as ModelJSON;
+  const buffers = (modelJson.weightsManifest ?? []).flatMap((group) =>
+    group.paths.map((shard) => {
+      const exported = require(path.join(dir, `${shard}.min.js`)) as string | { default: string };
+      return Buffer.from(typeof exported === 'string' ? exported : exported.default, 'base64');
+    }),
+  );
+  return withWeights(modelJson, Buffer.concat(buffers), `npm:nsfwjs/dist/models/${model}`);
+}

@@ -1,0 +1,133 @@
+/**
+ * PCA from merged moments: eigen-decompose the sample covariance and keep the top k directions.
+ *
+ * The results follow scikit-learn's PCA (svd_solver='full') field by field, which is the reference the quality
+ * bar is measured against: same ddof, same rule for choosing k from a variance fraction, same noise variance.
+ * Working from the covariance rather than an SVD of the data is what lets the fit stage read O(dim^2) merged
+ * state instead of every feature row; the price is that eigenvalues below ~1e-16 of the largest are rounding
+ * noise (they are clamped at 0), which does not move any ratio by more than that.
+ */
+import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
+import { covariance, type Moments } from '../stats/moments';
+
+export type ComponentsSpec =
+  | { readonly kind: 'components'; readonly count: number }
+  | { readonly kind: 'variance'; readonly fraction: number };
+
+export interface PcaModel {
+  readonly nFeatures: number;
+  readonly nSamples: number;
+  readonly nComponents: number;
+  /** nFeatures */
+  readonly mean: Float64Array;
+  /** nComponents x nFeatures row-major unit vectors; the largest-magnitude entry of each is positive. */
+  readonly components: Float64Array;
+  /** nComponents eigenvalues of the covariance (ddof = 1), descending. */
+  readonly explainedVariance: Float64Array;
+  /** nComponents, each over the total variance (the covariance's trace). */
+  readonly explainedVarianceRatio: Float64Array;
+  /** The full curve, all nFeatures ratios (zeros past the rank), for reports and for choosing k. */
+  readonly allExplainedVarianceRatio: Float64Array;
+  /** sqrt(eigenvalue * (nSamples - 1)): the singular values of the centred data matrix, as scikit-learn reports. */
+  readonly singularValues: Float64Array;
+  /** Mean of the discarded eigenvalues up to min(nSamples, nFeatures), 0 if none (scikit-learn's definition). */
+  readonly noiseVariance: number;
+}
+
+/** Rejects a malformed spec, and a component count the data cannot provide, before any expensive work. */
+export function validateComponentsSpec(spec: ComponentsSpec, maxComponents: number): void {
+  if (spec.kind === 'variance') {
+    const f = spec.fraction;
+    // 1 is excluded on purpose: with rounding, "100 % of the variance" may never be reached, and if it is, it
+    // means "all components", which --components says unambiguously.
+    if (typeof f !== 'number' || !Number.isFinite(f) || f <= 0 || f >= 1) {
+      throw new RangeError(`Expected a fraction strictly between 0 and 1 for --variance but got ${f}`);
+    }
+  } else if (spec.kind === 'components') {
+    const c = spec.count;
+    if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
+      throw new RangeError(`Expected an integer >= 1 for --components but got ${c}`);
+    }
+    if (c > maxComponents) {
+      throw new RangeError(
+        `--components ${c} is more than the data can give: at most min(samples, features) = ${maxComponents}`,
+      );
+    }
+  } else {
+    throw new RangeError(`Unknown components spec kind ${JSON.stringify((spec as { kind: unknown }).kind)}`);
+  }
+}
+
+/**
+ * scikit-learn's rule: for a fraction, the smallest k whose cumulative ratio is strictly greater than the
+ * fraction (np.searchsorted(cumsum, f, side='right') + 1); for a count, the count itself. Either way at most
+ * maxComponents (= min(nSamples, nFeatures)); a count above that is a RangeError.
+ */
+export function chooseComponents(ratios: Float64Array, spec: ComponentsSpec, maxComponents: number): number {
+  validateComponentsSpec(spec, maxComponents);
+  const limit = Math.min(maxComponents, ratios.length);
+  if (spec.kind === 'components') return spec.count;
+  let cumulative = 0;
+  for (let k = 0; k < limit; k++) {
+    cumulative += ratios[k];
+    if (cumulative > spec.fraction) return k + 1;
+  }
+  // Only reachable when rounding keeps the cumulative sum at or below a fraction just under 1: keep everything.
+  return limit;
+}
+
+export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
+  const p = moments.dim;
+  const n = moments.count;
+  const maxComponents = Math.min(n, p);
+  validateComponentsSpec(spec, maxComponents);
+  const cov = covariance(moments); // throws on fewer than 2 rows
+
+  let total = 0;
+  for (let i = 0; i < p; i++) total += cov[i * p + i];
+  if (!(total > 0)) {
+    throw new RangeError(`PCA needs some variance but all ${p} features are constant over ${n} rows`);
+  }
+
+  // Exact symmetric decomposition (Householder tridiagonalisation + implicit QL), O(p^3).
+  const evd = new EigenvalueDecomposition(Matrix.from1DArray(p, p, cov), { assumeSymmetric: true });
+  const values = evd.realEigenvalues;
+  const vectors = evd.eigenvectorMatrix;
+  // Sort descending explicitly rather than rely on the library's (ascending) order; rounding can leave tiny
+  // negative eigenvalues on a positive semi-definite matrix: clamp them, a variance is never negative.
+  const order = values.map((_, i) => i).sort((a, b) => values[b] - values[a]);
+  const eigen = Float64Array.from(order, (i) => Math.max(0, values[i]));
+
+  const allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / total);
+  const k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
+
+  const components = new Float64Array(k * p);
+  for (let c = 0; c < k; c++) {
+    const col = order[c];
+    const row = c * p;
+    let pivot = 0;
+    for (let j = 0; j < p; j++) {
+      const v = vectors.get(j, col);
+      components[row + j] = v;
+      if (Math.abs(v) > Math.abs(components[row + pivot])) pivot = j;
+    }
+    // Eigenvectors are only defined up to sign; fix it so the same data always gives the same model.
+    if (components[row + pivot] < 0) for (let j = 0; j < p; j++) components[row + j] = -components[row + j];
+  }
+
+  const explainedVariance = eigen.slice(0, k);
+  let discarded = 0;
+  for (let i = k; i < maxComponents; i++) discarded += eigen[i];
+  return {
+    nFeatures: p,
+    nSamples: n,
+    nComponents: k,
+    mean: Float64Array.from(moments.mean),
+    components,
+    explainedVariance,
+    explainedVarianceRatio: allExplainedVarianceRatio.slice(0, k),
+    allExplainedVarianceRatio,
+    singularValues: Float64Array.from(explainedVariance, (v) => Math.sqrt(v * (n - 1))),
+    noiseVariance: k < maxComponents ? discarded / (maxComponents - k) : 0,
+  };
+}

@@ -1,0 +1,54 @@
+import type { BackendPreference } from '../model/backend';
+import type { Normalization } from '../model/presets';
+import type { ComponentsSpec } from '../pca/fit';
+import type { Location, S3Options } from '../storage';
+
+/** Which model to run: a preset name, or a tfjs model by URL / S3 URI / path, with optional overrides. */
+export interface ModelChoice {
+  readonly ref: string;
+  readonly featureLayer?: string;
+  readonly inputSize?: number;
+  readonly normalization?: Normalization;
+}
+
+/** The whole, validated configuration of one run. Built once at the edge (CLI); nothing below reads argv/env. */
+export interface RunConfig {
+  readonly input: Location;
+  readonly output: Location;
+  readonly runId: string;
+  readonly components: ComponentsSpec;
+  readonly model: ModelChoice;
+  /** Where web models are cached; @default `<output bucket>/models/` for S3 output, ~/.cache/orchard/models otherwise. */
+  readonly modelCache?: Location;
+  readonly backend: BackendPreference;
+  readonly batchSize: number;
+  /** Images read and decoded ahead of the model. */
+  readonly concurrency: number;
+  /** Images per shard: the unit of resume (and of a distributed map later). */
+  readonly shardSize: number;
+  readonly maxErrorRate: number;
+  readonly labelFrom: 'parent' | 'none';
+  readonly keepFeatures: boolean;
+  /** Decompression-bomb guard: largest width × height decoded. */
+  readonly maxPixels: number;
+  readonly s3: S3Options;
+}
+
+export const DEFAULTS = {
+  variance: 0.95,
+  batchSize: 32,
+  concurrency: 64,
+  shardSize: 4096,
+  maxErrorRate: 0.01,
+  maxPixels: 40_000_000,
+  /** Objects larger than this are listed as errors without being downloaded. */
+  maxImageBytes: 64 * 1024 * 1024,
+} as const;
+
+/** Config fields that must not change when a run is resumed: they change what the shards contain. */
+export const RESUME_INVARIANTS = ['input', 'model', 'shardSize', 'labelFrom', 'maxPixels'] as const;
+
+/** A run id from the clock, e.g. `run-20261124-130522`: sorts by time, safe in S3 keys and file names. */
+export function defaultRunId(now = new Date()): string {
+  return `run-${now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
+}

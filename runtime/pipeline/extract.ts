@@ -1,0 +1,114 @@
+import { pMapIterable } from 'p-map';
+import { ExitCode, OrchardError } from '../errors';
+import { isImageError, preprocessImage } from '../images/preprocess';
+import { writeNormalized, type FeatureModel } from '../model/feature-model';
+import { emptyMoments, encodeMoments, momentsOf } from '../stats/moments';
+import { NotFoundError, getJson, putJson, type Storage } from '../storage';
+import { DEFAULTS } from './config';
+import { shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
+import { labelOf, type ShardItem } from './list';
+
+/** What a finished shard records; its presence marks the shard as complete. */
+export interface ShardMeta {
+  readonly shard: number;
+  readonly dim: number;
+  /** Successful images, in feature-row order. */
+  readonly rows: { readonly key: string; readonly label: string }[];
+  readonly errors: { readonly key: string; readonly reason: string }[];
+  readonly seconds: number;
+  /** Seconds spent waiting in `predict` (the rest is reading, decoding and writing, mostly overlapped). */
+  readonly predictSeconds: number;
+}
+
+export interface ExtractOptions {
+  readonly batchSize: number;
+  readonly concurrency: number;
+  readonly labelFrom: 'parent' | 'none';
+  readonly maxPixels: number;
+  readonly signal?: AbortSignal;
+  /** Called after every image with the counts so far in this shard. */
+  readonly onProgress?: (done: number, failed: number) => void;
+}
+
+type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonly item: ShardItem; readonly error: string };
+
+/**
+ * The extract stage for one shard: read, decode and preprocess images ahead of the model (bounded by
+ * `concurrency`, in key order), run the CNN in batches, then write the shard's features, its mergeable
+ * statistics and — last — its meta file. A bad image becomes an error row; only systemic failures throw.
+ */
+export async function extractShard(shard: number, input: Storage, run: Storage, model: FeatureModel, options: ExtractOptions): Promise<ShardMeta> {
+  const started = performance.now();
+  const { items } = await getJson<{ items: ShardItem[] }>(run, shardKeys(shard));
+  const { featureDim: dim, inputSize: size, normalization } = model.identity;
+  const imageLength = size * size * 3;
+  const features = new Float32Array(items.length * dim);
+  const batch = new Float32Array(options.batchSize * imageLength);
+  const pending: ShardItem[] = [];
+  const rows: ShardMeta['rows'] = [];
+  const errors: ShardMeta['errors'] = [];
+  let predictSeconds = 0;
+
+  const flush = async () => {
+    if (pending.length === 0) return;
+    const t0 = performance.now();
+    const out = await model.predict(batch, pending.length);
+    predictSeconds += (performance.now() - t0) / 1000;
+    features.set(out, rows.length * dim);
+    for (const item of pending) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
+    pending.length = 0;
+  };
+
+  const decode = async (item: ShardItem): Promise<Decoded> => {
+    if (item.size > DEFAULTS.maxImageBytes) {
+      return { item, error: `file too large: ${item.size} bytes exceeds the ${DEFAULTS.maxImageBytes}-byte limit` };
+    }
+    try {
+      const data = await input.get(item.key);
+      const image = await preprocessImage(data, { size, maxPixels: options.maxPixels });
+      return { item, pixels: image.pixels };
+    } catch (error) {
+      if (isImageError(error)) return { item, error: error.reason };
+      if (error instanceof NotFoundError) return { item, error: 'unreadable: the object disappeared after listing' };
+      if (error instanceof OrchardError && error.code === 'ERR_ACCESS_DENIED') return { item, error: 'unreadable: access denied' };
+      throw error;
+    }
+  };
+
+  for await (const result of pMapIterable(items, decode, { concurrency: options.concurrency })) {
+    if (options.signal?.aborted) {
+      throw new OrchardError('Interrupted', 'ERR_INTERRUPTED', ExitCode.Interrupted);
+    }
+    if ('error' in result) {
+      errors.push({ key: result.item.key, reason: result.error });
+    } else {
+      writeNormalized(batch, pending.length * imageLength, result.pixels, normalization);
+      pending.push(result.item);
+      if (pending.length === options.batchSize) await flush();
+    }
+    options.onProgress?.(rows.length + pending.length + errors.length, errors.length);
+  }
+  await flush();
+
+  const moments = rows.length > 0 ? momentsOf(features.subarray(0, rows.length * dim), rows.length, dim) : emptyMoments(dim);
+  await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4));
+  await run.put(shardMoments(shard), encodeMoments(moments));
+  const meta: ShardMeta = { shard, dim, rows, errors, seconds: (performance.now() - started) / 1000, predictSeconds };
+  await putJson(run, shardMeta(shard), meta);
+  return meta;
+}
+
+/** Reads a feature shard back as float32 rows (copying only when the buffer is not 4-byte aligned). */
+export async function readFeatures(run: Storage, shard: number, rows: number, dim: number): Promise<Float32Array> {
+  const data = await run.get(shardFeatures(shard));
+  if (data.length !== rows * dim * 4) {
+    throw new OrchardError(
+      `${run.uri(shardFeatures(shard))} holds ${data.length} bytes, expected ${rows} × ${dim} float32 values`,
+      'ERR_CORRUPT_SHARD',
+    );
+  }
+  return data.byteOffset % 4 === 0
+    ? new Float32Array(data.buffer, data.byteOffset, rows * dim)
+    : new Float32Array(new Uint8Array(data).buffer);
+}
+

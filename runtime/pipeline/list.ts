@@ -1,0 +1,61 @@
+import * as path from 'node:path';
+import type { Reporter } from '../progress';
+import { getJsonIfExists, putJson, type Storage } from '../storage';
+import { PLAN, shardKeys } from './layout';
+
+export interface ShardItem {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface Plan {
+  readonly shards: number;
+  readonly images: number;
+  readonly shardSize: number;
+}
+
+export interface ListOptions {
+  readonly shardSize: number;
+  /** A prefix of the input to leave out (the output, when it lies inside the input). */
+  readonly exclude?: string;
+}
+
+/**
+ * The list stage: streams the input listing into shard files of `shardSize` keys, so that memory stays one
+ * shard however many objects there are. Hidden files (`.DS_Store`, `._x.jpg`) are not inputs. The plan is
+ * written last; an existing plan is reused, which keeps the shard boundaries of a resumed run identical.
+ */
+export async function planShards(input: Storage, run: Storage, options: ListOptions, reporter: Reporter): Promise<Plan> {
+  const existing = await getJsonIfExists<Plan>(run, PLAN);
+  if (existing) {
+    reporter.info(`list: reusing the plan of this run (${existing.images} images in ${existing.shards} shards)`);
+    return existing;
+  }
+  let shard = 0;
+  let images = 0;
+  let items: ShardItem[] = [];
+  const flush = async () => {
+    await putJson(run, shardKeys(shard), { shard, items });
+    shard += 1;
+    items = [];
+  };
+  for await (const object of input.list()) {
+    if (options.exclude && object.key.startsWith(options.exclude)) continue;
+    if (path.posix.basename(object.key).startsWith('.')) continue;
+    items.push({ key: object.key, size: object.size });
+    images += 1;
+    if (items.length === options.shardSize) await flush();
+  }
+  if (items.length > 0) await flush();
+  const plan: Plan = { shards: shard, images, shardSize: options.shardSize };
+  await putJson(run, PLAN, plan);
+  reporter.info(`list: ${images} objects in ${shard} shard(s) under ${input.uri()}`);
+  return plan;
+}
+
+/** The label of a key: the name of the folder that holds it (Fruits-360: `Test/Apple Braeburn/3_100.jpg`). */
+export function labelOf(key: string, from: 'parent' | 'none'): string {
+  if (from === 'none') return '';
+  const parent = path.posix.dirname(key);
+  return parent === '.' ? '' : path.posix.basename(parent);
+}

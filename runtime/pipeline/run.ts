@@ -1,0 +1,252 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
+import sharp from 'sharp';
+import { ExitCode, OrchardError } from '../errors';
+import { readModelFiles } from '../model/artifacts';
+import { initTf, type TfRuntime } from '../model/backend';
+import { createFeatureModel, type FeatureModel, type ModelIdentity } from '../model/feature-model';
+import { resolveModel } from '../model/resolve';
+import { pcaModelToJson } from '../pca/model-json';
+import type { Reporter } from '../progress';
+import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, putJson, type Location, type Storage } from '../storage';
+import { RESUME_INVARIANTS, type RunConfig } from './config';
+import { extractShard } from './extract';
+import { fitStage } from './fit';
+import { CONFIG, OUTPUTS, WORK, shardMeta } from './layout';
+import { planShards } from './list';
+import { publishTables } from './publish';
+
+export type RunStatus = 'succeeded' | 'too_many_errors';
+
+export interface RunResult {
+  readonly status: RunStatus;
+  readonly exitCode: ExitCode;
+  readonly runUri: string;
+  readonly outputs: Record<keyof typeof OUTPUTS, string>;
+  readonly manifest: Manifest;
+}
+
+export interface Manifest {
+  readonly orchard: string;
+  readonly runId: string;
+  readonly status: RunStatus;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly input: string;
+  readonly output: string;
+  readonly config: Record<string, unknown>;
+  readonly counts: { listed: number; processed: number; failed: number; errorRate: number; shards: number; shardsResumed: number };
+  readonly pca: { components: number; explainedVariance: number; spec: RunConfig['components'] };
+  readonly timings: Record<string, number>;
+  readonly imagesPerSecond: number;
+  readonly backend: string;
+  readonly model: ModelIdentity;
+  readonly versions: Record<string, string>;
+  readonly outputs: Record<string, string>;
+}
+
+export interface RunDependencies {
+  readonly reporter: Reporter;
+  readonly signal?: AbortSignal;
+  /** An already-initialised TensorFlow.js (tests and the demo reuse one across runs). */
+  readonly tf?: TfRuntime;
+}
+
+/**
+ * Runs the whole chain — list → extract (per shard) → fit → project/publish — for one run id. Shards that
+ * are complete are not redone, so rerunning a killed run with the same id resumes it. A completed run
+ * (`_SUCCESS` present) is never overwritten.
+ */
+export async function runPipeline(config: RunConfig, deps: RunDependencies): Promise<RunResult> {
+  const { reporter } = deps;
+  const startedAt = new Date();
+  const timer = stageTimer();
+  const input = openStorage(config.input, config.s3);
+  const runLocation = childLocation(config.output, config.runId);
+  const run = openStorage(runLocation, config.s3);
+  await input.check();
+  await run.check();
+  await guardRunFolder(run, config);
+
+  reporter.info(`run ${config.runId}: ${formatLocation(config.input)} → ${run.uri()}`);
+  const plan = await timer.time('list', () =>
+    planShards(input, run, { shardSize: config.shardSize, exclude: excludedPrefix(config.input, runLocation) }, reporter),
+  );
+  if (plan.images === 0) {
+    throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
+  }
+
+  const tf = deps.tf ?? (await initTf(config.backend));
+  const model = await timer.time('model_load', () => loadModel(config, tf));
+  reporter.info(`model ${model.identity.name} on ${tf.backend}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}`);
+
+  let shardsResumed = 0;
+  let predictSeconds = 0;
+  try {
+    const task = reporter.task('extract', plan.images);
+    let done = 0;
+    let failed = 0;
+    await timer.time('extract', async () => {
+      for (let shard = 0; shard < plan.shards; shard++) {
+        const previous = await getJsonIfExists<{ rows: unknown[]; errors: unknown[] }>(run, shardMeta(shard));
+        if (previous) {
+          shardsResumed += 1;
+          done += previous.rows.length + previous.errors.length;
+          failed += previous.errors.length;
+          task.update(done, failed);
+          continue;
+        }
+        const meta = await extractShard(shard, input, run, model, {
+          batchSize: config.batchSize,
+          concurrency: config.concurrency,
+          labelFrom: config.labelFrom,
+          maxPixels: config.maxPixels,
+          signal: deps.signal,
+          onProgress: (shardDone, shardFailed) => task.update(done + shardDone, failed + shardFailed),
+        });
+        done += meta.rows.length + meta.errors.length;
+        failed += meta.errors.length;
+        predictSeconds += meta.predictSeconds;
+      }
+    });
+    task.stop();
+    if (shardsResumed > 0) reporter.info(`extract: ${shardsResumed} of ${plan.shards} shard(s) were already complete`);
+  } finally {
+    model.dispose();
+  }
+
+  const pca = await timer.time('fit', () => fitStage(run, plan.shards, model.identity.featureDim, config.components));
+  const cumulative = pca.explainedVarianceRatio.reduce((sum, value) => sum + value, 0);
+  reporter.info(`fit: k=${pca.nComponents} explains ${(cumulative * 100).toFixed(2)}% of the variance`);
+  await putJson(run, OUTPUTS.model, pcaModelToJson(pca, { model: model.identity, run_id: config.runId }));
+
+  const counts = await timer.time('publish', () =>
+    publishTables(run, plan.shards, pca, { orchard_run_id: config.runId, orchard_model: model.identity.name }),
+  );
+  const errorRate = counts.errors / plan.images;
+  const status: RunStatus = errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';
+  const outputs = Object.fromEntries(Object.entries(OUTPUTS).map(([name, file]) => [name, run.uri(file)])) as RunResult['outputs'];
+  const timings = timer.result();
+  const manifest: Manifest = {
+    orchard: ORCHARD_VERSION,
+    runId: config.runId,
+    status,
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    input: formatLocation(config.input),
+    output: run.uri(),
+    config: describeConfig(config),
+    counts: { listed: plan.images, processed: counts.rows, failed: counts.errors, errorRate, shards: plan.shards, shardsResumed },
+    pca: { components: pca.nComponents, explainedVariance: cumulative, spec: config.components },
+    timings: { ...timings, predict: round(predictSeconds) },
+    imagesPerSecond: round(plan.images / Math.max(timings.total, 1e-9)),
+    backend: tf.backend,
+    model: model.identity,
+    versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, ...tf.versions },
+    outputs,
+  };
+  await putJson(run, OUTPUTS.manifest, manifest);
+  if (status === 'succeeded') {
+    // _SUCCESS last: readers that wait for it see every other output complete.
+    await run.put(OUTPUTS.success, '');
+    if (!config.keepFeatures) await run.deletePrefix(WORK);
+  } else {
+    reporter.warn(
+      `${counts.errors} of ${plan.images} images failed (${(errorRate * 100).toFixed(2)}% > --max-error-rate ${config.maxErrorRate * 100}%); see ${outputs.errors}`,
+    );
+  }
+  return { status, exitCode: status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors, runUri: run.uri(), outputs, manifest };
+}
+
+async function loadModel(config: RunConfig, tf: TfRuntime): Promise<FeatureModel> {
+  const preset = resolveModel(config.model);
+  const cache = openStorage(config.modelCache ?? defaultModelCache(config.output), config.s3);
+  const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
+  return createFeatureModel(tf, preset, files, config.batchSize);
+}
+
+/** Web models are cached next to the results: `s3://<output bucket>/models/`, or ~/.cache/orchard/models. */
+export function defaultModelCache(output: Location): Location {
+  return output.kind === 's3'
+    ? { kind: 's3', bucket: output.bucket, prefix: 'models/' }
+    : { kind: 'local', dir: path.join(os.homedir(), '.cache', 'orchard', 'models') };
+}
+
+async function guardRunFolder(run: Storage, config: RunConfig): Promise<void> {
+  if (await exists(run, OUTPUTS.success)) {
+    throw new OrchardError(
+      `Run ${config.runId} already completed at ${run.uri()}; it is never overwritten. Choose another --run-id`,
+      'ERR_RUN_EXISTS',
+      ExitCode.Usage,
+    );
+  }
+  const described = describeConfig(config);
+  const previous = await getJsonIfExists<Record<string, unknown>>(run, CONFIG);
+  if (!previous) {
+    if (await exists(run, OUTPUTS.manifest)) {
+      throw new OrchardError(`${run.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+    }
+    await putJson(run, CONFIG, described);
+    return;
+  }
+  for (const field of RESUME_INVARIANTS) {
+    if (JSON.stringify(previous[field]) !== JSON.stringify(described[field])) {
+      throw new OrchardError(
+        `Cannot resume run ${config.runId}: ${field} was ${JSON.stringify(previous[field])} and is now ${JSON.stringify(described[field])}. ` +
+          'Use the same settings, or another --run-id',
+        'ERR_RESUME_MISMATCH',
+        ExitCode.Usage,
+      );
+    }
+  }
+}
+
+/** The config as the manifest shows it: URIs instead of parsed locations, nothing secret (there is nothing). */
+function describeConfig(config: RunConfig): Record<string, unknown> {
+  return {
+    input: formatLocation(config.input),
+    output: formatLocation(config.output),
+    runId: config.runId,
+    components: config.components,
+    model: config.model,
+    backend: config.backend,
+    batchSize: config.batchSize,
+    concurrency: config.concurrency,
+    shardSize: config.shardSize,
+    maxErrorRate: config.maxErrorRate,
+    labelFrom: config.labelFrom,
+    keepFeatures: config.keepFeatures,
+    maxPixels: config.maxPixels,
+    endpoint: config.s3.endpoint,
+  };
+}
+
+/** When the run folder lies inside the input (same bucket or folder), its files are not inputs. */
+function excludedPrefix(input: Location, runLocation: Location): string | undefined {
+  const inputUri = formatLocation(input);
+  const outputUri = formatLocation(runLocation);
+  const base = input.kind === 'local' ? inputUri + path.sep : inputUri;
+  if (!outputUri.startsWith(base)) return undefined;
+  return outputUri.slice(base.length).split(path.sep).join('/').replace(/\/?$/, '/');
+}
+
+function stageTimer() {
+  const started = performance.now();
+  const timings: Record<string, number> = {};
+  return {
+    async time<T>(stage: string, work: () => Promise<T>): Promise<T> {
+      const t0 = performance.now();
+      try {
+        return await work();
+      } finally {
+        timings[stage] = round((performance.now() - t0) / 1000);
+      }
+    },
+    result: () => ({ ...timings, total: round((performance.now() - started) / 1000) }),
+  };
+}
+
+const round = (value: number) => Math.round(value * 1000) / 1000;
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const ORCHARD_VERSION: string = (require('../../package.json') as { version: string }).version;

@@ -1,0 +1,37 @@
+import type { Storage } from '../../runtime/storage';
+import type { Tf } from '../../runtime/model/backend';
+
+export const TINY_INPUT = 32;
+export const TINY_FEATURES = 12;
+
+/**
+ * Saves a small, seeded Keras-style CNN (conv → ReLU → global average pooling → 12 features, then a dense
+ * head) as a tfjs layers model (model.json + weights.bin) into `storage` under `prefix`. Tests load it through
+ * the same code path as MobileNetV2, with `--feature-layer features`, and stay fast.
+ */
+export async function saveTinyModel(tf: Tf, storage: Storage, prefix = ''): Promise<void> {
+  const input = tf.input({ shape: [TINY_INPUT, TINY_INPUT, 3] });
+  const conv = tf.layers
+    .conv2d({ filters: TINY_FEATURES, kernelSize: 5, strides: 2, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }), biasInitializer: 'ones' })
+    .apply(input) as import('@tensorflow/tfjs').SymbolicTensor;
+  const pooled = tf.layers.globalAveragePooling2d({ name: 'features' }).apply(conv) as import('@tensorflow/tfjs').SymbolicTensor;
+  const head = tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 8 }) }).apply(pooled) as import('@tensorflow/tfjs').SymbolicTensor;
+  const model = tf.model({ inputs: input, outputs: head });
+  await model.save(
+    tf.io.withSaveHandler(async (artifacts) => {
+      const weights = Buffer.from(artifacts.weightData as ArrayBuffer);
+      await storage.put(`${prefix}weights.bin`, weights);
+      await storage.put(
+        `${prefix}model.json`,
+        JSON.stringify({
+          format: 'layers-model',
+          generatedBy: 'orchard tests',
+          modelTopology: artifacts.modelTopology,
+          weightsManifest: [{ paths: ['weights.bin'], weights: artifacts.weightSpecs }],
+        }),
+      );
+      return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+    }),
+  );
+  model.dispose();
+}
