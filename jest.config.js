@@ -10,6 +10,7 @@ module.exports = {
   },
   transformIgnorePatterns: ['/node_modules/(?!(p-map|hyparquet|hyparquet-writer)/)'],
   testTimeout: 120000,
+  setupFiles: ['<rootDir>/test/helpers/setup-env.js'],
   // Tests share two cores with the tfjs wasm runtime; more workers only add contention.
   maxWorkers: 2,
 };

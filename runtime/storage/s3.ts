@@ -140,7 +140,7 @@ export class S3Storage implements Storage {
   /** Turns SDK and network failures into one-line errors that name the bucket or key and the cause. */
   private fatal(error: unknown, uri: string): OrchardError {
     if (error instanceof OrchardError) return error;
-    const name = error instanceof S3ServiceException ? error.name : (error as { code?: string })?.code;
+    const name = error instanceof S3ServiceException ? error.name : ((error as { code?: string })?.code ?? (error as Error)?.name);
     const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
     if (name === 'NoSuchBucket' || (name === 'NotFound' && uri === this.uri())) {
       return new OrchardError(`Bucket ${this.bucket} does not exist (${uri})`, 'ERR_NO_SUCH_BUCKET', ExitCode.Fatal, { cause: error });
@@ -148,10 +148,18 @@ export class S3Storage implements Storage {
     if (name === 'AccessDenied' || name === 'Forbidden' || status === 403) {
       return new OrchardError(`Access denied to ${uri}: check the IAM policy of this role or user`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
     }
-    if (name === 'ECONNREFUSED' || name === 'ENOTFOUND' || name === 'ETIMEDOUT' || name === 'CredentialsProviderError') {
+    if (name === 'CredentialsProviderError') {
+      return new OrchardError(
+        `No AWS credentials to reach ${uri}: on EC2 the instance role provides them; elsewhere set AWS_PROFILE or AWS_* variables`,
+        'ERR_NO_CREDENTIALS',
+        ExitCode.Fatal,
+        { cause: error },
+      );
+    }
+    if (name === 'ECONNREFUSED' || name === 'ENOTFOUND' || name === 'ETIMEDOUT') {
       return new OrchardError(`Cannot reach S3 for ${uri}: ${describeError(error)}`, 'ERR_STORAGE_UNREACHABLE', ExitCode.Fatal, { cause: error });
     }
-    return new OrchardError(`S3 request for ${uri} failed: ${name ?? ''} ${describeError(error)}`.trim(), 'ERR_STORAGE', ExitCode.Fatal, { cause: error });
+    return new OrchardError(`S3 request for ${uri} failed: ${[name, describeError(error)].filter(Boolean).join(': ')}`, 'ERR_STORAGE', ExitCode.Fatal, { cause: error });
   }
 }
 
