@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, OrchardError, describeError } from './errors';
 import { createReporter, type Reporter } from './progress';
@@ -187,7 +188,9 @@ function s3Options(options: CommonOptions): S3Options {
 }
 
 function reporterFor(options: CommonOptions, io: CliIo): Reporter {
-  return createReporter({ quiet: options.quiet, json: options.jsonLogs, tty: io.isTty });
+  // Log lines go through io.err like every other message; only a progress bar needs the real (TTY) stderr.
+  const stream = io.isTty ? undefined : new Writable({ write: (chunk: Buffer, _encoding, done) => (io.err(chunk.toString('utf8')), done()) });
+  return createReporter({ quiet: options.quiet, json: options.jsonLogs, tty: io.isTty, stream });
 }
 
 function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {

@@ -48,7 +48,16 @@ export async function readModelFiles(source: ModelSource, options: ArtifactOptio
   // An S3 URI or a local path: a model.json file or the folder holding one.
   const file = uri.endsWith('.json') ? path.posix.basename(uri) : 'model.json';
   const dir = uri.endsWith('.json') ? uri.slice(0, uri.length - file.length) : uri;
-  return readFromStorage(openStorage(parseLocation(dir, '--model'), options.s3), file);
+  return readFromStorage(openStorage(parseLocation(dir, '--model'), options.s3), file).catch((error: unknown) => {
+    if (!(error instanceof NotFoundError)) throw error;
+    throw new OrchardError(
+      `No tfjs model at ${uri}: ${error.message}. Fix: give --model a preset name, or a URL, s3:// URI or folder ` +
+        'holding model.json and its weight files',
+      'ERR_MODEL_LOAD',
+      ExitCode.Fatal,
+      { cause: error },
+    );
+  });
 }
 
 /** Cache folder name for a web model: readable and unique per URL. */
@@ -79,7 +88,7 @@ interface DownloadedModel {
 async function download(url: string, fetchImpl: typeof fetch): Promise<DownloadedModel> {
   const tfhub = /(^|\.)tfhub\.dev$/i.test(new URL(url).host);
   const query = tfhub ? '?tfjs-format=file' : '';
-  const modelUrl = url.endsWith('.json') ? url : `${url.replace(/\/+$/, '')}/model.json${query}`;
+  const modelUrl = new URL(url).pathname.endsWith('.json') ? `${url}${query}` : `${url.replace(/\/+$/, '')}/model.json${query}`;
   const get = async (target: string): Promise<Buffer> => {
     let response: Response;
     try {

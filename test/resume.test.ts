@@ -1,0 +1,161 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { generateSampleImages } from '../runtime/images/generate';
+import { S3Storage, createS3Client } from '../runtime/storage';
+import { uploadTree } from '../runtime/upload';
+import { startTestS3, tempDir } from './helpers/s3';
+
+/**
+ * A real `orchard run` process, killed with SIGKILL as soon as its first shard is complete, then rerun with the
+ * same --run-id: it must resume from the completed shards and end with the same results as an uninterrupted run.
+ * The real offline MobileNetV2 (~20 images/s on wasm) keeps the run long enough to be killed in the middle.
+ */
+
+const ROOT = path.resolve(__dirname, '..');
+const BIN = path.join(ROOT, 'runtime', 'orchard.cjs');
+const BUCKET = 'resume-test';
+const CLASSES = ['Apple Braeburn', 'Banana', 'Lemon', 'Kiwi', 'Pêche de vigne'];
+const PER_CLASS = 8;
+const IMAGES = CLASSES.length * PER_CLASS;
+const SHARD_SIZE = 8;
+const SHARDS = IMAGES / SHARD_SIZE;
+
+let s3: Awaited<ReturnType<typeof startTestS3>>;
+const output = tempDir();
+
+beforeAll(async () => {
+  s3 = await startTestS3([BUCKET]);
+  const dir = tempDir();
+  await generateSampleImages(dir, { perClass: PER_CLASS, seed: 11, classes: CLASSES });
+  await uploadTree({ sourceDir: dir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
+});
+afterAll(() => s3.close());
+
+interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function runArgs(runId: string, shardSize = SHARD_SIZE): string[] {
+  return [
+    'run',
+    '--input', `s3://${BUCKET}/images/`,
+    '--output', output,
+    '--run-id', runId,
+    '--model', 'mobilenet_v2_offline',
+    '--shard-size', String(shardSize),
+    '--batch-size', '4',
+    '--backend', 'wasm',
+    '-k', '5',
+    '--json-logs',
+    '--endpoint', s3.endpoint,
+  ];
+}
+
+/** Starts the real bin; `exited` settles when the process is gone, however it ended. */
+function start(args: string[]) {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const exited = new Promise<Exit>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  return { child, exited };
+}
+
+const runDir = (runId: string) => path.join(output, runId);
+const metaFiles = (runId: string) => {
+  const dir = path.join(runDir(runId), '_work', 'extract');
+  return fs.existsSync(dir) ? fs.readdirSync(dir).filter((name) => name.endsWith('.meta.json')).sort() : [];
+};
+
+/** Runs until the first shard's meta file appears, then SIGKILLs the process (no chance to clean up). */
+async function killAfterFirstShard(runId: string): Promise<Exit> {
+  const { child, exited } = start(runArgs(runId));
+  const firstMeta = path.join(runDir(runId), '_work', 'extract', '00000.meta.json');
+  let finished = false;
+  void exited.then(() => (finished = true));
+  while (!finished && !fs.existsSync(firstMeta)) await new Promise((resolve) => setTimeout(resolve, 20));
+  if (!finished) child.kill('SIGKILL');
+  return exited;
+}
+
+function readCsv(file: string): string[][] {
+  // The generated keys hold no commas or quotes, so a plain split reads them faithfully.
+  return fs.readFileSync(file, 'utf8').trim().split('\n').map((line) => line.split(','));
+}
+
+describe('a run killed mid-extract and rerun with the same --run-id', () => {
+  let killed: Exit;
+  let metasAfterKill: string[];
+  let successAfterKill: boolean;
+  let refused: Exit;
+  let metasAfterRefusal: string[];
+  let resumed: Exit;
+  let fresh: Exit;
+
+  beforeAll(async () => {
+    // The uninterrupted reference run goes alongside the others (a second core): the fit of 1280 features
+    // takes most of a run's time, and the two runs share nothing but the input bucket.
+    const freshRun = start(runArgs('fresh1')).exited;
+    killed = await killAfterFirstShard('resume1');
+    metasAfterKill = metaFiles('resume1');
+    successAfterKill = fs.existsSync(path.join(runDir('resume1'), '_SUCCESS'));
+    refused = await start(runArgs('resume1', SHARD_SIZE + 2)).exited;
+    metasAfterRefusal = metaFiles('resume1');
+    resumed = await start(runArgs('resume1')).exited;
+    fresh = await freshRun;
+  }, 120_000);
+
+  it('was killed in the middle: by SIGKILL, without _SUCCESS, with some but not all shards complete', () => {
+    expect(killed.signal).toBe('SIGKILL');
+    expect(successAfterKill).toBe(false);
+    expect(metasAfterKill.length).toBeGreaterThanOrEqual(1);
+    expect(metasAfterKill.length).toBeLessThan(SHARDS);
+  });
+
+  it('refuses to resume with another --shard-size: exit 2, naming shardSize', () => {
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/^orchard: Cannot resume run resume1: shardSize was 8 and is now 10/m);
+    expect(metasAfterRefusal).toEqual(metasAfterKill);
+  });
+
+  it('finishes on the rerun: exit 0 and _SUCCESS', () => {
+    expect(resumed.stderr).not.toMatch(/"level":"warn"/);
+    expect(resumed.code).toBe(0);
+    expect(fs.existsSync(path.join(runDir('resume1'), '_SUCCESS'))).toBe(true);
+  });
+
+  it('reuses exactly the shards completed before the kill and processes every image', () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(runDir('resume1'), 'manifest.json'), 'utf8'));
+    expect(manifest.counts.shardsResumed).toBe(metasAfterKill.length);
+    expect(manifest.counts.shardsResumed).toBeGreaterThanOrEqual(1);
+    expect(manifest.counts).toMatchObject({ listed: IMAGES, processed: IMAGES, failed: 0, shards: SHARDS });
+    expect(JSON.parse(resumed.stdout).counts.shardsResumed).toBe(metasAfterKill.length);
+  });
+
+  it('writes the same pca.csv as an uninterrupted run: same keys in the same order, values within 1e-4', () => {
+    expect(fresh.code).toBe(0);
+    const freshManifest = JSON.parse(fs.readFileSync(path.join(runDir('fresh1'), 'manifest.json'), 'utf8'));
+    expect(freshManifest.counts.shardsResumed).toBe(0);
+    const a = readCsv(path.join(runDir('resume1'), 'pca.csv'));
+    const b = readCsv(path.join(runDir('fresh1'), 'pca.csv'));
+    expect(a[0]).toEqual(['key', 'label', 'pc_1', 'pc_2', 'pc_3', 'pc_4', 'pc_5']);
+    expect(a.map((row) => row.slice(0, 2))).toEqual(b.map((row) => row.slice(0, 2)));
+    expect(a).toHaveLength(IMAGES + 1);
+    let worst = 0;
+    for (let i = 1; i < a.length; i++) {
+      for (let c = 2; c < a[i].length; c++) worst = Math.max(worst, Math.abs(Number(a[i][c]) - Number(b[i][c])));
+    }
+    expect(worst).toBeLessThanOrEqual(1e-4);
+  });
+});
