@@ -7,18 +7,10 @@ import {
   momentsOf,
   type Moments,
 } from '../runtime/stats/moments';
+import { mulberry32 } from '../runtime/random';
 
-/** Deterministic PRNG (mulberry32), so a failing split can be reproduced. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG, so a failing split can be reproduced. */
+const rng = mulberry32;
 
 /** Correlated, non-negative feature-like rows: a shared factor per row plus per-column noise. */
 function features(n: number, dim: number, seed: number): Float32Array {

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { invalidParameter } from '../errors';
+import { mulberry32 } from '../random';
 
 /**
  * Sample images in the Fruits-360 look (a 100x100 JPEG, one fruit on white) for the demo and the tests, so that
@@ -25,18 +26,6 @@ export const SAMPLE_CLASSES: readonly string[] = Object.freeze([
 const IMAGE_SIZE = 100;
 /** Enough to keep libvips' threads busy without queueing hundreds of renders at once. */
 const WRITE_CONCURRENCY = 8;
-
-/** mulberry32: a tiny, good-enough 32-bit PRNG; determinism is what matters here, not quality. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** FNV-1a over a string: per-image seeds from (run seed, class, index), independent of which classes are drawn. */
 function hash32(text: string): number {
