@@ -7,7 +7,10 @@ import { runPipeline, type RunResult } from './pipeline/run';
 import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
 import type { BackendPreference } from './model/backend';
 import type { ComponentsSpec } from './pca/fit';
-import { S3Storage, createS3Client, parseLocation, type S3Options } from './storage';
+import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
+import { OUTPUTS } from './pipeline/layout';
+import type { Manifest } from './pipeline/run';
+import { buildReport } from './report/build';
 import { uploadTree } from './upload';
 import { runDemo } from './demo';
 
@@ -106,6 +109,27 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model }, reporter);
     io.out(`${result.summary}\n`);
     io.exit(result.run.exitCode);
+  });
+
+  withCommon(
+    program
+      .command('report')
+      .description('Write report.html (variance curves, PC scatter plots, classes, errors) for a finished run, replacing any earlier one')
+      .argument('<run-uri>', 'the run folder: s3://bucket/results/<run-id>/ or a local folder')
+      .option('-i, --input <uri>', 'where the images are, for thumbnails (default: the input recorded in the manifest)'),
+  ).action(async (runUri: string, options: CommonOptions & { input?: string }) => {
+    const s3 = s3Options(options);
+    const run = openStorage(parseLocation(runUri, '<run-uri>'), s3);
+    await run.check();
+    const manifest = await getJsonIfExists<Manifest>(run, OUTPUTS.manifest);
+    if (!manifest) {
+      throw new OrchardError(`${run.uri()} holds no ${OUTPUTS.manifest}: not the folder of a finished run`, 'ERR_NOT_A_RUN', ExitCode.Usage);
+    }
+    const input = openStorage(parseLocation(options.input ?? manifest.input, '--input'), s3);
+    const reporter = reporterFor(options, io);
+    const uri = await buildReport(run, { input, manifest, reporter });
+    io.out(options.jsonLogs ? `${JSON.stringify({ report: uri })}\n` : `report  ${uri}  (open in a browser)\n`);
+    io.exit(ExitCode.Ok);
   });
 
   withCommon(

@@ -66,7 +66,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
       `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${manifest.backend} backend`,
       `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
       `  outputs        ${run.runUri}`,
-      ...Object.entries(run.outputs).map(([name, uri]) => `    ${name.padEnd(9)} ${uri}`),
+      ...Object.entries(run.outputs).map(([name, uri]) => `    ${name.padEnd(9)} ${uri}${name === 'report' ? '  (open in a browser)' : ''}`),
     ].join('\n');
     return { run, summary };
   } finally {

@@ -96,6 +96,12 @@ describe('help', () => {
     for (const option of ['--output', '--per-class', '--batch-size', '--model', '--endpoint', '--json-logs']) expect(result.out).toContain(option);
   });
 
+  it('report --help lists the report argument and options and exits 0', async () => {
+    const result = await orchard('report', '--help');
+    expect(result.code).toBe(0);
+    for (const option of ['<run-uri>', '--input', '--endpoint']) expect(result.out).toContain(option);
+  });
+
   it('upload --help lists the upload arguments and options and exits 0', async () => {
     const result = await orchard('upload', '--help');
     expect(result.code).toBe(0);
@@ -218,6 +224,34 @@ describe('a run through the command line', () => {
     expect(again.code).toBe(2);
     expect(again.err).toMatch(/^orchard: .*r1.*never overwritten/);
     expect(fs.readFileSync(path.join(output, 'r1', 'manifest.json'), 'utf8')).toBe(manifest);
+  });
+});
+
+describe('orchard report', () => {
+  const output = tempDir();
+  let report: Captured;
+
+  beforeAll(async () => {
+    await orchard(...tinyRun(output, 'rep'));
+    fs.rmSync(path.join(output, 'rep', 'report.html'));
+    report = await orchard('report', path.join(output, 'rep'));
+  });
+
+  it('regenerates report.html for a finished run, exits 0 and prints its path', () => {
+    expect(report.code).toBe(0);
+    expect(report.out).toBe(`report  ${path.join(output, 'rep', 'report.html')}  (open in a browser)\n`);
+    expect(fs.readFileSync(path.join(output, 'rep', 'report.html'), 'utf8')).toMatch(/^<!doctype html>/);
+  });
+
+  it('takes the thumbnails from the input recorded in the manifest', () => {
+    const html = fs.readFileSync(path.join(output, 'rep', 'report.html'), 'utf8');
+    expect(html.match(/<img src="data:image\/jpeg;base64,/g)).toHaveLength(12);
+  });
+
+  it('exits 2, naming the folder, when it holds no finished run', async () => {
+    const result = await orchard('report', tempDir());
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(/^orchard: .*no manifest\.json/);
   });
 });
 

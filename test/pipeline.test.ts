@@ -70,10 +70,15 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     );
   });
 
-  it('succeeds and writes the seven outputs, _SUCCESS among them', () => {
+  it('succeeds and writes the eight outputs, _SUCCESS among them', () => {
     expect(result.status).toBe('succeeded');
     const files = fs.readdirSync(path.join(output, 'e2e')).sort();
-    expect(files).toEqual(['_SUCCESS', '_work', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet'].sort());
+    expect(files).toEqual(['_SUCCESS', '_work', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'report.html'].sort());
+  });
+
+  it('lists the report among the outputs of the manifest', () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(output, 'e2e', 'manifest.json'), 'utf8'));
+    expect(manifest.outputs.report).toBe(path.join(output, 'e2e', 'report.html'));
   });
 
   it('writes one CSV row per image with its key, its folder as label and k PC columns', () => {
@@ -144,8 +149,41 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     );
     const listed: string[] = [];
     for await (const item of new S3Storage(createS3Client(s3.options), BUCKET, 'results/to-s3/').list()) listed.push(item.key);
-    expect(listed.sort()).toEqual(['_SUCCESS', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet']);
+    expect(listed.sort()).toEqual(['_SUCCESS', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'report.html']);
     expect(run.manifest.pca.explainedVariance).toBeGreaterThan(0.9);
+  });
+});
+
+describe('a report that cannot be built', () => {
+  const output = tempDir();
+  const warnings: string[] = [];
+  let result: Awaited<ReturnType<typeof runPipeline>>;
+
+  beforeAll(async () => {
+    // A directory where report.html should go: writing the report fails for real.
+    fs.mkdirSync(path.join(output, 'no-report', 'report.html'), { recursive: true });
+    await uploadImages('no-report/', async (dir) => {
+      await generateSampleImages(dir, { perClass: 4, seed: 4, classes: ['Kiwi', 'Lemon'] });
+    });
+    result = await runPipeline(
+      config({ input: { kind: 's3', bucket: BUCKET, prefix: 'no-report/' }, output: { kind: 'local', dir: output }, runId: 'no-report' }),
+      { reporter: { ...silentReporter(), warn: (message) => warnings.push(message) }, tf },
+    );
+  });
+
+  it('does not fail the run', () => {
+    expect(result.status).toBe('succeeded');
+    expect(fs.existsSync(path.join(output, 'no-report', '_SUCCESS'))).toBe(true);
+  });
+
+  it('warns, naming the report', () => {
+    expect(warnings).toEqual([expect.stringMatching(/^report: could not build .*report\.html/)]);
+  });
+
+  it('leaves the report out of the outputs of the manifest', () => {
+    const manifest = JSON.parse(fs.readFileSync(path.join(output, 'no-report', 'manifest.json'), 'utf8'));
+    expect(Object.keys(manifest.outputs)).not.toContain('report');
+    expect(result.outputs.report).toBeUndefined();
   });
 });
 

@@ -46,8 +46,15 @@ describe.each(['local', 's3'])('%s storage', (kind) => {
     expect((await storage.head(KEYS[1]))?.size).toBe(Buffer.byteLength(`content of ${KEYS[1]}`));
   });
 
+  it('streams an object back', async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of await storage.getStream(KEYS[2])) chunks.push(Buffer.from(chunk as Uint8Array));
+    expect(Buffer.concat(chunks).toString()).toBe(`content of ${KEYS[2]}`);
+  });
+
   it('raises NotFoundError for a missing key and head() gives undefined', async () => {
     await expect(storage.get('nope/missing.jpg')).rejects.toBeInstanceOf(NotFoundError);
+    await expect(storage.getStream('nope/missing.jpg')).rejects.toBeInstanceOf(NotFoundError);
     expect(await storage.head('nope/missing.jpg')).toBeUndefined();
   });
 

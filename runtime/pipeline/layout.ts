@@ -11,6 +11,8 @@ export const OUTPUTS = {
   parquet: 'pca.parquet',
   model: 'pca-model.json',
   errors: 'errors.csv',
+  /** Charts, classes, thumbnails and errors in one self-contained page (runtime/report/). */
+  report: 'report.html',
   manifest: 'manifest.json',
   success: '_SUCCESS',
 } as const;

@@ -1,13 +1,14 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { ExitCode, OrchardError } from '../errors';
+import { ExitCode, OrchardError, describeError } from '../errors';
 import { readModelFiles } from '../model/artifacts';
 import { initTf, type TfRuntime } from '../model/backend';
 import { createFeatureModel, type FeatureModel, type ModelIdentity } from '../model/feature-model';
 import { resolveModel } from '../model/resolve';
 import { pcaModelToJson } from '../pca/model-json';
 import type { Reporter } from '../progress';
+import { buildReport } from '../report/build';
 import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, putJson, type Location, type Storage } from '../storage';
 import { RESUME_INVARIANTS, type RunConfig } from './config';
 import { extractShard } from './extract';
@@ -22,7 +23,8 @@ export interface RunResult {
   readonly status: RunStatus;
   readonly exitCode: ExitCode;
   readonly runUri: string;
-  readonly outputs: Record<keyof typeof OUTPUTS, string>;
+  /** URIs of the outputs written; `report` is absent when the report could not be built. */
+  readonly outputs: Record<Exclude<keyof typeof OUTPUTS, 'report'>, string> & { readonly report?: string };
   readonly manifest: Manifest;
 }
 
@@ -125,9 +127,9 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   );
   const errorRate = counts.errors / plan.images;
   const status: RunStatus = errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';
-  const outputs = Object.fromEntries(Object.entries(OUTPUTS).map(([name, file]) => [name, run.uri(file)])) as RunResult['outputs'];
+  let outputs = Object.fromEntries(Object.entries(OUTPUTS).map(([name, file]) => [name, run.uri(file)])) as RunResult['outputs'];
   const timings = timer.result();
-  const manifest: Manifest = {
+  let manifest: Manifest = {
     orchard: ORCHARD_VERSION,
     runId: config.runId,
     status,
@@ -145,6 +147,16 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, ...tf.versions },
     outputs,
   };
+  // The report shows the manifest, so it is built from the manifest object before manifest.json is written;
+  // a report that cannot be built costs a warning, never the run (and leaves the outputs list).
+  try {
+    await buildReport(run, { input, manifest, reporter, maxPixels: config.maxPixels });
+  } catch (error) {
+    reporter.warn(`report: could not build ${outputs.report}: ${describeError(error)}`);
+    const { report: _unbuilt, ...rest } = outputs;
+    outputs = rest;
+    manifest = { ...manifest, outputs };
+  }
   await putJson(run, OUTPUTS.manifest, manifest);
   if (status === 'succeeded') {
     // _SUCCESS last: readers that wait for it see every other output complete.

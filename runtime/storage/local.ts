@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ExitCode, OrchardError } from '../errors';
 import { NotFoundError, type ObjectInfo, type Storage } from './storage';
 import type { Location } from './uri';
@@ -65,6 +66,15 @@ export class LocalStorage implements Storage {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(this.uri(key));
       throw error;
     }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    const file = this.resolve(key);
+    // Open first, so a missing key fails here rather than later, inside the consumer of the stream.
+    const handle = await fs.promises.open(file, 'r').catch((error: NodeJS.ErrnoException) => {
+      throw error.code === 'ENOENT' ? new NotFoundError(this.uri(key)) : error;
+    });
+    return handle.createReadStream();
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {

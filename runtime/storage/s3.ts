@@ -1,4 +1,5 @@
 import { createReadStream } from 'node:fs';
+import type { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
@@ -83,6 +84,17 @@ export class S3Storage implements Storage {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
       return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (error) {
+      if (isNotFound(error)) throw new NotFoundError(this.uri(key));
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  async getStream(key: string): Promise<Readable> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      // In Node the SDK's body is an http.IncomingMessage, a Readable.
+      return out.Body as Readable;
     } catch (error) {
       if (isNotFound(error)) throw new NotFoundError(this.uri(key));
       throw this.fatal(error, this.uri(key));

@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { Location } from './uri';
 
 /** An object below a storage root; `key` is relative to that root and uses `/` separators. */
@@ -22,6 +23,8 @@ export interface Storage {
   list(prefix?: string): AsyncIterable<ObjectInfo>;
   /** Throws NotFoundError when the key does not exist. */
   get(key: string): Promise<Buffer>;
+  /** The object as a stream, for files too large to hold (pca.csv of a big run). Throws NotFoundError. */
+  getStream(key: string): Promise<Readable>;
   head(key: string): Promise<ObjectInfo | undefined>;
   put(key: string, body: Buffer | string): Promise<void>;
   /** Copies a local file in; large files go up in parts. */

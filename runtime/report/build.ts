@@ -1,0 +1,143 @@
+/**
+ * Builds `report.html` for a run from its published outputs: streams pca.csv and errors.csv (memory stays
+ * bounded by the sampling caps of data.ts, whatever the number of images), reads pca-model.json and the
+ * manifest, makes a few thumbnails per class from the input images, and writes the page into the run folder.
+ */
+import { parse } from 'csv-parse';
+import pMap from 'p-map';
+import sharp from 'sharp';
+import { DEFAULTS } from '../pipeline/config';
+import { OUTPUTS } from '../pipeline/layout';
+import type { Manifest } from '../pipeline/run';
+import { OrchardError, describeError } from '../errors';
+import type { Reporter } from '../progress';
+import { NotFoundError, getJson, type Storage } from '../storage';
+import {
+  ClassSampler,
+  ErrorCollector,
+  MAX_POINTS_PER_CLASS,
+  MAX_POINTS_TOTAL,
+  SCATTER_COMPONENTS,
+  varianceCurve,
+  type ClassSample,
+  type PcaModelCurveFields,
+} from './data';
+import { renderReport, type Thumbnail } from './html';
+
+/** Thumbnail edge in pixels. */
+export const THUMBNAIL_SIZE = 64;
+/** Input images read at once for thumbnails. */
+const THUMBNAIL_CONCURRENCY = 8;
+/** Storage failures that mean no thumbnail can be read at all: warn once and stop trying. */
+const STORAGE_DOWN = new Set(['ERR_STORAGE_UNREACHABLE', 'ERR_NO_SUCH_BUCKET', 'ERR_ACCESS_DENIED', 'ERR_NO_CREDENTIALS']);
+
+export interface BuildReportOptions {
+  /** Where the images are, for thumbnails; without it the report has none. */
+  readonly input?: Storage;
+  /** The run's manifest, when the caller has it (the pipeline builds the report before writing manifest.json). */
+  readonly manifest?: Manifest;
+  readonly reporter?: Reporter;
+  /** Largest width × height decoded for a thumbnail. @default DEFAULTS.maxPixels */
+  readonly maxPixels?: number;
+}
+
+/** Writes `report.html` into the run folder and returns its URI. */
+export async function buildReport(run: Storage, options: BuildReportOptions = {}): Promise<string> {
+  const manifest = options.manifest ?? (await getJson<Manifest>(run, OUTPUTS.manifest));
+  const model = await getJson<PcaModelCurveFields>(run, OUTPUTS.model);
+
+  const sampler = new ClassSampler();
+  await readCsv(run, OUTPUTS.csv, (header) => {
+    const keyAt = header.indexOf('key');
+    const labelAt = header.indexOf('label');
+    const pcAt = Array.from({ length: SCATTER_COMPONENTS }, (_, i) => header.indexOf(`pc_${i + 1}`)).filter((at) => at >= 0);
+    if (keyAt < 0 || labelAt < 0 || pcAt.length === 0) {
+      throw new Error(`${run.uri(OUTPUTS.csv)} has no key, label and pc_1 columns (header: ${header.join(',')})`);
+    }
+    return (record) => sampler.add(record[keyAt]!, record[labelAt]!, pcAt.map((at) => Number(record[at])));
+  });
+  const errors = new ErrorCollector();
+  await readCsv(run, OUTPUTS.errors, () => (record) => errors.add(record[0] ?? '', record[1] ?? ''), { optional: true });
+
+  const classes = sampler.result();
+  const thumbnails = options.input ? await makeThumbnails(options.input, classes, options) : new Map<string, Thumbnail[]>();
+  const html = renderReport({
+    manifest,
+    classes,
+    variance: varianceCurve(model, manifest.pca?.spec),
+    errors: errors.result(),
+    thumbnails,
+    sampling: { perClass: MAX_POINTS_PER_CLASS, total: MAX_POINTS_TOTAL },
+    generatedAt: new Date(),
+  });
+  await run.put(OUTPUTS.report, html);
+  return run.uri(OUTPUTS.report);
+}
+
+/**
+ * Streams a CSV object row by row: `start` receives the header and returns the handler of each later row.
+ * With `optional`, a missing object reads as empty.
+ */
+async function readCsv(
+  storage: Storage,
+  key: string,
+  start: (header: string[]) => (record: string[]) => void,
+  { optional = false } = {},
+): Promise<void> {
+  let source;
+  try {
+    source = await storage.getStream(key);
+  } catch (error) {
+    if (optional && error instanceof NotFoundError) return;
+    throw error;
+  }
+  const parser = parse({ relax_column_count: true });
+  source.on('error', (error) => parser.destroy(error));
+  source.pipe(parser);
+  let onRow: ((record: string[]) => void) | undefined;
+  for await (const record of parser as AsyncIterable<string[]>) {
+    if (onRow) onRow(record);
+    else onRow = start(record);
+  }
+}
+
+/** Up to THUMBNAILS_PER_CLASS small JPEGs per class; an image that cannot be read or decoded is skipped. */
+async function makeThumbnails(input: Storage, classes: readonly ClassSample[], options: BuildReportOptions): Promise<Map<string, Thumbnail[]>> {
+  const jobs = classes.flatMap((c) => c.thumbnailKeys.map((key) => ({ label: c.label, key })));
+  let storageDown = false;
+  const made = await pMap(
+    jobs,
+    async (job) => {
+      if (storageDown) return undefined;
+      try {
+        return { ...job, src: await thumbnail(await input.get(job.key), options.maxPixels ?? DEFAULTS.maxPixels) };
+      } catch (error) {
+        if (error instanceof OrchardError && STORAGE_DOWN.has(error.code) && !storageDown) {
+          storageDown = true;
+          options.reporter?.warn(`report: no thumbnails, cannot read the input images: ${describeError(error)}`);
+        }
+        return undefined;
+      }
+    },
+    { concurrency: THUMBNAIL_CONCURRENCY },
+  );
+  const byLabel = new Map<string, Thumbnail[]>();
+  for (const item of made) {
+    if (!item) continue;
+    const list = byLabel.get(item.label) ?? [];
+    list.push({ key: item.key, src: item.src });
+    byLabel.set(item.label, list);
+  }
+  return byLabel;
+}
+
+/** A THUMBNAIL_SIZE px JPEG (upright, on white, sRGB) as a data URI. */
+export async function thumbnail(image: Buffer, maxPixels: number): Promise<string> {
+  const jpeg = await sharp(image, { limitInputPixels: maxPixels, autoOrient: true, pages: 1 })
+    .resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'contain', background: '#ffffff' })
+    .flatten({ background: '#ffffff' })
+    .toColourspace('srgb')
+    .jpeg({ quality: 75 })
+    .toBuffer();
+  return `data:image/jpeg;base64,${jpeg.toString('base64')}`;
+}

@@ -1,0 +1,426 @@
+/**
+ * Renders the run report: one self-contained HTML page (no CDN, no network) that opens offline in any
+ * browser. The static parts (summary, classes, thumbnails, errors) are plain HTML, readable without
+ * JavaScript; the charts are drawn by Chart.js from data embedded as inline JSON.
+ *
+ * Why Chart.js (4.x, MIT): it is well kept (regular releases, wide use), small enough to inline (~200 kB
+ * minified UMD, no dependencies), draws on a canvas (thousands of scatter points stay fast, where an SVG
+ * library would create one DOM node per point), and has the scatter, bar and line charts, legends and
+ * tooltips this page needs out of the box. Marker lines (chosen k, variance target) are extra line datasets,
+ * so no plugin is needed.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Manifest } from '../pipeline/run';
+import { roundForPlot, type ClassSample, type ErrorList, type VarianceCurve } from './data';
+
+export interface Thumbnail {
+  readonly key: string;
+  /** A `data:image/jpeg;base64,…` URI. */
+  readonly src: string;
+}
+
+export interface ReportContent {
+  /** The run's manifest (manifest.json); fields are read defensively, so older manifests render too. */
+  readonly manifest: Manifest;
+  /** Classes sorted by label, with counts and sampled scatter points. */
+  readonly classes: readonly ClassSample[];
+  readonly variance: VarianceCurve;
+  readonly errors: ErrorList;
+  /** Thumbnails by class label. */
+  readonly thumbnails: ReadonlyMap<string, readonly Thumbnail[]>;
+  /** How the scatter was sampled, for the note under the plots. */
+  readonly sampling: { readonly perClass: number; readonly total: number };
+  readonly generatedAt: Date;
+}
+
+let chartJsCache: string | undefined;
+
+/** Chart.js's UMD build, read from node_modules once. It defines the global `Chart`. */
+export function chartJsSource(): string {
+  if (chartJsCache === undefined) {
+    // The package exports only its ESM/CJS entry points; the UMD build sits next to the CJS one.
+    const file = path.join(path.dirname(require.resolve('chart.js')), 'chart.umd.js');
+    chartJsCache = fs.readFileSync(file, 'utf8');
+  }
+  return chartJsCache;
+}
+
+/**
+ * Makes a script safe inside an HTML `<script>` element: a `</script` or `<!--` in it would end or confuse the
+ * element. Chart.js has neither today; this keeps it so if a later version does (both only ever appear inside
+ * JavaScript strings or regular expressions, where `<\/` and `<\!` mean the same).
+ */
+export function inlineScript(source: string): string {
+  return source.replace(/<\/(script)/gi, '<\\/$1').replace(/<!--/g, '<\\!--');
+}
+
+/** JSON for a `<script type="application/json">` element: every `<` escaped, so nothing can end the element. */
+export function inlineJson(value: unknown): string {
+  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+}
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** Tableau 10: distinct, readable on white, and friendly to the common colour-vision deficiencies. */
+const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#79706e'];
+
+/** A colour per class: the palette for up to 10 classes, evenly spread hues (golden angle) beyond. */
+export function classColours(count: number): { solid: string; fill: string }[] {
+  return Array.from({ length: count }, (_, i) => {
+    if (count <= PALETTE.length) return { solid: PALETTE[i]!, fill: `${PALETTE[i]!}b3` };
+    const hue = Math.round((i * 137.508) % 360);
+    const lightness = i % 2 === 0 ? 42 : 55;
+    return { solid: `hsl(${hue} 65% ${lightness}%)`, fill: `hsl(${hue} 65% ${lightness}% / 0.7)` };
+  });
+}
+
+const displayLabel = (label: string) => (label === '' ? '(no label)' : label);
+const percent = (value: number, digits = 2) => `${(value * 100).toFixed(digits)}%`;
+const integer = (value: number) => value.toLocaleString('en-US');
+const seconds = (value: number | undefined) => (value === undefined ? '–' : `${value.toFixed(value < 10 ? 2 : 1)} s`);
+
+/** Renders the whole page. `chartJs` is the Chart.js UMD source (tests may pass a stub). */
+export function renderReport(content: ReportContent, chartJs: string = chartJsSource()): string {
+  const { manifest, classes, variance } = content;
+  const colours = classColours(classes.length);
+  const dims = Math.min(variance.k, 3);
+  const payload = {
+    variance: {
+      ratio: variance.ratio.map(roundForPlot),
+      cumulative: variance.cumulative.map((c) => Number(c.toFixed(6))),
+      k: variance.k,
+      explained: variance.explained,
+      target: variance.target ?? null,
+    },
+    dims,
+    classes: classes.map((c, i) => ({
+      label: displayLabel(c.label),
+      colour: colours[i]!.solid,
+      fill: colours[i]!.fill,
+      keys: c.points.map((p) => p.key),
+      // Column-wise: pcs[0] holds PC1 of every point, pcs[1] PC2, …
+      pcs: Array.from({ length: dims }, (_, d) => c.points.map((p) => roundForPlot(p.pcs[d] ?? 0))),
+    })),
+  };
+  const title = `orchard run ${manifest.runId ?? ''}`.trim();
+  const legendRows = Math.ceil(classes.length / 4);
+  const scatterHeight = 420 + 22 * legendRows;
+
+  const scatterCharts =
+    dims >= 2
+      ? [chartBox('scatter-pc1-pc2', 'PC1 × PC2', scatterHeight), ...(dims >= 3 ? [chartBox('scatter-pc1-pc3', 'PC1 × PC3', scatterHeight)] : [])]
+      : [chartBox('scatter-pc1', 'PC1 by class (k = 1: a single component)', 160 + 28 * classes.length + 22 * legendRows)];
+
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)} — report</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header>
+  <h1>${escapeHtml(title)}</h1>
+  <p class="status ${manifest.status === 'succeeded' ? 'ok' : 'bad'}">${escapeHtml(statusText(manifest))}</p>
+</header>
+<main>
+${summarySection(content)}
+<section id="variance">
+  <h2>Explained variance</h2>
+  <p class="note">Bars: share of the variance explained by each component (the kept ones in blue). Line: cumulative share (right axis).
+  ${variance.available > variance.ratio.length ? `The first ${variance.ratio.length} of ${variance.available} components with non-zero variance are shown.` : ''}</p>
+  ${chartBox('scree', 'Scree plot and cumulative explained variance', 380)}
+</section>
+<section id="scatter">
+  <h2>Principal components</h2>
+  <p class="note">${escapeHtml(samplingNote(content))} Hover a point to see its image key; click a class in the legend to hide it.</p>
+  <div class="charts">${scatterCharts.join('\n')}</div>
+</section>
+${classesSection(content, colours)}
+${errorsSection(content.errors)}
+</main>
+<footer>Generated by orchard ${escapeHtml(String(manifest.orchard ?? ''))} on ${escapeHtml(content.generatedAt.toISOString())}. Charts by Chart.js (MIT), inlined: this file needs no network.</footer>
+<script>${inlineScript(chartJs)}</script>
+<script type="application/json" id="report-data">${inlineJson(payload)}</script>
+<script>${CLIENT}</script>
+</body>
+</html>
+`;
+}
+
+function chartBox(id: string, label: string, height: number): string {
+  return `<figure class="chart"><figcaption>${escapeHtml(label)}</figcaption><div class="canvas-box" style="height:${height}px"><canvas id="${id}" role="img" aria-label="${escapeHtml(label)}"></canvas></div></figure>`;
+}
+
+function statusText(manifest: Manifest): string {
+  if (manifest.status === 'succeeded') return 'succeeded';
+  if (manifest.status === 'too_many_errors') return 'finished with too many errors (no _SUCCESS)';
+  return String(manifest.status ?? 'unknown');
+}
+
+function samplingNote({ classes, sampling }: ReportContent): string {
+  const plotted = classes.reduce((sum, c) => sum + c.points.length, 0);
+  const total = classes.reduce((sum, c) => sum + c.count, 0);
+  if (plotted === total) return `All ${integer(total)} images are plotted.`;
+  return (
+    `${integer(plotted)} of ${integer(total)} images are plotted: a uniform random sample of at most ` +
+    `${integer(sampling.perClass)} per class (and ${integer(sampling.total)} in all), so the page stays light.`
+  );
+}
+
+function summarySection({ manifest, classes, variance }: ReportContent): string {
+  const counts = manifest.counts;
+  const timings = manifest.timings ?? {};
+  const model = manifest.model;
+  const spec = manifest.pca?.spec;
+  const choice =
+    spec?.kind === 'variance'
+      ? `fewest components above ${percent(spec.fraction, 0)} of the variance`
+      : spec?.kind === 'components'
+        ? `fixed: -k ${spec.count}`
+        : '';
+  const rows: [string, string][] = [
+    ['Images', counts ? `${integer(counts.processed)} processed, ${integer(counts.failed)} failed of ${integer(counts.listed)} listed (${percent(counts.errorRate)} errors)` : '–'],
+    ['Classes', integer(classes.length)],
+    ['PCA', `k = ${variance.k} component${variance.k === 1 ? ' explains' : 's explain'} ${percent(manifest.pca?.explainedVariance ?? variance.explained)} of the variance${choice ? ` (${choice})` : ''}`],
+    ['Model', model ? `${model.name} (${model.featureDim} features${model.featureLayer ? `, layer ${model.featureLayer}` : ''})` : '–'],
+    ['Backend', String(manifest.backend ?? '–')],
+    ['Throughput', `${manifest.imagesPerSecond?.toFixed(1) ?? '–'} images/s, ${seconds(timings.total)} in all`],
+    ['Run id', String(manifest.runId ?? '–')],
+    ['Input', String(manifest.input ?? '–')],
+    ['Output', String(manifest.output ?? '–')],
+    ['Started', `${manifest.startedAt ?? '–'}, finished ${manifest.finishedAt ?? '–'}`],
+  ];
+  const stages = Object.entries(timings).filter(([stage]) => stage !== 'total');
+  return `<section id="summary">
+  <h2>Run summary</h2>
+  <div class="summary">
+  <dl>${rows.map(([term, value]) => `<dt>${escapeHtml(term)}</dt><dd>${escapeHtml(value)}</dd>`).join('')}</dl>
+  <table class="timings"><caption>Time per stage</caption><thead><tr><th>stage</th><th class="num">time</th></tr></thead><tbody>
+  ${stages.map(([stage, value]) => `<tr><td>${escapeHtml(stage.replace(/_/g, ' '))}${stage === 'predict' ? ' <span class="muted">(within extract)</span>' : ''}</td><td class="num">${seconds(value)}</td></tr>`).join('')}
+  <tr class="total"><td>total</td><td class="num">${seconds(timings.total)}</td></tr>
+  </tbody></table>
+  </div>
+</section>`;
+}
+
+function classesSection({ classes, thumbnails }: ReportContent, colours: { solid: string }[]): string {
+  const total = classes.reduce((sum, c) => sum + c.count, 0);
+  const max = classes.reduce((m, c) => Math.max(m, c.count), 0);
+  const rows = classes.map((c, i) => {
+    const images = thumbnails.get(c.label) ?? [];
+    const thumbs = images.map((t) => `<img src="${t.src}" alt="${escapeHtml(t.key)}" title="${escapeHtml(t.key)}" width="64" height="64">`).join('');
+    return `<tr><td><span class="swatch" style="background:${colours[i]!.solid}"></span>${escapeHtml(displayLabel(c.label))}</td>
+<td class="num">${integer(c.count)}</td><td class="num">${percent(total ? c.count / total : 0, 1)}</td>
+<td class="bar"><span style="width:${max ? ((100 * c.count) / max).toFixed(1) : 0}%"></span></td>
+<td class="thumbs">${thumbs}</td></tr>`;
+  });
+  return `<section id="classes">
+  <h2>Classes</h2>
+  <table class="classes"><thead><tr><th>class</th><th class="num">images</th><th class="num">share</th><th></th><th>first images</th></tr></thead>
+  <tbody>${rows.join('\n')}</tbody></table>
+</section>`;
+}
+
+function errorsSection(errors: ErrorList): string {
+  if (errors.total === 0) return `<section id="errors"><h2>Errors</h2><p>No image failed.</p></section>`;
+  const more = errors.total - errors.listed.length;
+  return `<section id="errors">
+  <h2>Errors <span class="count">${integer(errors.total)}</span></h2>
+  <div class="scroll"><table class="errors"><thead><tr><th>key</th><th>reason</th></tr></thead><tbody>
+  ${errors.listed.map((e) => `<tr><td class="key">${escapeHtml(e.key)}</td><td>${escapeHtml(e.reason)}</td></tr>`).join('\n')}
+  </tbody></table></div>
+  ${more > 0 ? `<p class="note">… and ${integer(more)} more: errors.csv lists them all.</p>` : ''}
+</section>`;
+}
+
+const CSS = `
+:root { --ink: #1f2328; --muted: #59636e; --line: #d1d9e0; --bg: #f6f8fa; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif; color: var(--ink); background: #fff; }
+header, main, footer { max-width: 1280px; margin: 0 auto; padding: 0 24px; }
+header { display: flex; align-items: baseline; gap: 16px; flex-wrap: wrap; border-bottom: 1px solid var(--line); }
+h1 { font-size: 24px; margin: 20px 0 12px; }
+h2 { font-size: 19px; margin: 28px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+.status { padding: 2px 10px; border-radius: 12px; font-weight: 600; }
+.status.ok { background: #dafbe1; color: #1a7f37; }
+.status.bad { background: #ffebe9; color: #cf222e; }
+.summary { display: flex; gap: 32px; flex-wrap: wrap; align-items: flex-start; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; flex: 1 1 560px; }
+dt { color: var(--muted); }
+dd { margin: 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; }
+th, td { text-align: left; padding: 4px 10px; border-bottom: 1px solid var(--line); vertical-align: middle; }
+th { background: var(--bg); font-weight: 600; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+caption { text-align: left; color: var(--muted); padding-bottom: 4px; }
+.timings tr.total td { font-weight: 600; }
+.muted, .note { color: var(--muted); }
+.note { margin: 4px 0 12px; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 24px; }
+figure.chart { margin: 0 0 12px; }
+figcaption { font-weight: 600; margin-bottom: 6px; }
+.canvas-box { position: relative; width: 100%; }
+table.classes { width: 100%; }
+.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 50%; margin-right: 8px; vertical-align: -1px; }
+td.bar { width: 22%; }
+td.bar span { display: block; height: 10px; background: #9fb3c8; border-radius: 2px; }
+td.thumbs img { margin-right: 4px; border: 1px solid var(--line); border-radius: 3px; vertical-align: middle; }
+.count { font-size: 14px; color: #cf222e; background: #ffebe9; padding: 1px 8px; border-radius: 10px; vertical-align: 2px; }
+table.errors { width: 100%; }
+/* A long error list scrolls in its own box instead of stretching the page. */
+.scroll { max-height: 440px; overflow: auto; border-bottom: 1px solid var(--line); }
+.scroll thead th { position: sticky; top: 0; }
+td.key { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; overflow-wrap: anywhere; }
+footer { color: var(--muted); font-size: 13px; margin-top: 32px; padding-top: 12px; padding-bottom: 24px; border-top: 1px solid var(--line); }
+`;
+
+/**
+ * The page's own script: reads the inline JSON and draws the charts with Chart.js. Plain ES5-style JavaScript
+ * in a string (no template literals, no build step), so what is written here is exactly what the browser runs.
+ */
+const CLIENT = String.raw`
+(function () {
+  'use strict';
+  var data = JSON.parse(document.getElementById('report-data').textContent);
+  Chart.defaults.animation = false;
+  Chart.defaults.color = '#1f2328';
+  Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+  Chart.defaults.font.size = 13;
+  var pct = function (value, digits) { return (value * 100).toFixed(digits === undefined ? 0 : digits) + '%'; };
+  var axisTitle = function (text, color) { return { display: true, text: text, color: color, font: { weight: 'bold' } }; };
+  var BAR = '#4e79a7', LINE = '#d62f3f';
+  var charts = {};
+
+  // Scree plot (bars, left axis) with the cumulative curve (line, right axis); the chosen k and the variance
+  // target are drawn as two extra line datasets, marked "marker" so tooltips leave them out.
+  var v = data.variance;
+  var labels = v.ratio.map(function (_, i) { return String(i + 1); });
+  var last = labels[labels.length - 1];
+  var datasets = [
+    { type: 'bar', label: 'explained variance per component', data: v.ratio, yAxisID: 'y',
+      backgroundColor: v.ratio.map(function (_, i) { return i < v.k ? BAR : '#bcc8d6'; }), order: 2 },
+    { type: 'line', label: 'cumulative explained variance', data: v.cumulative, yAxisID: 'y2', borderColor: LINE,
+      backgroundColor: LINE, borderWidth: 2, pointRadius: labels.length > 60 ? 0 : 2.5, order: 1 },
+    { type: 'line', label: 'chosen k = ' + v.k + ' (' + pct(v.explained, 2) + ')', marker: true,
+      data: [{ x: String(v.k), y: 0 }, { x: String(v.k), y: 1 }], yAxisID: 'y2', borderColor: '#1f2328',
+      backgroundColor: '#1f2328', borderWidth: 2, borderDash: [6, 4], pointRadius: 0, order: 0 }
+  ];
+  if (v.target !== null) {
+    datasets.push({ type: 'line', label: 'variance target ' + pct(v.target, v.target * 100 % 1 === 0 ? 0 : 1), marker: true,
+      data: [{ x: labels[0], y: v.target }, { x: last, y: v.target }], yAxisID: 'y2', borderColor: '#59a14f',
+      backgroundColor: '#59a14f', borderWidth: 2, borderDash: [3, 3], pointRadius: 0, order: 0 });
+  }
+  charts.scree = new Chart(document.getElementById('scree'), {
+    data: { labels: labels, datasets: datasets },
+    options: {
+      responsive: true, maintainAspectRatio: false,
+      interaction: { mode: 'index', intersect: false },
+      scales: {
+        x: { title: axisTitle('principal component'), ticks: { autoSkip: true, maxRotation: 0 } },
+        // Two scales (a Pareto chart): each axis takes the colour of what it measures, so neither is misread.
+        y: { position: 'left', beginAtZero: true, title: axisTitle('per component (bars)', BAR), ticks: { color: BAR, callback: function (value) { return pct(value, 0); } } },
+        y2: { position: 'right', min: 0, max: 1, grid: { drawOnChartArea: false }, title: axisTitle('cumulative (line)', LINE), ticks: { color: LINE, callback: function (value) { return pct(value, 0); } } }
+      },
+      plugins: {
+        legend: {
+          position: 'bottom',
+          labels: {
+            // Lines as lines (dashed for the markers), bars as boxes; in dataset order, not drawing order.
+            usePointStyle: true, pointStyleWidth: 28,
+            generateLabels: function (chart) {
+              return Chart.defaults.plugins.legend.labels.generateLabels(chart).map(function (item) {
+                item.pointStyle = chart.data.datasets[item.datasetIndex].type === 'bar' ? 'rect' : 'line';
+                return item;
+              });
+            },
+            sort: function (a, b) { return a.datasetIndex - b.datasetIndex; }
+          }
+        },
+        tooltip: {
+          filter: function (item) { return !item.dataset.marker; },
+          callbacks: {
+            title: function (items) { return items.length ? 'PC' + items[0].label : ''; },
+            label: function (item) { return item.dataset.label + ': ' + pct(item.parsed.y, 2); }
+          }
+        }
+      }
+    }
+  });
+
+  // Scatter plots: one dataset per class; each dataset carries its image keys for the tooltip.
+  var ratioText = function (d) { return 'PC' + (d + 1) + (d < v.ratio.length ? ' (' + pct(v.ratio[d], 1) + ' of variance)' : ''); };
+  var plotted = data.classes.reduce(function (sum, c) { return sum + c.keys.length; }, 0);
+  var radius = plotted > 5000 ? 1.5 : plotted > 1500 ? 2.2 : 3; // dense clouds stay readable
+  var legend = { position: 'bottom', labels: { usePointStyle: true, pointStyle: 'circle', boxWidth: 8, boxHeight: 8, padding: 14 } };
+  function scatter(id, xd, yd) {
+    charts[id] = new Chart(document.getElementById(id), {
+      type: 'scatter',
+      data: {
+        datasets: data.classes.map(function (c) {
+          return {
+            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: 0.5,
+            pointRadius: radius, pointHoverRadius: 6,
+            data: c.keys.map(function (_, i) { return { x: c.pcs[xd][i], y: c.pcs[yd][i] }; })
+          };
+        })
+      },
+      options: {
+        responsive: true, maintainAspectRatio: false,
+        scales: { x: { title: axisTitle(ratioText(xd)) }, y: { title: axisTitle(ratioText(yd)) } },
+        plugins: {
+          legend: legend,
+          tooltip: {
+            callbacks: {
+              label: function (item) { return item.dataset.label + ': ' + item.dataset.keys[item.dataIndex]; },
+              afterLabel: function (item) { return 'PC' + (xd + 1) + ' = ' + item.parsed.x + ', PC' + (yd + 1) + ' = ' + item.parsed.y; }
+            }
+          }
+        }
+      }
+    });
+  }
+  // With k = 1 there is no second component: PC1 along x, one row per class (with a little vertical jitter).
+  function strip(id) {
+    var names = data.classes.map(function (c) { return c.label; });
+    charts[id] = new Chart(document.getElementById(id), {
+      type: 'scatter',
+      data: {
+        datasets: data.classes.map(function (c, row) {
+          return {
+            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: 0.5, pointRadius: radius,
+            data: c.keys.map(function (_, i) { return { x: c.pcs[0][i], y: row + ((i * 0.6180339887) % 1 - 0.5) * 0.5 }; })
+          };
+        })
+      },
+      options: {
+        responsive: true, maintainAspectRatio: false,
+        scales: {
+          x: { title: axisTitle(ratioText(0)) },
+          y: {
+            min: -0.5, max: names.length - 0.5, reverse: true,
+            // One tick per class row, labelled with the class.
+            afterBuildTicks: function (scale) { scale.ticks = names.map(function (_, i) { return { value: i }; }); },
+            ticks: { autoSkip: false, callback: function (value) { return names[value]; } }
+          }
+        },
+        plugins: {
+          legend: legend,
+          tooltip: { callbacks: {
+            label: function (item) { return item.dataset.label + ': ' + item.dataset.keys[item.dataIndex]; },
+            afterLabel: function (item) { return 'PC1 = ' + item.parsed.x; }
+          } }
+        }
+      }
+    });
+  }
+  if (data.dims >= 2) scatter('scatter-pc1-pc2', 0, 1);
+  if (data.dims >= 3) scatter('scatter-pc1-pc3', 0, 2);
+  if (data.dims === 1) strip('scatter-pc1');
+  window.orchardCharts = charts;
+})();
+`;

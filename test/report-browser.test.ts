@@ -1,0 +1,193 @@
+/**
+ * Opens the report.html of a real run (tiny model, generated images, one non-image file) in Debian's headless
+ * Chromium and checks what a person would see: the charts drawn with the expected series, the legend, the
+ * tooltip, the thumbnails, the error list, and no error in the console. Saves a full-page screenshot to
+ * test-output/report.png.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { generateSampleImages } from '../runtime/images/generate';
+import { initTf } from '../runtime/model/backend';
+import { DEFAULTS } from '../runtime/pipeline/config';
+import { runPipeline, type RunResult } from '../runtime/pipeline/run';
+import { silentReporter } from '../runtime/progress';
+import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
+import { uploadTree } from '../runtime/upload';
+import { startTestS3, tempDir } from './helpers/s3';
+import { TINY_INPUT, saveTinyModel } from './helpers/tiny-model';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SCREENSHOT = path.resolve(__dirname, '..', 'test-output', 'report.png');
+const CLASSES = ['Apple Braeburn', 'Banana', 'Kiwi', 'Pêche de vigne'];
+const PER_CLASS = 6;
+const NOT_AN_IMAGE = 'Banana/README.txt';
+const BUCKET = 'report-test';
+
+// In CI the browser test must run (.ci/run installs chromium); elsewhere it is skipped, loudly, without one.
+const available = fs.existsSync(CHROMIUM) || Boolean(process.env.CI);
+if (!available) console.warn(`report-browser.test.ts skipped: ${CHROMIUM} is missing (apt-get install chromium to run it)`);
+const describeWithBrowser = available ? describe : describe.skip;
+
+interface ChartSummary {
+  type: string;
+  datasets: { label: string; type?: string; points: number }[];
+  legend: string[];
+  painted: number;
+}
+
+describeWithBrowser('the report of a run, in headless Chromium', () => {
+  let s3: Awaited<ReturnType<typeof startTestS3>>;
+  let result: RunResult;
+  let context: BrowserContext;
+  let page: Page;
+  const problems: string[] = [];
+
+  beforeAll(async () => {
+    s3 = await startTestS3([BUCKET]);
+    const tf = await initTf('wasm');
+    const modelDir = tempDir();
+    await saveTinyModel(tf.tf, new LocalStorage(modelDir));
+    const images = tempDir();
+    await generateSampleImages(images, { perClass: PER_CLASS, seed: 11, classes: CLASSES });
+    fs.writeFileSync(path.join(images, NOT_AN_IMAGE), 'not a picture\n');
+    await uploadTree({ sourceDir: images, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
+
+    result = await runPipeline(
+      {
+        input: { kind: 's3', bucket: BUCKET, prefix: 'images/' },
+        output: { kind: 'local', dir: tempDir() },
+        runId: 'report',
+        components: { kind: 'variance', fraction: 0.99 },
+        model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
+        backend: 'wasm',
+        batchSize: 4,
+        concurrency: 8,
+        shardSize: 10,
+        maxErrorRate: 0.1,
+        labelFrom: 'parent',
+        keepFeatures: false,
+        maxPixels: DEFAULTS.maxPixels,
+        s3: s3.options,
+      },
+      { reporter: silentReporter(), tf },
+    );
+
+    context = await chromium.launchPersistentContext(tempDir('orchard-chromium-'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      viewport: { width: 1280, height: 900 },
+    });
+    // The report must need no network: any request other than the file itself is a failure.
+    await context.route('**/*', (route) => (route.request().url().startsWith('file:') ? route.continue() : route.abort()));
+    page = await context.newPage();
+    page.on('console', (message) => {
+      if (message.type() === 'error' || message.type() === 'warning') problems.push(`console ${message.type()}: ${message.text()}`);
+    });
+    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    page.on('requestfailed', (request) => problems.push(`request failed: ${request.url()}`));
+    await page.goto(pathToFileURL(result.outputs.report!).href, { waitUntil: 'load' });
+    fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  });
+
+  afterAll(async () => {
+    await context?.close();
+    await s3?.close();
+  });
+
+  const chart = (id: string): Promise<ChartSummary> =>
+    page.evaluate((canvasId) => {
+      type ChartLike = {
+        config: { type: string };
+        data: { datasets: { label: string; type?: string; data: unknown[] }[] };
+        legend: { legendItems: { text: string }[] };
+      };
+      const instance = (window as unknown as { Chart: { getChart(id: string): ChartLike } }).Chart.getChart(canvasId);
+      const canvas = document.getElementById(canvasId) as HTMLCanvasElement;
+      const pixels = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+      let painted = 0;
+      for (let i = 3; i < pixels.length; i += 4) if (pixels[i]! > 0) painted += 1;
+      return {
+        type: instance.config.type,
+        datasets: instance.data.datasets.map((d) => ({ label: d.label, type: d.type, points: d.data.length })),
+        legend: instance.legend.legendItems.map((item) => item.text),
+        painted,
+      };
+    }, id);
+
+  it('runs with k ≥ 3 and one failed file, so every part of the report has something to show', () => {
+    expect(result.manifest.pca.components).toBeGreaterThanOrEqual(3);
+    expect(result.manifest.counts.failed).toBe(1);
+    expect(result.manifest.outputs.report).toBe(result.outputs.report);
+  });
+
+  it('loads without console errors, page errors or network requests', () => {
+    expect(problems).toEqual([]);
+  });
+
+  it('draws three charts: the scree plot, PC1 × PC2 and PC1 × PC3', async () => {
+    expect(await page.$$eval('canvas', (canvases) => canvases.map((c) => c.id))).toEqual(['scree', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
+  });
+
+  it('draws the scree plot as bars, the cumulative line, the chosen-k marker and the variance-target marker', async () => {
+    const scree = await chart('scree');
+    const k = result.manifest.pca.components;
+    expect(scree.datasets.map((d) => d.type)).toEqual(['bar', 'line', 'line', 'line']);
+    expect(scree.legend).toEqual([
+      'explained variance per component',
+      'cumulative explained variance',
+      `chosen k = ${k} (${(result.manifest.pca.explainedVariance * 100).toFixed(2)}%)`,
+      'variance target 99%',
+    ]);
+    expect(scree.datasets[0]!.points).toBeGreaterThan(k);
+    expect(scree.painted).toBeGreaterThan(1000);
+  });
+
+  it.each(['scatter-pc1-pc2', 'scatter-pc1-pc3'])('draws %s with one dataset per class, named in the legend', async (id) => {
+    const scatter = await chart(id);
+    expect(scatter.type).toBe('scatter');
+    expect(scatter.legend).toEqual(CLASSES);
+    expect(scatter.datasets.map((d) => d.points)).toEqual(CLASSES.map(() => PER_CLASS));
+    expect(scatter.painted).toBeGreaterThan(1000);
+  });
+
+  it('names the image key in the tooltip of a hovered point', async () => {
+    const point = await page.evaluate(() => {
+      const instance = (window as unknown as { Chart: { getChart(id: string): { getDatasetMeta(i: number): { data: { x: number; y: number }[] } } } }).Chart.getChart('scatter-pc1-pc2');
+      const { x, y } = instance.getDatasetMeta(1).data[0]!;
+      return { x, y };
+    });
+    await page.locator('#scatter-pc1-pc2').scrollIntoViewIfNeeded();
+    const box = (await page.locator('#scatter-pc1-pc2').boundingBox())!;
+    await page.mouse.move(box.x + point.x, box.y + point.y);
+    const lines = await page.evaluate(() => {
+      const instance = (window as unknown as { Chart: { getChart(id: string): { tooltip: { body: { lines: string[] }[] } } } }).Chart.getChart('scatter-pc1-pc2');
+      return instance.tooltip.body.flatMap((part) => part.lines);
+    });
+    expect(lines).toContain('Banana: Banana/0_100.jpg');
+  });
+
+  it('shows up to four thumbnails per class as data: URIs', async () => {
+    const sources = await page.$$eval('td.thumbs img', (images) => images.map((img) => (img as HTMLImageElement).src));
+    expect(sources).toHaveLength(CLASSES.length * 4);
+    for (const src of sources) expect(src).toMatch(/^data:image\/jpeg;base64,/);
+    expect(await page.$$eval('td.thumbs img', (images) => images.every((img) => (img as HTMLImageElement).naturalWidth > 0))).toBe(true);
+  });
+
+  it('counts the images of each class', async () => {
+    const rows = await page.$$eval('table.classes tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).slice(0, 2).map((td) => td.textContent!.trim())));
+    expect(rows).toEqual(CLASSES.map((label) => [label, String(PER_CLASS)]));
+  });
+
+  it('lists the file that failed, with its reason', async () => {
+    const rows = await page.$$eval('table.errors tbody tr', (trs) => trs.map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent!.trim())));
+    expect(rows).toEqual([[NOT_AN_IMAGE, expect.stringMatching(/image/)]]);
+  });
+
+  it('saves a full-page screenshot', () => {
+    expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+});
