@@ -7,8 +7,8 @@
  * state instead of every feature row; the price is that eigenvalues below ~1e-16 of the largest are rounding
  * noise (they are clamped at 0), which does not move any ratio by more than that.
  */
-import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { covariance, type Moments } from '../stats/moments';
+import { symmetricEigen } from './symmetric-eigen';
 
 export type ComponentsSpec =
   | { readonly kind: 'components'; readonly count: number }
@@ -89,28 +89,21 @@ export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
     throw new RangeError(`PCA needs some variance but all ${p} features are constant over ${n} rows`);
   }
 
-  // Exact symmetric decomposition (Householder tridiagonalisation + implicit QL), O(p^3).
-  const evd = new EigenvalueDecomposition(Matrix.from1DArray(p, p, cov), { assumeSymmetric: true });
-  const values = evd.realEigenvalues;
-  const vectors = evd.eigenvectorMatrix;
-  // Sort descending explicitly rather than rely on the library's (ascending) order; rounding can leave tiny
-  // negative eigenvalues on a positive semi-definite matrix: clamp them, a variance is never negative.
-  const order = values.map((_, i) => i).sort((a, b) => values[b] - values[a]);
-  const eigen = Float64Array.from(order, (i) => Math.max(0, values[i]));
+  // Exact symmetric decomposition (Householder tridiagonalisation + implicit QL), O(p^3), eigenvalues descending.
+  // Rounding can leave tiny negative eigenvalues on a positive semi-definite matrix: clamp them, a variance is
+  // never negative.
+  const { values, vectors } = symmetricEigen(cov, p);
+  const eigen = values.map((v) => Math.max(0, v));
 
   const allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / total);
   const k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
 
   const components = new Float64Array(k * p);
   for (let c = 0; c < k; c++) {
-    const col = order[c];
     const row = c * p;
+    components.set(vectors.subarray(row, row + p), row); // row c of vectors is the eigenvector of eigen[c]
     let pivot = 0;
-    for (let j = 0; j < p; j++) {
-      const v = vectors.get(j, col);
-      components[row + j] = v;
-      if (Math.abs(v) > Math.abs(components[row + pivot])) pivot = j;
-    }
+    for (let j = 1; j < p; j++) if (Math.abs(components[row + j]) > Math.abs(components[row + pivot])) pivot = j;
     // Eigenvectors are only defined up to sign; fix it so the same data always gives the same model.
     if (components[row + pivot] < 0) for (let j = 0; j < p; j++) components[row + j] = -components[row + j];
   }

@@ -1,0 +1,220 @@
+import { EigenvalueDecomposition, Matrix, QrDecomposition } from 'ml-matrix';
+import { symmetricEigen } from '../runtime/pca/symmetric-eigen';
+import { mulberry32 } from '../runtime/random';
+
+type Sym = { a: Float64Array; n: number };
+
+/** Symmetric with entries uniform in [-1, 1): an indefinite spectrum (Wigner semicircle). */
+function randomSymmetric(n: number, seed: number): Sym {
+  const r = mulberry32(seed);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      const v = r() * 2 - 1;
+      a[i * n + j] = v;
+      a[j * n + i] = v;
+    }
+  }
+  return { a, n };
+}
+
+/** B^T B / m with B m x n uniform: positive definite, a covariance-like spectrum. */
+function randomSpd(n: number, seed: number): Sym {
+  const r = mulberry32(seed);
+  const m = 2 * n + 3;
+  const b = Float64Array.from({ length: m * n }, () => r() * 2 - 1);
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let k = 0; k < m; k++) s += b[k * n + i] * b[k * n + j];
+      a[i * n + j] = s / m;
+      a[j * n + i] = s / m;
+    }
+  }
+  return { a, n };
+}
+
+/** A random orthogonal matrix (row-major), from the QR decomposition of a random one. */
+function randomOrthogonal(n: number, seed: number): Float64Array {
+  const r = mulberry32(seed);
+  const random = Matrix.from1DArray(n, n, Float64Array.from({ length: n * n }, () => r() * 2 - 1));
+  return Float64Array.from(new QrDecomposition(random).orthogonalMatrix.to1DArray());
+}
+
+/** Q diag(values) Q^T: a symmetric matrix whose eigenvectors are the columns of Q. */
+function withSpectrum(q: Float64Array, values: number[]): Sym {
+  const n = values.length;
+  const a = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let k = 0; k < n; k++) s += q[i * n + k] * values[k] * q[j * n + k];
+      a[i * n + j] = s;
+    }
+  }
+  // Exactly symmetric, as the solver's contract assumes (it reads the lower triangle).
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) a[j * n + i] = a[i * n + j];
+  return { a, n };
+}
+
+/** ml-matrix's decomposition, as (values descending, row j = eigenvector of values[j]). */
+function reference({ a, n }: Sym): { values: number[]; vectors: number[][] } {
+  const evd = new EigenvalueDecomposition(Matrix.from1DArray(n, n, a), { assumeSymmetric: true });
+  const order = evd.realEigenvalues.map((_, i) => i).sort((x, y) => evd.realEigenvalues[y] - evd.realEigenvalues[x]);
+  return {
+    values: order.map((i) => evd.realEigenvalues[i]),
+    vectors: order.map((i) => evd.eigenvectorMatrix.getColumn(i)),
+  };
+}
+
+const row = (v: Float64Array, n: number, j: number) => v.subarray(j * n, (j + 1) * n);
+const maxAbs = (xs: ArrayLike<number>) => Array.from(xs).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+
+/** max_j |A v_j - lambda_j v_j|_2 */
+function residual({ a, n }: Sym, values: Float64Array, vectors: Float64Array): number {
+  let worst = 0;
+  for (let j = 0; j < n; j++) {
+    const v = row(vectors, n, j);
+    let sq = 0;
+    for (let i = 0; i < n; i++) {
+      let av = 0;
+      for (let k = 0; k < n; k++) av += a[i * n + k] * v[k];
+      sq += (av - values[j] * v[i]) ** 2;
+    }
+    worst = Math.max(worst, Math.sqrt(sq));
+  }
+  return worst;
+}
+
+/** max |V V^T - I| over the rows of vectors. */
+function orthonormalityError(vectors: Float64Array, n: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let dot = 0;
+      for (let k = 0; k < n; k++) dot += vectors[i * n + k] * vectors[j * n + k];
+      worst = Math.max(worst, Math.abs(dot - (i === j ? 1 : 0)));
+    }
+  }
+  return worst;
+}
+
+/** Tolerances scale with n and the matrix's size |A|_2 = max |lambda|, as backward-stable error bounds do. */
+const tol = (n: number, norm: number, factor = 1e-14) => factor * Math.max(n, 10) * Math.max(norm, 1e-300);
+
+describe('symmetricEigen against ml-matrix EigenvalueDecomposition', () => {
+  const cases: [string, Sym][] = [];
+  for (const n of [1, 2, 5, 7, 64, 200]) {
+    cases.push([`indefinite n=${n}`, randomSymmetric(n, 1000 + n)]);
+    cases.push([`positive definite n=${n}`, randomSpd(n, 2000 + n)]);
+  }
+
+  it.each(cases)('%s: same eigenvalues and (up to sign) eigenvectors, small residual, orthonormal', (_, m) => {
+    const { n } = m;
+    const { values, vectors } = symmetricEigen(m.a, n);
+    const ref = reference(m);
+    expect(values).toHaveLength(n);
+    expect(vectors).toHaveLength(n * n);
+    const norm = maxAbs(ref.values);
+
+    for (let j = 0; j < n; j++) {
+      expect(Math.abs(values[j] - ref.values[j])).toBeLessThanOrEqual(1e-10 * norm);
+      if (j > 0) expect(values[j]).toBeLessThanOrEqual(values[j - 1]);
+      const v = row(vectors, n, j);
+      const w = ref.vectors[j];
+      const sign = v.reduce((s, x, k) => s + x * w[k], 0) < 0 ? -1 : 1;
+      expect(maxAbs(v.map((x, k) => sign * x - w[k]))).toBeLessThan(1e-8);
+    }
+    expect(residual(m, values, vectors)).toBeLessThan(tol(n, norm));
+    expect(orthonormalityError(vectors, n)).toBeLessThan(tol(n, 1));
+  });
+
+  it('leaves its input alone and reads only the lower triangle', () => {
+    const m = randomSymmetric(9, 7);
+    const before = Float64Array.from(m.a);
+    const expected = symmetricEigen(m.a, m.n);
+    expect(m.a).toEqual(before);
+    const scribbled = Float64Array.from(m.a);
+    for (let i = 0; i < m.n; i++) for (let j = i + 1; j < m.n; j++) scribbled[i * m.n + j] = 1e6 * (i - j);
+    expect(symmetricEigen(scribbled, m.n)).toEqual(expected);
+  });
+});
+
+describe('symmetricEigen on degenerate spectra', () => {
+  it('returns a diagonal matrix exactly: its entries, sorted, and signed unit vectors', () => {
+    const diag = [3, -1, 0, 7.5, 3, -2, 1e-300, 0];
+    const n = diag.length;
+    const a = new Float64Array(n * n);
+    diag.forEach((x, i) => (a[i * n + i] = x));
+    const { values, vectors } = symmetricEigen(a, n);
+    expect(Array.from(values)).toEqual([...diag].sort((x, y) => y - x));
+    for (let j = 0; j < n; j++) {
+      const v = row(vectors, n, j);
+      const at = v.findIndex((x) => x !== 0);
+      expect(Math.abs(v[at])).toBe(1);
+      expect(v.filter((x) => x !== 0)).toHaveLength(1);
+      expect(diag[at]).toBe(values[j]);
+    }
+    expect(orthonormalityError(vectors, n)).toBe(0);
+  });
+
+  it('returns zeros and an orthonormal basis for the zero matrix', () => {
+    for (const n of [1, 2, 6]) {
+      const { values, vectors } = symmetricEigen(new Float64Array(n * n), n);
+      expect(Array.from(values)).toEqual(new Array(n).fill(0));
+      expect(orthonormalityError(vectors, n)).toBe(0);
+    }
+  });
+
+  it('handles the 1 x 1 case', () => {
+    const { values, vectors } = symmetricEigen(Float64Array.of(-4.25), 1);
+    expect(Array.from(values)).toEqual([-4.25]);
+    expect(Math.abs(vectors[0])).toBe(1);
+  });
+
+  it.each([
+    ['a triple and a double eigenvalue', [5, 5, 5, 2, 2, -1, 0.5, 0.25, 3, 4, 1.5, -3]],
+    ['a rank-3 matrix (37-fold zero eigenvalue, as with fewer images than features)', [9, 4, 1, ...Array(37).fill(0)]],
+    ['a scaled identity', new Array(10).fill(2.5)],
+  ])('repeated eigenvalues, %s: right values, invariant subspaces, orthonormal vectors', (_, spectrum) => {
+    const n = spectrum.length;
+    const q = randomOrthogonal(n, 31 + n);
+    const m = withSpectrum(q, spectrum);
+    const { values, vectors } = symmetricEigen(m.a, n);
+    const sorted = [...spectrum].sort((x, y) => y - x);
+    const norm = maxAbs(sorted);
+    for (let j = 0; j < n; j++) expect(Math.abs(values[j] - sorted[j])).toBeLessThan(tol(n, norm));
+    expect(residual(m, values, vectors)).toBeLessThan(tol(n, norm));
+    expect(orthonormalityError(vectors, n)).toBeLessThan(tol(n, 1));
+
+    // Within a cluster the vectors are any orthonormal basis of the eigenspace: compare the projectors
+    // V_c^T V_c (computed) and Q_c Q_c^T (built in) rather than the vectors.
+    for (const lambda of new Set(spectrum)) {
+      const ours = sorted.flatMap((x, j) => (x === lambda ? [j] : []));
+      const truth = spectrum.flatMap((x, k) => (x === lambda ? [k] : []));
+      let worst = 0;
+      for (let r = 0; r < n; r++) {
+        for (let c = 0; c < n; c++) {
+          let p = 0;
+          for (const j of ours) p += vectors[j * n + r] * vectors[j * n + c];
+          let t = 0;
+          for (const k of truth) t += q[r * n + k] * q[c * n + k];
+          worst = Math.max(worst, Math.abs(p - t));
+        }
+      }
+      // Eigenspaces are only as well determined as the gap to the rest of the spectrum allows.
+      expect(worst).toBeLessThan(1e-12);
+    }
+  });
+});
+
+describe('symmetricEigen input checks', () => {
+  it('rejects a wrong size, a non-integer or empty size, and non-finite entries', () => {
+    expect(() => symmetricEigen(new Float64Array(5), 2)).toThrow(/2 x 2 matrix \(4 values\) but got 5/);
+    expect(() => symmetricEigen(new Float64Array(0), 0)).toThrow(RangeError);
+    expect(() => symmetricEigen(new Float64Array(4), 1.5)).toThrow(RangeError);
+    expect(() => symmetricEigen(Float64Array.of(1, 0, Number.NaN, 1), 2)).toThrow(/\(1, 0\) is not finite: NaN/);
+    expect(() => symmetricEigen(Float64Array.of(Number.POSITIVE_INFINITY), 1)).toThrow(RangeError);
+  });
+});
