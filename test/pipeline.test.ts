@@ -3,16 +3,16 @@ import * as path from 'node:path';
 import { parquetReadObjects } from 'hyparquet';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { generateSampleImages } from '../runtime/images/generate';
-import { DEFAULTS, type RunConfig } from '../runtime/pipeline/config';
+import type { RunConfig } from '../runtime/pipeline/config';
 import { runPipeline } from '../runtime/pipeline/run';
 import { pcaModelFromJson } from '../runtime/pca/model-json';
 import { silentReporter } from '../runtime/progress';
 import { OrchardError } from '../runtime/errors';
-import { LocalStorage, S3Storage, createS3Client, type S3Options } from '../runtime/storage';
+import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { makeTrickyInputs } from './helpers/bad-inputs';
 import { startTestS3, tempDir } from './helpers/s3';
-import { TINY_FEATURES, TINY_INPUT, saveTinyModel } from './helpers/tiny-model';
+import { TINY_FEATURES, saveTinyModel, tinyRunConfig } from './helpers/tiny-model';
 
 const BUCKET = 'pipeline-test';
 let s3: Awaited<ReturnType<typeof startTestS3>>;
@@ -28,20 +28,7 @@ beforeAll(async () => {
 afterAll(() => s3.close());
 
 function config(overrides: Partial<RunConfig> & Pick<RunConfig, 'input' | 'output' | 'runId'>): RunConfig {
-  return {
-    components: { kind: 'components', count: 4 },
-    model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
-    backend: 'wasm',
-    batchSize: 4,
-    concurrency: 8,
-    shardSize: 7,
-    maxErrorRate: DEFAULTS.maxErrorRate,
-    labelFrom: 'parent',
-    keepFeatures: false,
-    maxPixels: DEFAULTS.maxPixels,
-    s3: s3.options as S3Options,
-    ...overrides,
-  };
+  return tinyRunConfig(modelDir, s3.options, overrides);
 }
 
 async function uploadImages(prefix: string, build: (dir: string) => Promise<void>): Promise<void> {

@@ -10,13 +10,12 @@ import { pathToFileURL } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
-import { DEFAULTS } from '../runtime/pipeline/config';
 import { runPipeline, type RunResult } from '../runtime/pipeline/run';
 import { silentReporter } from '../runtime/progress';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { startTestS3, tempDir } from './helpers/s3';
-import { TINY_INPUT, saveTinyModel } from './helpers/tiny-model';
+import { saveTinyModel, tinyRunConfig } from './helpers/tiny-model';
 
 const CHROMIUM = '/usr/bin/chromium';
 const SCREENSHOT = path.resolve(__dirname, '..', 'test-output', 'report.png');
@@ -55,22 +54,14 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
     await uploadTree({ sourceDir: images, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
 
     result = await runPipeline(
-      {
+      tinyRunConfig(modelDir, s3.options, {
         input: { kind: 's3', bucket: BUCKET, prefix: 'images/' },
         output: { kind: 'local', dir: tempDir() },
         runId: 'report',
         components: { kind: 'variance', fraction: 0.99 },
-        model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
-        backend: 'wasm',
-        batchSize: 4,
-        concurrency: 8,
         shardSize: 10,
         maxErrorRate: 0.1,
-        labelFrom: 'parent',
-        keepFeatures: false,
-        maxPixels: DEFAULTS.maxPixels,
-        s3: s3.options,
-      },
+      }),
       { reporter: silentReporter(), tf },
     );
 

@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { invalidParameter } from '../errors';
-import { mulberry32 } from '../random';
+import { hash32, mulberry32 } from '../random';
 
 /**
  * Sample images in the Fruits-360 look (a 100x100 JPEG, one fruit on white) for the demo and the tests, so that
@@ -26,16 +26,6 @@ export const SAMPLE_CLASSES: readonly string[] = Object.freeze([
 const IMAGE_SIZE = 100;
 /** Enough to keep libvips' threads busy without queueing hundreds of renders at once. */
 const WRITE_CONCURRENCY = 8;
-
-/** FNV-1a over a string: per-image seeds from (run seed, class, index), independent of which classes are drawn. */
-function hash32(text: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
 
 interface Random {
   /** Uniform in [min, max). */

@@ -7,7 +7,7 @@
  * errors and counts the rest, and each class remembers THUMBNAILS_PER_CLASS keys.
  */
 import type { ComponentsSpec } from '../pca/fit';
-import { mulberry32 } from '../random';
+import { hash32, mulberry32 } from '../random';
 
 /** Scatter points kept per class: a uniform random sample (reservoir sampling) of that class's images. */
 export const MAX_POINTS_PER_CLASS = 500;
@@ -132,16 +132,6 @@ export function classCounts(classes: readonly ClassSample[]): { label: string; c
 /** Labels sort as a person expects ("Apple 2" before "Apple 10"), the same on every machine. */
 function compareLabels(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'variant' }) || (a < b ? -1 : a > b ? 1 : 0);
-}
-
-/** FNV-1a over UTF-8: a stable per-class seed. */
-function hash32(text: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
 }
 
 /** The fields of pca-model.json the variance curve needs. */

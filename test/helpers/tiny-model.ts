@@ -1,4 +1,5 @@
-import type { Storage } from '../../runtime/storage';
+import { DEFAULTS, type RunConfig } from '../../runtime/pipeline/config';
+import type { S3Options, Storage } from '../../runtime/storage';
 import type { Tf } from '../../runtime/model/backend';
 
 export const TINY_INPUT = 32;
@@ -34,4 +35,26 @@ export async function saveTinyModel(tf: Tf, storage: Storage, prefix = ''): Prom
     }),
   );
   model.dispose();
+}
+
+/** A run configuration with the tiny model (saved in `modelDir`) and small, fast settings; tests override the rest. */
+export function tinyRunConfig(
+  modelDir: string,
+  s3: S3Options,
+  overrides: Partial<RunConfig> & Pick<RunConfig, 'input' | 'output' | 'runId'>,
+): RunConfig {
+  return {
+    components: { kind: 'components', count: 4 },
+    model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
+    backend: 'wasm',
+    batchSize: 4,
+    concurrency: 8,
+    shardSize: 7,
+    maxErrorRate: DEFAULTS.maxErrorRate,
+    labelFrom: 'parent',
+    keepFeatures: false,
+    maxPixels: DEFAULTS.maxPixels,
+    s3,
+    ...overrides,
+  };
 }
