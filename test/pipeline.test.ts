@@ -91,6 +91,23 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     });
   });
 
+  it('writes Parquet that DuckDB reads with string keys and float PCs, matching the CSV', async () => {
+    const { DuckDBInstance } = await import('@duckdb/node-api');
+    const db = await DuckDBInstance.create(':memory:');
+    const connection = await db.connect();
+    const file = path.join(output, 'e2e', 'pca.parquet').replace(/'/g, "''");
+    const types = (await connection.runAndReadAll(`describe select * from read_parquet('${file}')`)).getRowObjects();
+    expect(types.map((t) => `${t.column_name}:${t.column_type}`)).toEqual(['key:VARCHAR', 'label:VARCHAR', 'pc_1:FLOAT', 'pc_2:FLOAT', 'pc_3:FLOAT', 'pc_4:FLOAT']);
+    const rows = (await connection.runAndReadAll(`select key, label, pc_2 from read_parquet('${file}')`)).getRowObjects();
+    const csv = new Map(readCsv(path.join(output, 'e2e', 'pca.csv')).slice(1).map((row) => [row[0], row]));
+    expect(rows).toHaveLength(csv.size);
+    for (const row of rows) {
+      expect(row.label).toBe(csv.get(row.key as string)![1]);
+      expect(Math.fround(row.pc_2 as number)).toBe(Math.fround(Number(csv.get(row.key as string)![3])));
+    }
+    connection.closeSync();
+  });
+
   it('projects the kept features onto the published model: CSV values = (x − mean) · components', () => {
     const model = pcaModelFromJson(JSON.parse(fs.readFileSync(path.join(output, 'e2e', 'pca-model.json'), 'utf8')));
     const meta = JSON.parse(fs.readFileSync(path.join(output, 'e2e', '_work', 'extract', '00001.meta.json'), 'utf8'));
