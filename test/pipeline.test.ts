@@ -234,6 +234,44 @@ describe('a run over bad inputs', () => {
   });
 });
 
+describe('an output folder inside the input folder', () => {
+  it('is not read as input by later runs, and hidden folders are skipped', async () => {
+    const input = tempDir();
+    await generateSampleImages(input, { perClass: 4, seed: 5, classes: ['Kiwi', 'Lemon'] });
+    fs.mkdirSync(path.join(input, 'Kiwi', '.ipynb_checkpoints'));
+    fs.copyFileSync(path.join(input, 'Kiwi', '0_100.jpg'), path.join(input, 'Kiwi', '.ipynb_checkpoints', '0_100.jpg'));
+    const output = { kind: 'local' as const, dir: path.join(input, 'results') };
+    const first = await runPipeline(config({ input: { kind: 'local', dir: input }, output, runId: 'one' }), { reporter: silentReporter(), tf });
+    const second = await runPipeline(config({ input: { kind: 'local', dir: input }, output, runId: 'two' }), { reporter: silentReporter(), tf });
+    expect(first.manifest.counts).toMatchObject({ listed: 8, failed: 0 });
+    expect(second.manifest.counts).toMatchObject({ listed: 8, failed: 0 });
+  });
+
+  it('may not be the input folder itself', async () => {
+    const input = tempDir();
+    const run = runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: input }, runId: 'x' }), {
+      reporter: silentReporter(),
+      tf,
+    });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_INVALID_PARAMETER', message: expect.stringContaining('--input folder itself') });
+  });
+});
+
+describe('resuming with other model weights', () => {
+  it('is refused instead of merging features of two networks', async () => {
+    const input = tempDir();
+    await generateSampleImages(input, { perClass: 2, seed: 6, classes: ['Kiwi', 'Lemon'] });
+    const output = tempDir();
+    fs.mkdirSync(path.join(output, 'm', '_work'), { recursive: true });
+    fs.writeFileSync(path.join(output, 'm', '_work', 'model.json'), JSON.stringify({ weightsSha256: '0'.repeat(64), featureDim: TINY_FEATURES }));
+    const run = runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: output }, runId: 'm' }), {
+      reporter: silentReporter(),
+      tf,
+    });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_RESUME_MISMATCH', message: expect.stringContaining('other model weights') });
+  });
+});
+
 describe('fatal errors', () => {
   it('names a missing input bucket', async () => {
     const run = runPipeline(

@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { S3Storage, createS3Client, openStorage, parseLocation, LocalStorage, NotFoundError, type Storage } from '../runtime/storage';
 import { OrchardError } from '../runtime/errors';
 import { startTestS3, tempDir } from './helpers/s3';
@@ -80,5 +82,28 @@ describe('S3 errors', () => {
     } finally {
       await s3.close();
     }
+  });
+});
+
+describe('local listing', () => {
+  it('follows symbolic links to files and folders, lists a broken link, and does not loop', async () => {
+    const dir = tempDir();
+    const real = tempDir();
+    fs.mkdirSync(path.join(real, 'Kiwi'));
+    fs.writeFileSync(path.join(real, 'Kiwi', 'a.jpg'), 'a');
+    fs.writeFileSync(path.join(real, 'b.jpg'), 'bb');
+    fs.mkdirSync(path.join(dir, 'Lemon'));
+    fs.symlinkSync(path.join(real, 'Kiwi'), path.join(dir, 'Kiwi'));
+    fs.symlinkSync(path.join(real, 'b.jpg'), path.join(dir, 'Lemon', 'b.jpg'));
+    fs.symlinkSync(path.join(real, 'missing.jpg'), path.join(dir, 'Lemon', 'broken.jpg'));
+    fs.symlinkSync(dir, path.join(dir, 'Lemon', 'loop'));
+    const listed: [string, number][] = [];
+    for await (const item of new LocalStorage(dir).list()) listed.push([item.key, item.size]);
+    expect(listed).toEqual([
+      ['Kiwi/a.jpg', 1],
+      ['Lemon/b.jpg', 2],
+      ['Lemon/broken.jpg', 0],
+    ]);
+    await expect(new LocalStorage(dir).get('Lemon/broken.jpg')).rejects.toBeInstanceOf(NotFoundError);
   });
 });

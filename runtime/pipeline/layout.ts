@@ -19,6 +19,8 @@ export const OUTPUTS = {
 
 export const WORK = '_work/';
 export const CONFIG = `${WORK}config.json`;
+/** Identity (weights SHA-256) of the model that extracted the shards: a resume must use the same. */
+export const MODEL_IDENTITY = `${WORK}model.json`;
 /** Written once listing is complete: its presence means every shard's key list exists. */
 export const PLAN = `${WORK}plan.json`;
 

@@ -16,13 +16,13 @@ export interface Plan {
 
 export interface ListOptions {
   readonly shardSize: number;
-  /** A prefix of the input to leave out (the output, when it lies inside the input). */
-  readonly exclude?: string;
+  /** Prefixes of the input to leave out (the output and the model cache, when they lie inside the input). */
+  readonly exclude?: readonly string[];
 }
 
 /**
  * The list stage: streams the input listing into shard files of `shardSize` keys, so that memory stays one
- * shard however many objects there are. Hidden files (`.DS_Store`, `._x.jpg`) are not inputs. The plan is
+ * shard however many objects there are. Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints/`) are not inputs. The plan is
  * written last; an existing plan is reused, which keeps the shard boundaries of a resumed run identical.
  */
 export async function planShards(input: Storage, run: Storage, options: ListOptions, reporter: Reporter): Promise<Plan> {
@@ -40,8 +40,8 @@ export async function planShards(input: Storage, run: Storage, options: ListOpti
     items = [];
   };
   for await (const object of input.list()) {
-    if (options.exclude && object.key.startsWith(options.exclude)) continue;
-    if (path.posix.basename(object.key).startsWith('.')) continue;
+    if (options.exclude?.some((prefix) => object.key.startsWith(prefix))) continue;
+    if (object.key.split('/').some((segment) => segment.startsWith('.'))) continue;
     items.push({ key: object.key, size: object.size });
     images += 1;
     if (items.length === options.shardSize) await flush();

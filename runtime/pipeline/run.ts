@@ -13,7 +13,7 @@ import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, pu
 import { RESUME_INVARIANTS, type RunConfig } from './config';
 import { extractShard } from './extract';
 import { fitStage } from './fit';
-import { CONFIG, OUTPUTS, WORK, shardMeta } from './layout';
+import { CONFIG, MODEL_IDENTITY, OUTPUTS, WORK, shardMeta } from './layout';
 import { planShards } from './list';
 import { publishTables } from './publish';
 
@@ -71,15 +71,17 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   await guardRunFolder(run, config);
 
   reporter.info(`run ${config.runId}: ${formatLocation(config.input)} → ${run.uri()}`);
-  const plan = await timer.time('list', () =>
-    planShards(input, run, { shardSize: config.shardSize, exclude: excludedPrefix(config.input, runLocation) }, reporter),
-  );
+  const modelCache = config.modelCache ?? defaultModelCache(config.output);
+  const exclude = [config.output, modelCache].flatMap((location) => excludedPrefix(config.input, location) ?? []);
+  const plan = await timer.time('list', () => planShards(input, run, { shardSize: config.shardSize, exclude }, reporter));
+  throwIfAborted(deps.signal);
   if (plan.images === 0) {
     throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
   }
 
   const tf = deps.tf ?? (await initTf(config.backend));
-  const model = await timer.time('model_load', () => loadModel(config, tf));
+  const model = await timer.time('model_load', () => loadModel(config, tf, modelCache));
+  await guardModelIdentity(run, config, model.identity);
   reporter.info(`model ${model.identity.name} on ${tf.backend}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}`);
 
   let shardsResumed = 0;
@@ -117,11 +119,13 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     model.dispose();
   }
 
+  throwIfAborted(deps.signal);
   const pca = await timer.time('fit', () => fitStage(run, plan.shards, model.identity.featureDim, config.components));
   const cumulative = pca.explainedVarianceRatio.reduce((sum, value) => sum + value, 0);
   reporter.info(`fit: k=${pca.nComponents} explains ${(cumulative * 100).toFixed(2)}% of the variance`);
   await putJson(run, OUTPUTS.model, pcaModelToJson(pca, { model: model.identity, run_id: config.runId }));
 
+  throwIfAborted(deps.signal);
   const counts = await timer.time('publish', () =>
     publishTables(run, plan.shards, pca, { orchard_run_id: config.runId, orchard_model: model.identity.name }),
   );
@@ -170,9 +174,9 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   return { status, exitCode: status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors, runUri: run.uri(), outputs, manifest };
 }
 
-async function loadModel(config: RunConfig, tf: TfRuntime): Promise<FeatureModel> {
+async function loadModel(config: RunConfig, tf: TfRuntime, modelCache: Location): Promise<FeatureModel> {
   const preset = resolveModel(config.model);
-  const cache = openStorage(config.modelCache ?? defaultModelCache(config.output), config.s3);
+  const cache = openStorage(modelCache, config.s3);
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
   return createFeatureModel(tf, preset, files, config.batchSize);
 }
@@ -233,13 +237,47 @@ function describeConfig(config: RunConfig): Record<string, unknown> {
   };
 }
 
-/** When the run folder lies inside the input (same bucket or folder), its files are not inputs. */
-function excludedPrefix(input: Location, runLocation: Location): string | undefined {
-  const inputUri = formatLocation(input);
-  const outputUri = formatLocation(runLocation);
-  const base = input.kind === 'local' ? inputUri + path.sep : inputUri;
-  if (!outputUri.startsWith(base)) return undefined;
-  return outputUri.slice(base.length).split(path.sep).join('/').replace(/\/?$/, '/');
+/**
+ * Shards of one run must come from one network: a resumed run whose model files changed (same --model, other
+ * weights) is refused rather than merging features of two models.
+ */
+async function guardModelIdentity(run: Storage, config: RunConfig, identity: ModelIdentity): Promise<void> {
+  const previous = await getJsonIfExists<ModelIdentity>(run, MODEL_IDENTITY);
+  if (!previous) {
+    await putJson(run, MODEL_IDENTITY, identity);
+    return;
+  }
+  if (previous.weightsSha256 !== identity.weightsSha256 || previous.featureDim !== identity.featureDim) {
+    throw new OrchardError(
+      `Cannot resume run ${config.runId}: its shards were extracted with other model weights (sha256 ${previous.weightsSha256.slice(0, 12)}…, ` +
+        `now ${identity.weightsSha256.slice(0, 12)}…). Use another --run-id`,
+      'ERR_RESUME_MISMATCH',
+      ExitCode.Usage,
+    );
+  }
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new OrchardError('Interrupted', 'ERR_INTERRUPTED', ExitCode.Interrupted);
+}
+
+/**
+ * When a location (the output, the model cache) lies inside the input, its files are not inputs: the prefix to
+ * leave out, relative to the input. The output may not be the input folder itself (earlier runs would be read).
+ */
+function excludedPrefix(input: Location, inner: Location): string | undefined {
+  const withSlash = (location: Location) => formatLocation(location).split(path.sep).join('/').replace(/\/?$/, '/');
+  const base = withSlash(input);
+  const candidate = withSlash(inner);
+  if (!candidate.startsWith(base)) return undefined;
+  if (candidate === base) {
+    throw new OrchardError(
+      `--output ${formatLocation(inner)} is the --input folder itself; use a folder outside it or below it (e.g. ${base}results/)`,
+      'ERR_INVALID_PARAMETER',
+      ExitCode.Usage,
+    );
+  }
+  return candidate.slice(base.length);
 }
 
 function stageTimer() {

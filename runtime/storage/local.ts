@@ -34,27 +34,36 @@ export class LocalStorage implements Storage {
   }
 
   async *list(prefix = ''): AsyncIterable<ObjectInfo> {
-    yield* this.walk(this.resolve(prefix), prefix.replace(/\/+$/, ''));
+    yield* this.walk(this.resolve(prefix), prefix.replace(/\/+$/, ''), new Set());
   }
 
-  private async *walk(dir: string, relative: string): AsyncIterable<ObjectInfo> {
+  /**
+   * Symbolic links are followed (train/test splits are often made of links); `visited` holds the real paths of
+   * the folders on the way down, so a link back up the tree cannot loop. A broken link is listed, so that its
+   * read fails and the image shows up in errors.csv instead of vanishing.
+   */
+  private async *walk(dir: string, relative: string, visited: Set<string>): AsyncIterable<ObjectInfo> {
     let entries: fs.Dirent[];
+    let real: string;
     try {
+      real = await fs.promises.realpath(dir);
       entries = await fs.promises.readdir(dir, { withFileTypes: true });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw error;
     }
+    if (visited.has(real)) return;
+    const below = new Set(visited).add(real);
     entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const entry of entries) {
       if (entry.name.startsWith('.tmp-')) continue;
       const key = relative ? `${relative}/${entry.name}` : entry.name;
       const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) {
-        yield* this.walk(full, key);
-      } else if (entry.isFile()) {
-        const stat = await fs.promises.stat(full);
-        yield { key, size: stat.size };
+      const stat = entry.isSymbolicLink() ? await fs.promises.stat(full).catch(() => undefined) : entry;
+      if (stat?.isDirectory()) {
+        yield* this.walk(full, key, below);
+      } else if (!stat || stat.isFile()) {
+        yield { key, size: stat ? (await fs.promises.stat(full)).size : 0 };
       }
     }
   }
@@ -63,16 +72,25 @@ export class LocalStorage implements Storage {
     try {
       return await fs.promises.readFile(this.resolve(key));
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(this.uri(key));
-      throw error;
+      throw this.readError(error, key);
     }
+  }
+
+  /** Missing files are NotFoundError and unreadable ones ERR_ACCESS_DENIED: both are per-image errors to a run. */
+  private readError(error: unknown, key: string): unknown {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return new NotFoundError(this.uri(key));
+    if (code === 'EACCES' || code === 'EPERM') {
+      return new OrchardError(`Access denied to ${this.uri(key)}`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
+    }
+    return error;
   }
 
   async getStream(key: string): Promise<Readable> {
     const file = this.resolve(key);
     // Open first, so a missing key fails here rather than later, inside the consumer of the stream.
-    const handle = await fs.promises.open(file, 'r').catch((error: NodeJS.ErrnoException) => {
-      throw error.code === 'ENOENT' ? new NotFoundError(this.uri(key)) : error;
+    const handle = await fs.promises.open(file, 'r').catch((error: unknown) => {
+      throw this.readError(error, key);
     });
     return handle.createReadStream();
   }
