@@ -1,0 +1,72 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { buildSync } from 'esbuild';
+
+const ROOT = path.resolve(__dirname, '..');
+
+/**
+ * Packages that stay outside the bundle and are installed on the instance from the bundle's own package.json:
+ * native code (sharp, tfjs-node) must be built for the target's CPU and libc, and chart.js is read as a file
+ * by the run report. Versions are the ones this repository pins, so the instance runs what the tests ran.
+ */
+export const INSTANCE_DEPENDENCIES = ['sharp', 'chart.js'] as const;
+/** Installed when possible: tfjs-node downloads libtensorflow at install time (fine on EC2, not offline). */
+export const INSTANCE_OPTIONAL_DEPENDENCIES = ['@tensorflow/tfjs-node'] as const;
+/** Only the demo (s3rver) and the offline model (nsfwjs, 41 MB) use these; the instance runs without them. */
+const LEFT_OUT = ['s3rver', 'nsfwjs'];
+
+/** tfjs-node is not a dependency here (it cannot install offline); this is the version the instance gets. */
+const TFJS_NODE_VERSION = '4.22.0';
+
+/**
+ * Bundles runtime/ into one file (`orchard.cjs`) plus what it needs at run time: the WebAssembly binaries of
+ * the wasm backend, the instance scripts, and a package.json that pins the native dependencies. The folder is
+ * the CDK asset, so a changed runtime changes the asset hash and reaches the instance on the next deploy.
+ */
+export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'runtime')): string {
+  fs.rmSync(outDir, { recursive: true, force: true });
+  fs.mkdirSync(outDir, { recursive: true });
+  buildSync({
+    entryPoints: [path.join(ROOT, 'runtime', 'main.ts')],
+    outfile: path.join(outDir, 'orchard.cjs'),
+    bundle: true,
+    platform: 'node',
+    target: 'node22',
+    format: 'cjs',
+    external: [...INSTANCE_DEPENDENCIES, ...INSTANCE_OPTIONAL_DEPENDENCIES, ...LEFT_OUT],
+    banner: { js: '#!/usr/bin/env node' },
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+  // The wasm backend finds its binaries next to the module that loads them: in the bundle, that is orchard.cjs.
+  const wasmDir = path.join(ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
+  for (const file of fs.readdirSync(wasmDir).filter((name) => name.endsWith('.wasm'))) {
+    fs.copyFileSync(path.join(wasmDir, file), path.join(outDir, file));
+  }
+  for (const script of fs.readdirSync(path.join(ROOT, 'lib', 'scripts'))) {
+    fs.copyFileSync(path.join(ROOT, 'lib', 'scripts', script), path.join(outDir, script));
+  }
+  const own = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string> };
+  const pinned = (name: string) => {
+    const version = own.dependencies[name];
+    if (!version) throw new Error(`package.json does not pin ${name}, which the instance bundle needs`);
+    return version;
+  };
+  const manifest = {
+    name: 'orchard-instance',
+    version: own.version,
+    private: true,
+    description: 'orchard runtime bundle for the EC2 instance: native dependencies, pinned',
+    bin: { orchard: 'orchard.cjs' },
+    engines: { node: '>=22 <23' },
+    dependencies: Object.fromEntries(INSTANCE_DEPENDENCIES.map((name) => [name, pinned(name)])),
+    optionalDependencies: { '@tensorflow/tfjs-node': TFJS_NODE_VERSION },
+  };
+  fs.writeFileSync(path.join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  fs.chmodSync(path.join(outDir, 'orchard.cjs'), 0o755);
+  return outDir;
+}
+
+if (require.main === module) {
+  console.log(buildRuntimeBundle(process.argv[2]));
+}
