@@ -1,18 +1,20 @@
 import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ExitCode, OrchardError, describeError } from './errors';
+import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, defaultRunId, type RunConfig } from './pipeline/config';
-import { runPipeline, type RunResult } from './pipeline/run';
+import type { Manifest, RunResult } from './pipeline/run';
 import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
 import type { BackendPreference } from './model/backend';
 import type { ComponentsSpec } from './pca/fit';
+import type { DoctorConfig } from './doctor';
 import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
 import { OUTPUTS } from './pipeline/layout';
-import type { Manifest } from './pipeline/run';
-import { buildReport } from './report/build';
-import { uploadTree } from './upload';
-import { runDemo } from './demo';
+
+// The commands' modules are loaded when their command runs, not here: the pipeline, the report and the demo
+// load sharp (a native module) at import, and `--help` and `doctor` must work where it cannot load. `require`
+// rather than `import()`: the tsx loader of runtime/orchard.cjs and the esbuild bundle are CommonJS, and a literal
+// `require` is what esbuild bundles as a module initialised on first use.
 
 /** Options shared by every command that talks to S3 or reports progress. */
 interface CommonOptions {
@@ -90,6 +92,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .addHelpText('after', EXIT_CODES),
   ).action(async (options: RunOptions) => {
     const config = toRunConfig(options);
+    const { runPipeline } = require('./pipeline/run') as typeof import('./pipeline/run');
     const reporter = reporterFor(options, io);
     const result = await withInterrupt((signal) => runPipeline(config, { reporter, signal }), config.runId, io);
     printResult(result, options, io);
@@ -106,6 +109,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL),
   ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string }) => {
     const reporter = reporterFor(options, io);
+    const { runDemo } = require('./demo') as typeof import('./demo');
     const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model }, reporter);
     io.out(`${result.summary}\n`);
     io.exit(result.run.exitCode);
@@ -127,6 +131,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     }
     const input = openStorage(parseLocation(options.input ?? manifest.input, '--input'), s3);
     const reporter = reporterFor(options, io);
+    const { buildReport } = require('./report/build') as typeof import('./report/build');
     const uri = await buildReport(run, { input, manifest, reporter });
     io.out(options.jsonLogs ? `${JSON.stringify({ report: uri })}\n` : `report  ${uri}  (open in a browser)\n`);
     io.exit(ExitCode.Ok);
@@ -145,6 +150,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     const target = new S3Storage(createS3Client(s3Options(options)), location.bucket, location.prefix);
     const reporter = reporterFor(options, io);
     let task: ReturnType<Reporter['task']> | undefined;
+    const { uploadTree } = require('./upload') as typeof import('./upload');
     const summary = await withInterrupt(
       (signal) =>
         uploadTree({
@@ -166,7 +172,73 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     io.exit(summary.failed.length > 0 ? ExitCode.Fatal : ExitCode.Ok);
   });
 
+  withCommon(
+    program
+      .command('doctor')
+      .description('Check that this machine can run orchard: Node.js, sharp, TensorFlow.js backend, S3 access, model load')
+      .option('-m, --model <name|uri>', `model to load, as for run (${Object.keys(PRESETS).join(', ')}, or a URL / s3:// URI / folder)`, DEFAULT_MODEL)
+      .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
+      .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
+      .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
+      .option('--model-cache <uri>', 'where a downloaded model is cached (default: s3://<bucket>/models/ of the first --bucket, none without)')
+      .option('--bucket <s3-uri>', 'S3 location to check: the bucket exists and keys under it can be listed (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+      .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+      .addHelpText('after', DOCTOR_HELP),
+  ).action(async (options: DoctorOptions) => {
+    const config = toDoctorConfig(options);
+    const { runDoctor, formatCheck, formatSummary } = require('./doctor') as typeof import('./doctor');
+    const report = await runDoctor(config, {
+      onCheck: (check) => {
+        if (options.jsonLogs) io.out(`${JSON.stringify({ check: check.name, status: check.status, detail: check.detail, seconds: check.seconds })}\n`);
+        else if (!options.quiet || check.status !== 'ok') io.out(`${formatCheck(check)}\n`);
+      },
+    });
+    if (options.jsonLogs) {
+      const failed = report.checks.filter((check) => check.status === 'FAIL').map((check) => check.name);
+      io.out(`${JSON.stringify({ doctor: report.passed ? 'passed' : 'failed', failed })}\n`);
+    } else {
+      io.out(`${formatSummary(report)}\n`);
+    }
+    io.exit(report.exitCode);
+  });
+
   return program;
+}
+
+interface DoctorOptions extends CommonOptions {
+  model: string;
+  featureLayer?: string;
+  inputSize?: number;
+  normalize?: Normalization;
+  modelCache?: string;
+  bucket: string[];
+  backend: BackendPreference;
+}
+
+const DOCTOR_HELP = `
+Each check prints one line, "ok|warn|FAIL <check>: <detail>": node (version), sharp (decodes generated
+images), backend (TensorFlow.js initialises), s3 (per --bucket: lists a key under it), model (loads as a run
+loads it and predicts once; with --bucket or --model-cache a downloaded model is cached there).
+
+Exit status:
+  0    every check passed (warnings allowed)
+  1    a check failed; its line names the cause
+  2    invalid command line`;
+
+/** Turns the doctor's flags into its configuration. */
+export function toDoctorConfig(options: DoctorOptions): DoctorConfig {
+  const buckets = options.bucket.map((uri) => {
+    const location = parseLocation(uri, '--bucket');
+    if (location.kind !== 's3') throw invalidParameter('--bucket', 'an s3:// URI', uri);
+    return location;
+  });
+  return {
+    model: { ref: options.model, featureLayer: options.featureLayer, inputSize: options.inputSize, normalization: options.normalize },
+    modelCache: options.modelCache ? parseLocation(options.modelCache, '--model-cache') : undefined,
+    buckets,
+    backend: options.backend,
+    s3: s3Options(options),
+  };
 }
 
 const EXIT_CODES = `

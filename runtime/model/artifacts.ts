@@ -134,8 +134,11 @@ function readNsfwjsModel(model: string): ModelFiles {
   try {
     distDir = path.resolve(path.dirname(require.resolve('nsfwjs')), '..');
   } catch (error) {
+    // The instance bundle leaves nsfwjs (41 MB) out on purpose: only this preset needs it.
     throw new OrchardError(
-      `The offline model needs the nsfwjs package (${describeError(error)}); run npm ci, or use --model mobilenet_v2`,
+      `The mobilenet_v2_offline model is read from the nsfwjs npm package, which is not installed next to this ` +
+        `orchard (${describeError(error)}). Fix: use --model mobilenet_v2 or a model URL, s3:// URI or folder; ` +
+        'in a clone of the repository, run npm ci',
       'ERR_MODEL_LOAD',
     );
   }

@@ -1,3 +1,5 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { BackendPreference } from '../model/backend';
 import type { Normalization } from '../model/presets';
 import type { ComponentsSpec } from '../pca/fit';
@@ -56,4 +58,14 @@ export const RESUME_INVARIANTS = ['input', 'model', 'shardSize', 'labelFrom', 'm
 /** A run id from the clock, e.g. `run-20261124-130522`: sorts by time, safe in S3 keys and file names. */
 export function defaultRunId(now = new Date()): string {
   return `run-${now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
+}
+
+/**
+ * Web models are cached next to the results: `s3://<output bucket>/models/`, or ~/.cache/orchard/models. Kept
+ * here, free of native modules, because `orchard doctor` uses it without loading the pipeline.
+ */
+export function defaultModelCache(output: Location): Location {
+  return output.kind === 's3'
+    ? { kind: 's3', bucket: output.bucket, prefix: 'models/' }
+    : { kind: 'local', dir: path.join(os.homedir(), '.cache', 'orchard', 'models') };
 }

@@ -1,4 +1,3 @@
-import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { ExitCode, OrchardError, describeError } from '../errors';
@@ -10,12 +9,14 @@ import { pcaModelToJson } from '../pca/model-json';
 import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
 import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, putJson, type Location, type Storage } from '../storage';
-import { RESUME_INVARIANTS, type RunConfig } from './config';
+import { RESUME_INVARIANTS, defaultModelCache, type RunConfig } from './config';
 import { extractShard } from './extract';
 import { fitStage } from './fit';
 import { CONFIG, MODEL_IDENTITY, OUTPUTS, WORK, shardMeta } from './layout';
 import { planShards } from './list';
 import { publishTables } from './publish';
+
+export { defaultModelCache } from './config';
 
 export type RunStatus = 'succeeded' | 'too_many_errors';
 
@@ -181,12 +182,6 @@ async function loadModel(config: RunConfig, tf: TfRuntime, modelCache: Location)
   return createFeatureModel(tf, preset, files, config.batchSize);
 }
 
-/** Web models are cached next to the results: `s3://<output bucket>/models/`, or ~/.cache/orchard/models. */
-export function defaultModelCache(output: Location): Location {
-  return output.kind === 's3'
-    ? { kind: 's3', bucket: output.bucket, prefix: 'models/' }
-    : { kind: 'local', dir: path.join(os.homedir(), '.cache', 'orchard', 'models') };
-}
 
 async function guardRunFolder(run: Storage, config: RunConfig): Promise<void> {
   if (await exists(run, OUTPUTS.success)) {

@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { OrchardError, describeError } from '../errors';
 import type { S3Options } from './s3';
 
 /**
@@ -20,7 +21,17 @@ export interface EmbeddedS3 {
  */
 export async function startEmbeddedS3(directory: string, buckets: readonly string[]): Promise<EmbeddedS3> {
   // Loaded lazily: only the demo and the tests need it, not a run on EC2.
-  const { default: S3rver } = (await import('s3rver')) as unknown as { default: S3rverClass };
+  let S3rver: S3rverClass;
+  try {
+    ({ default: S3rver } = (await import('s3rver')) as unknown as { default: S3rverClass });
+  } catch (error) {
+    // The instance bundle leaves s3rver out: the demo is for a clone of the repository.
+    throw new OrchardError(
+      `The embedded S3 server needs the s3rver npm package, which is not installed next to this orchard ` +
+        `(${describeError(error)}). Fix: run the demo from a clone of the repository after npm ci`,
+      'ERR_NO_EMBEDDED_S3',
+    );
+  }
   const server = new S3rver({
     address: '127.0.0.1',
     port: 0,

@@ -3,7 +3,6 @@ import type { Readable } from 'node:stream';
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
-  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -53,9 +52,15 @@ export class S3Storage implements Storage {
     return `s3://${this.bucket}/${this.prefix}${key}`;
   }
 
+  /**
+   * Lists one page under the prefix rather than HeadBucket: HeadBucket is authorised as s3:ListBucket with no
+   * s3:prefix, which a least-privilege role granted listing of one prefix only (the instance role) is denied, and
+   * the listing is what a run does first anyway. A missing bucket is NoSuchBucket either way. (Not MaxKeys: 1:
+   * s3rver fails any truncated ListObjectsV2 page on OpenSSL 3, its continuation tokens use DES.)
+   */
   async check(): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix }));
     } catch (error) {
       throw this.fatal(error, this.uri());
     }

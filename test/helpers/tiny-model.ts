@@ -5,18 +5,33 @@ import type { Tf } from '../../runtime/model/backend';
 export const TINY_INPUT = 32;
 export const TINY_FEATURES = 12;
 
+export interface TinyModelOptions {
+  /** Square input size. @default TINY_INPUT */
+  readonly inputSize?: number;
+  /**
+   * With a dense head (the default) the features are the `features` layer, as MobileNetV2's are `flatten_1`.
+   * Without one, the model's output is the features, so that it runs with orchard's defaults for a model given
+   * by location (its output, a 224-pixel input when `inputSize` is 224): what an SSM document run passes.
+   */
+  readonly head?: boolean;
+}
+
 /**
  * Saves a small, seeded Keras-style CNN (conv → ReLU → global average pooling → 12 features, then a dense
  * head) as a tfjs layers model (model.json + weights.bin) into `storage` under `prefix`. Tests load it through
  * the same code path as MobileNetV2, with `--feature-layer features`, and stay fast.
  */
-export async function saveTinyModel(tf: Tf, storage: Storage, prefix = ''): Promise<void> {
-  const input = tf.input({ shape: [TINY_INPUT, TINY_INPUT, 3] });
+export async function saveTinyModel(tf: Tf, storage: Storage, prefix = '', options: TinyModelOptions = {}): Promise<void> {
+  const size = options.inputSize ?? TINY_INPUT;
+  const input = tf.input({ shape: [size, size, 3] });
   const conv = tf.layers
     .conv2d({ filters: TINY_FEATURES, kernelSize: 5, strides: 2, activation: 'relu', kernelInitializer: tf.initializers.glorotUniform({ seed: 7 }), biasInitializer: 'ones' })
     .apply(input) as import('@tensorflow/tfjs').SymbolicTensor;
   const pooled = tf.layers.globalAveragePooling2d({ name: 'features' }).apply(conv) as import('@tensorflow/tfjs').SymbolicTensor;
-  const head = tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 8 }) }).apply(pooled) as import('@tensorflow/tfjs').SymbolicTensor;
+  const head =
+    options.head === false
+      ? pooled
+      : (tf.layers.dense({ units: 3, activation: 'softmax', kernelInitializer: tf.initializers.glorotUniform({ seed: 8 }) }).apply(pooled) as import('@tensorflow/tfjs').SymbolicTensor);
   const model = tf.model({ inputs: input, outputs: head });
   await model.save(
     tf.io.withSaveHandler(async (artifacts) => {

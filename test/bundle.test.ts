@@ -1,0 +1,130 @@
+/**
+ * The runtime bundle (what the CDK asset holds) works on its own: built into a temp folder that holds only the
+ * bundle and the dependencies its package.json declares, installed there by npm as the bootstrap installs them,
+ * it prints its help, passes `orchard doctor` against a real S3 server, and runs the pipeline end to end.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { INSTANCE_DEPENDENCIES, INSTANCE_OPTIONAL_DEPENDENCIES } from '../lib/runtime-bundle';
+import { generateSampleImages } from '../runtime/images/generate';
+import { initTf } from '../runtime/model/backend';
+import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
+import { uploadTree } from '../runtime/upload';
+import { S3_CREDENTIALS_ENV, buildAndInstallBundle, installedPackages, isolatedEnv, run, type InstalledBundle } from './helpers/bundle';
+import { startTestS3, tempDir } from './helpers/s3';
+import { TINY_FEATURES, TINY_INPUT, saveTinyModel } from './helpers/tiny-model';
+
+const BUCKET = 'orchard-test';
+const CLASSES = ['Apple Braeburn', 'Banana', 'Kiwi'];
+const PER_CLASS = 4;
+
+let bundle: InstalledBundle;
+let s3: Awaited<ReturnType<typeof startTestS3>>;
+let modelDir: string;
+let work: string;
+
+beforeAll(async () => {
+  work = tempDir('orchard-bundle-');
+  bundle = buildAndInstallBundle(path.join(work, 'orchard'));
+  console.log(`bundle: built in ${bundle.buildSeconds.toFixed(1)} s, its dependencies installed in ${bundle.installSeconds.toFixed(1)} s`);
+  const tf = await initTf('wasm');
+  modelDir = path.join(work, 'tiny-model');
+  await saveTinyModel(tf.tf, new LocalStorage(modelDir));
+  s3 = await startTestS3([BUCKET]);
+  const images = path.join(work, 'images');
+  await generateSampleImages(images, { perClass: PER_CLASS, seed: 3, classes: CLASSES });
+  await uploadTree({ sourceDir: images, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/'), concurrency: 4 });
+});
+
+afterAll(async () => {
+  await s3?.close();
+  if (work) fs.rmSync(work, { recursive: true, force: true });
+});
+
+/** `node orchard.cjs …` from the bundle folder, with nothing of the repository reachable. */
+const orchard = (...args: string[]) => run(process.execPath, ['orchard.cjs', ...args], { cwd: bundle.dir, env: isolatedEnv(S3_CREDENTIALS_ENV) });
+const tinyModel = () => ['--model', modelDir, '--feature-layer', 'features', '--input-size', String(TINY_INPUT)];
+
+describe('the bundle folder', () => {
+  test('holds the bundle, the wasm binaries, the instance scripts and a package.json of pinned dependencies', () => {
+    const files = fs.readdirSync(bundle.dir);
+    expect(files).toEqual(expect.arrayContaining(['orchard.cjs', 'package.json', 'bootstrap.sh', 'run-pipeline.sh', 'tfjs-backend-wasm.wasm']));
+    const manifest = bundle.manifest as Record<string, Record<string, string>>;
+    expect(Object.keys(manifest.dependencies!).sort()).toEqual([...INSTANCE_DEPENDENCIES].sort());
+    expect(Object.keys(manifest.optionalDependencies!)).toEqual([...INSTANCE_OPTIONAL_DEPENDENCIES]);
+    for (const version of [...Object.values(manifest.dependencies!), ...Object.values(manifest.optionalDependencies!)]) {
+      expect(version).toMatch(/^\d+\.\d+\.\d+$/);
+    }
+  });
+
+  test('gets only the declared dependencies and theirs: nothing bundled, nothing left out on purpose', () => {
+    const installed = installedPackages(bundle.dir);
+    expect(installed).toEqual(expect.arrayContaining(['sharp', 'chart.js']));
+    for (const absent of ['nsfwjs', 's3rver', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', '@aws-sdk/client-s3', 'commander', 'tsx']) {
+      expect(installed).not.toContain(absent);
+    }
+  });
+});
+
+describe('node orchard.cjs from the isolated folder', () => {
+  test('--help lists the commands', async () => {
+    const result = await orchard('--help');
+    expect(result.code).toBe(0);
+    for (const command of ['run', 'doctor', 'upload', 'report']) expect(result.out).toMatch(new RegExp(`^\\s+${command} `, 'm'));
+  });
+
+  test('doctor passes every check against the S3 server, with the tiny model on the wasm backend', async () => {
+    const result = await orchard('doctor', '--backend', 'wasm', ...tinyModel(), '--bucket', `s3://${BUCKET}/`, '--endpoint', s3.endpoint);
+    expect(result.err).toBe('');
+    expect(result.code).toBe(0);
+    const lines = result.out.trim().split('\n');
+    expect(lines.filter((line) => line.startsWith('FAIL'))).toEqual([]);
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^ok sharp: sharp /),
+        expect.stringMatching(/^ok backend: wasm /),
+        expect.stringMatching(new RegExp(`^ok s3: s3://${BUCKET}/ is reachable`)),
+        expect.stringMatching(new RegExp(`^ok model: .* gives ${TINY_FEATURES} features per image`)),
+      ]),
+    );
+  });
+
+  test('doctor fails, naming nsfwjs, for the offline preset the bundle leaves out', async () => {
+    const result = await orchard('doctor', '--backend', 'wasm', '--model', 'mobilenet_v2_offline');
+    expect(result.code).toBe(1);
+    expect(result.out).toMatch(/^FAIL model: The mobilenet_v2_offline model is read from the nsfwjs npm package, which is not installed next to this orchard/m);
+  });
+
+  test('run processes the images in S3 and writes pca.csv, the report and _SUCCESS there', async () => {
+    const result = await orchard(
+      'run', '--input', `s3://${BUCKET}/images/`, '--output', `s3://${BUCKET}/results/`, ...tinyModel(),
+      '--backend', 'wasm', '-k', '3', '--run-id', 'bundle-run', '--endpoint', s3.endpoint,
+    );
+    expect(result.code).toBe(0);
+    expect(result.out).toMatch(new RegExp(`^done: ${CLASSES.length * PER_CLASS} images, 0 failed, k=3 `, 'm'));
+    const runFolder = new S3Storage(createS3Client(s3.options), BUCKET, 'results/bundle-run/');
+    expect(await runFolder.head('_SUCCESS')).toBeDefined();
+    expect(await runFolder.head('report.html')).toBeDefined();
+    const csv = (await runFolder.get('pca.csv')).toString('utf8').trim().split('\n');
+    expect(csv[0]).toBe('key,label,pc_1,pc_2,pc_3');
+    expect(csv).toHaveLength(1 + CLASSES.length * PER_CLASS);
+    const manifest = JSON.parse((await runFolder.get('manifest.json')).toString('utf8')) as { backend: string };
+    expect(manifest.backend).toBe('wasm');
+  });
+});
+
+describe('without its dependencies installed', () => {
+  test('--help still works, and doctor names sharp as the cause', async () => {
+    const bare = path.join(work, 'bare');
+    fs.mkdirSync(bare);
+    for (const file of fs.readdirSync(bundle.dir).filter((name) => name === 'orchard.cjs' || name.endsWith('.wasm'))) {
+      fs.copyFileSync(path.join(bundle.dir, file), path.join(bare, file));
+    }
+    const env = isolatedEnv(S3_CREDENTIALS_ENV);
+    expect((await run(process.execPath, ['orchard.cjs', '--help'], { cwd: bare, env })).code).toBe(0);
+    const result = await run(process.execPath, ['orchard.cjs', 'doctor', '--backend', 'wasm', ...tinyModel()], { cwd: bare, env });
+    expect(result.code).toBe(1);
+    expect(result.out).toMatch(/^FAIL sharp: cannot load sharp: Cannot find module 'sharp'/m);
+    expect(result.out).toMatch(/^ok backend: wasm /m);
+  });
+});
