@@ -272,6 +272,21 @@ describe('resuming with other model weights', () => {
   });
 });
 
+describe('a run whose plan expired while shards remain', () => {
+  it('is refused instead of cutting new shards that would not match the old ones', async () => {
+    const input = tempDir();
+    await generateSampleImages(input, { perClass: 2, seed: 8, classes: ['Kiwi', 'Lemon'] });
+    const output = tempDir();
+    fs.mkdirSync(path.join(output, 'p', '_work', 'extract'), { recursive: true });
+    fs.writeFileSync(path.join(output, 'p', '_work', 'extract', '00000.meta.json'), '{}');
+    const run = runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: output }, runId: 'p' }), {
+      reporter: silentReporter(),
+      tf,
+    });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_RESUME_MISMATCH', message: expect.stringContaining('no _work/plan.json') });
+  });
+});
+
 describe('fatal errors', () => {
   it('names a missing input bucket', async () => {
     const run = runPipeline(

@@ -111,6 +111,12 @@ bin=$(command -v "$ORCHARD_BIN") ||
 # The pipeline user cannot enter the SSM Agent's working directory, and Node.js needs a readable one.
 cd "$ORCHARD_HOME"
 
+# The bootstrap schedules a stop two minutes after `cdk deploy` succeeds; a run sent in that window must not be
+# cut short by it. (Only root can cancel it, and only a root run can have been sent that early.)
+if [[ $EUID -eq 0 ]] && command -v shutdown >/dev/null; then
+  shutdown -c 2>/dev/null || true
+fi
+
 if [[ $(id -un) == "$ORCHARD_USER" ]]; then
   runner=()
 elif [[ $EUID -eq 0 ]]; then

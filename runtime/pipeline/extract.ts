@@ -5,7 +5,7 @@ import { writeNormalized, type FeatureModel } from '../model/feature-model';
 import { emptyMoments, encodeMoments, momentsOf } from '../stats/moments';
 import { NotFoundError, getJson, putJson, type Storage } from '../storage';
 import { DEFAULTS } from './config';
-import { shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
+import { INTERMEDIATE, shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
 import { labelOf, type ShardItem } from './list';
 
 /** What a finished shard records; its presence marks the shard as complete. */
@@ -91,10 +91,10 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
   await flush();
 
   const moments = rows.length > 0 ? momentsOf(features.subarray(0, rows.length * dim), rows.length, dim) : emptyMoments(dim);
-  await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4));
-  await run.put(shardMoments(shard), encodeMoments(moments));
+  await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4), INTERMEDIATE);
+  await run.put(shardMoments(shard), encodeMoments(moments), INTERMEDIATE);
   const meta: ShardMeta = { shard, dim, rows, errors, seconds: (performance.now() - started) / 1000, predictSeconds };
-  await putJson(run, shardMeta(shard), meta);
+  await putJson(run, shardMeta(shard), meta, INTERMEDIATE);
   return meta;
 }
 

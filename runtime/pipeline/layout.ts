@@ -18,6 +18,11 @@ export const OUTPUTS = {
 } as const;
 
 export const WORK = '_work/';
+/**
+ * Every `_work/` object carries this tag: the bucket's lifecycle rule expires intermediate files by it (an S3
+ * lifecycle filter cannot match a wildcard such as `results/<run-id>/_work/`).
+ */
+export const INTERMEDIATE = { tags: { 'orchard:intermediate': 'true' } } as const;
 export const CONFIG = `${WORK}config.json`;
 /** Identity (weights SHA-256) of the model that extracted the shards: a resume must use the same. */
 export const MODEL_IDENTITY = `${WORK}model.json`;

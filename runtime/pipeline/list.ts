@@ -1,7 +1,8 @@
 import * as path from 'node:path';
+import { ExitCode, OrchardError } from '../errors';
 import type { Reporter } from '../progress';
 import { getJsonIfExists, putJson, type Storage } from '../storage';
-import { PLAN, shardKeys } from './layout';
+import { INTERMEDIATE, PLAN, WORK, shardKeys } from './layout';
 
 export interface ShardItem {
   readonly key: string;
@@ -31,11 +32,21 @@ export async function planShards(input: Storage, run: Storage, options: ListOpti
     reporter.info(`list: reusing the plan of this run (${existing.images} images in ${existing.shards} shards)`);
     return existing;
   }
+  // Shards without a plan: the plan expired (lifecycle) or was deleted. Listing again could cut different shards
+  // than the ones already extracted, so the run cannot be resumed safely.
+  for await (const leftover of run.list(`${WORK}extract/`)) {
+    throw new OrchardError(
+      `${run.uri()} holds extracted shards (${leftover.key}) but no ${PLAN}: its intermediate files expired or were ` +
+        'deleted. Start again with another --run-id',
+      'ERR_RESUME_MISMATCH',
+      ExitCode.Usage,
+    );
+  }
   let shard = 0;
   let images = 0;
   let items: ShardItem[] = [];
   const flush = async () => {
-    await putJson(run, shardKeys(shard), { shard, items });
+    await putJson(run, shardKeys(shard), { shard, items }, INTERMEDIATE);
     shard += 1;
     items = [];
   };
@@ -48,7 +59,7 @@ export async function planShards(input: Storage, run: Storage, options: ListOpti
   }
   if (items.length > 0) await flush();
   const plan: Plan = { shards: shard, images, shardSize: options.shardSize };
-  await putJson(run, PLAN, plan);
+  await putJson(run, PLAN, plan, INTERMEDIATE);
   reporter.info(`list: ${images} objects in ${shard} shard(s) under ${input.uri()}`);
   return plan;
 }

@@ -12,7 +12,7 @@ import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, pu
 import { RESUME_INVARIANTS, defaultModelCache, type RunConfig } from './config';
 import { extractShard } from './extract';
 import { fitStage } from './fit';
-import { CONFIG, MODEL_IDENTITY, OUTPUTS, WORK, shardMeta } from './layout';
+import { CONFIG, INTERMEDIATE, MODEL_IDENTITY, OUTPUTS, WORK, shardFeatures, shardMeta, shardMoments } from './layout';
 import { planShards } from './list';
 import { publishTables } from './publish';
 
@@ -94,7 +94,8 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     await timer.time('extract', async () => {
       for (let shard = 0; shard < plan.shards; shard++) {
         const previous = await getJsonIfExists<{ rows: unknown[]; errors: unknown[] }>(run, shardMeta(shard));
-        if (previous) {
+        // Complete means meta plus its data: lifecycle expiry is per object and may have taken one of them.
+        if (previous && (await exists(run, shardFeatures(shard))) && (await exists(run, shardMoments(shard)))) {
           shardsResumed += 1;
           done += previous.rows.length + previous.errors.length;
           failed += previous.errors.length;
@@ -197,7 +198,7 @@ async function guardRunFolder(run: Storage, config: RunConfig): Promise<void> {
     if (await exists(run, OUTPUTS.manifest)) {
       throw new OrchardError(`${run.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
     }
-    await putJson(run, CONFIG, described);
+    await putJson(run, CONFIG, described, INTERMEDIATE);
     return;
   }
   for (const field of RESUME_INVARIANTS) {
@@ -239,7 +240,7 @@ function describeConfig(config: RunConfig): Record<string, unknown> {
 async function guardModelIdentity(run: Storage, config: RunConfig, identity: ModelIdentity): Promise<void> {
   const previous = await getJsonIfExists<ModelIdentity>(run, MODEL_IDENTITY);
   if (!previous) {
-    await putJson(run, MODEL_IDENTITY, identity);
+    await putJson(run, MODEL_IDENTITY, identity, INTERMEDIATE);
     return;
   }
   if (previous.weightsSha256 !== identity.weightsSha256 || previous.featureDim !== identity.featureDim) {

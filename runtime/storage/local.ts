@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ExitCode, OrchardError } from '../errors';
-import { NotFoundError, type ObjectInfo, type Storage } from './storage';
+import { NotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
@@ -100,7 +100,7 @@ export class LocalStorage implements Storage {
     return stat?.isFile() ? { key, size: stat.size } : undefined;
   }
 
-  async put(key: string, body: Buffer | string): Promise<void> {
+  async put(key: string, body: Buffer | string, _options?: PutOptions): Promise<void> {
     const target = this.resolve(key);
     await fs.promises.mkdir(path.dirname(target), { recursive: true });
     const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);

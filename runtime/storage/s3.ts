@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ExitCode, OrchardError, describeError } from '../errors';
-import { NotFoundError, type ObjectInfo, type Storage } from './storage';
+import { NotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
 
 export interface S3Options {
@@ -116,11 +116,11 @@ export class S3Storage implements Storage {
     }
   }
 
-  async put(key: string, body: Buffer | string): Promise<void> {
+  async put(key: string, body: Buffer | string, options: PutOptions = {}): Promise<void> {
     try {
       // An explicit length: the SDK cannot infer one for an empty body and warns about streams.
       const length = Buffer.byteLength(body);
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body, ContentLength: length }));
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body, ContentLength: length, Tagging: tagging(options.tags) }));
     } catch (error) {
       throw this.fatal(error, this.uri(key));
     }
@@ -182,4 +182,9 @@ export class S3Storage implements Storage {
 
 function isNotFound(error: unknown): boolean {
   return error instanceof S3ServiceException && (error.name === 'NoSuchKey' || error.name === 'NotFound');
+}
+
+/** S3's Tagging header: URL-encoded `key=value` pairs. */
+function tagging(tags: PutOptions['tags']): string | undefined {
+  return tags && Object.keys(tags).length > 0 ? new URLSearchParams(Object.entries(tags)).toString() : undefined;
 }

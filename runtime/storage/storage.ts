@@ -26,11 +26,16 @@ export interface Storage {
   /** The object as a stream, for files too large to hold (pca.csv of a big run). Throws NotFoundError. */
   getStream(key: string): Promise<Readable>;
   head(key: string): Promise<ObjectInfo | undefined>;
-  put(key: string, body: Buffer | string): Promise<void>;
+  put(key: string, body: Buffer | string, options?: PutOptions): Promise<void>;
   /** Copies a local file in; large files go up in parts. */
   putFile(key: string, localPath: string): Promise<void>;
   /** Deletes every object below `prefix`. */
   deletePrefix(prefix: string): Promise<void>;
+}
+
+export interface PutOptions {
+  /** Object tags (S3 only; a local folder has none): lifecycle rules select intermediate files by tag. */
+  readonly tags?: Readonly<Record<string, string>>;
 }
 
 export class NotFoundError extends Error {
@@ -62,6 +67,6 @@ export async function getJsonIfExists<T>(storage: Storage, key: string): Promise
   }
 }
 
-export function putJson(storage: Storage, key: string, value: unknown): Promise<void> {
-  return storage.put(key, `${JSON.stringify(value, null, 2)}\n`);
+export function putJson(storage: Storage, key: string, value: unknown, options?: PutOptions): Promise<void> {
+  return storage.put(key, `${JSON.stringify(value, null, 2)}\n`, options);
 }
