@@ -22,6 +22,7 @@ import {
   type Target,
 } from './trigger/command';
 import { ensureRunning, refuseIfBusy, stopInstance, waitForSsm, type InstanceRef, type StartState } from './trigger/instance';
+import { fraction, positiveInt, rate, runIdArg } from '../runtime/cli-args';
 
 /**
  * `npm run trigger`: starts a pipeline run on the deployed instance through SSM Run Command.
@@ -310,34 +311,6 @@ function defaultDeps(): TriggerDeps {
   };
 }
 
-// Argument parsers: the same rules as `orchard run`, so that a mistake fails here and not on the instance.
-function positiveInt(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1 for ${name}`);
-    return n;
-  };
-}
-function fraction(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!(n > 0 && n < 1)) throw new InvalidArgumentError(`expected a number between 0 and 1 (exclusive) for ${name}`);
-    return n;
-  };
-}
-function rate(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (value.trim() === '' || !(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number from 0 to 1 for ${name}`);
-    return n;
-  };
-}
-function runIdArg(value: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(value)) {
-    throw new InvalidArgumentError('expected letters, digits, ".", "_" or "-" (at most 128) for --run-id');
-  }
-  return value;
-}
 function s3Uri(name: string) {
   return (value: string) => {
     let location;

@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { fraction, positiveInt, rate, runIdArg } from './cli-args';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, defaultRunId, type RunConfig } from './pipeline/config';
@@ -323,34 +324,6 @@ async function withInterrupt<T>(work: (signal: AbortSignal) => Promise<T>, runId
   }
 }
 
-// Argument parsers: each names its option and what it expected, as commander prints them.
-function positiveInt(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`expected a whole number ≥ 1 for ${name}`);
-    return n;
-  };
-}
-function fraction(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!(n > 0 && n < 1)) throw new InvalidArgumentError(`expected a number between 0 and 1 (exclusive) for ${name}`);
-    return n;
-  };
-}
-function rate(name: string) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`expected a number from 0 to 1 for ${name}`);
-    return n;
-  };
-}
-function runIdArg(value: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(value)) {
-    throw new InvalidArgumentError('expected letters, digits, ".", "_" or "-" (at most 128) for --run-id');
-  }
-  return value;
-}
 function normalization(value: string): Normalization {
   if (value === '0,1') return UNIT_RANGE;
   if (value === '-1,1') return SIGNED_RANGE;
