@@ -1,7 +1,7 @@
 // The trigger's AWS calls (CloudFormation, EC2, SSM) against aws-sdk-client-mock: these services have no local
 // server, so this is the one place where mocks stand in for AWS (see BRIEF.md). Time is a fake clock: the
 // injected sleep advances it, so waits of minutes or hours take no time.
-import { CloudFormationClient, CloudFormationServiceException, DescribeStacksCommand, type Output } from '@aws-sdk/client-cloudformation';
+import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { DescribeInstancesCommand, EC2Client, StartInstancesCommand, StopInstancesCommand } from '@aws-sdk/client-ec2';
 import {
   CancelCommandCommand,
@@ -16,6 +16,7 @@ import {
 import { mockClient } from 'aws-sdk-client-mock';
 import { main, type TriggerDeps } from '../bin/trigger';
 import { readStackOutputs } from '../bin/stack-outputs';
+import { missingStack, stackWith as computeStack } from './helpers/cloudformation';
 
 const cfn = mockClient(CloudFormationClient);
 const ec2 = mockClient(EC2Client);
@@ -40,17 +41,7 @@ const OUTPUTS: Record<string, string> = {
 };
 
 function stackWith(outputs: Record<string, string>, name = 'OrchardCompute') {
-  const Outputs: Output[] = Object.entries(outputs).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue }));
-  return { Stacks: [{ StackName: name, StackStatus: 'CREATE_COMPLETE' as const, CreationTime: new Date(START), Outputs }] };
-}
-
-function missingStack(name: string) {
-  return new CloudFormationServiceException({
-    name: 'ValidationError',
-    $fault: 'client',
-    $metadata: { httpStatusCode: 400 },
-    message: `Stack with id ${name} does not exist`,
-  });
+  return computeStack(name, outputs, new Date(START));
 }
 
 function describedAs(state: string) {

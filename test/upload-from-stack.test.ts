@@ -2,11 +2,12 @@
 // aws-sdk-client-mock: it has no local server), the upload itself goes to a real S3 server on loopback.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { CloudFormationClient, CloudFormationServiceException, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
+import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { mockClient } from 'aws-sdk-client-mock';
 import { main, type UploadDeps } from '../bin/upload';
 import { createS3Client } from '../runtime/storage';
+import { missingStack, stackWith } from './helpers/cloudformation';
 import { startTestS3, tempDir } from './helpers/s3';
 
 const cfn = mockClient(CloudFormationClient);
@@ -14,28 +15,6 @@ const BUCKET = 'orchard-data-bucket-1a2b3c';
 const OTHER = 'orchard-other';
 const REGION = 'eu-west-1';
 const FILES = ['Apple Braeburn/0_100.jpg', 'Apple Braeburn/1_100.jpg', 'Pêche de vigne/r_2_100.jpg'];
-
-function stackWith(name: string, outputs: Record<string, string>) {
-  return {
-    Stacks: [
-      {
-        StackName: name,
-        StackStatus: 'CREATE_COMPLETE' as const,
-        CreationTime: new Date(),
-        Outputs: Object.entries(outputs).map(([OutputKey, OutputValue]) => ({ OutputKey, OutputValue })),
-      },
-    ],
-  };
-}
-
-function missingStack(name: string) {
-  return new CloudFormationServiceException({
-    name: 'ValidationError',
-    $fault: 'client',
-    $metadata: { httpStatusCode: 400 },
-    message: `Stack with id ${name} does not exist`,
-  });
-}
 
 interface Run {
   code: number;
