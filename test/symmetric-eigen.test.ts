@@ -72,9 +72,10 @@ const row = (v: Float64Array, n: number, j: number) => v.subarray(j * n, (j + 1)
 const maxAbs = (xs: ArrayLike<number>) => Array.from(xs).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
 
 /** max_j |A v_j - lambda_j v_j|_2 */
+/** max |A v - lambda v| over the pairs given (as many as there are values). */
 function residual({ a, n }: Sym, values: Float64Array, vectors: Float64Array): number {
   let worst = 0;
-  for (let j = 0; j < n; j++) {
+  for (let j = 0; j < values.length; j++) {
     const v = row(vectors, n, j);
     let sq = 0;
     for (let i = 0; i < n; i++) {
@@ -206,6 +207,48 @@ describe('symmetricEigen on degenerate spectra', () => {
       // Eigenspaces are only as well determined as the gap to the rest of the spectrum allows.
       expect(worst).toBeLessThan(1e-12);
     }
+  });
+});
+
+describe('symmetricEigen with only the leading eigenvectors', () => {
+  const m = randomSpd(120, 77);
+  const full = symmetricEigen(m.a, m.n);
+
+  it.each([
+    ['one vector', 1],
+    ['a few, through the rotation log', 7],
+    ['n/4, the most the log serves', 30],
+    ['more than n/4, by replaying the log on the full Q', 31],
+    ['all of them', 120],
+  ])('%s: same values and, up to rounding, the same leading rows as the full decomposition', (_, k) => {
+    let seen: Float64Array | undefined;
+    const part = symmetricEigen(m.a, m.n, (values) => {
+      seen = Float64Array.from(values);
+      return k;
+    });
+    expect(seen).toEqual(full.values);
+    expect(part.values).toEqual(full.values);
+    expect(part.vectors).toHaveLength(k * m.n);
+    // Same rotations and reflectors, applied in another order: equal to rounding, with the same sign.
+    expect(maxAbs(part.vectors.map((x, i) => x - full.vectors[i]))).toBeLessThan(1e-13);
+    expect(residual(m, part.values.slice(0, k), part.vectors)).toBeLessThan(tol(m.n, maxAbs(full.values)));
+  });
+
+  it('takes no vectors at all, and refuses a count outside 0..n', () => {
+    expect(symmetricEigen(m.a, m.n, () => 0).vectors).toHaveLength(0);
+    expect(() => symmetricEigen(m.a, m.n, () => 121)).toThrow(/between 0 and 120 but got 121/);
+    expect(() => symmetricEigen(m.a, m.n, () => 2.5)).toThrow(RangeError);
+  });
+
+  it('gives an invariant subspace for a repeated leading eigenvalue cut through the middle', () => {
+    const spectrum = [6, 6, 6, 2, 1, 0.5, 0.25, 0.1, 0, 0, 0, 0];
+    const n = spectrum.length;
+    const sym = withSpectrum(randomOrthogonal(n, 5), spectrum);
+    const { values, vectors } = symmetricEigen(sym.a, n, () => 2);
+    expect(residual(sym, values.slice(0, 2), vectors)).toBeLessThan(tol(n, 6));
+    let dot = 0;
+    for (let t = 0; t < n; t++) dot += vectors[t] * vectors[n + t];
+    expect(Math.abs(dot)).toBeLessThan(1e-13);
   });
 });
 

@@ -90,13 +90,18 @@ export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
   }
 
   // Exact symmetric decomposition (Householder tridiagonalisation + implicit QL), O(p^3), eigenvalues descending.
-  // Rounding can leave tiny negative eigenvalues on a positive semi-definite matrix: clamp them, a variance is
-  // never negative.
-  const { values, vectors } = symmetricEigen(cov, p);
-  const eigen = values.map((v) => Math.max(0, v));
-
-  const allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / total);
-  const k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
+  // k depends on the spectrum only, so the solver is told it as soon as the eigenvalues are known and builds
+  // just the k eigenvectors wanted. Rounding can leave tiny negative eigenvalues on a positive semi-definite
+  // matrix: clamp them, a variance is never negative.
+  let eigen = new Float64Array(0);
+  let allExplainedVarianceRatio = new Float64Array(0);
+  let k = 0;
+  const { vectors } = symmetricEigen(cov, p, (values) => {
+    eigen = values.map((v) => Math.max(0, v));
+    allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / total);
+    k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
+    return k;
+  });
 
   const components = new Float64Array(k * p);
   for (let c = 0; c < k; c++) {

@@ -37,13 +37,18 @@ export interface SymmetricEigen {
 /**
  * Eigenvalues and eigenvectors of the symmetric n x n matrix stored row-major in `matrix` (left unchanged).
  *
+ * `vectorCount`, when given, is called with all n eigenvalues (descending) and says how many leading
+ * eigenvectors to return; PCA needs only its k components, chosen from the spectrum. Up to n/4 of them are
+ * computed without ever forming the n x n eigenvector matrix (see `leadingVectors`), which skips the two
+ * O(n^3) vector phases; more than that take the full path, whose results are bit for bit ml-matrix's.
+ *
  * Only the lower triangle (matrix[i*n + j] with i >= j) is read, so the result is that of the symmetric matrix
  * it defines; a matrix that is symmetric up to rounding (as a covariance merged from shards can be) is fine.
  * This is the triangle ml-matrix's symmetric path reads too. Throws a RangeError on a wrong size or a
  * non-finite entry, and an Error if QL fails to converge within LAPACK's bound of 30 n sweeps (which does not
  * happen on finite input in practice: about 2 n are typical).
  */
-export function symmetricEigen(matrix: Float64Array, n: number): SymmetricEigen {
+export function symmetricEigen(matrix: Float64Array, n: number, vectorCount?: (values: Float64Array) => number): SymmetricEigen {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`Expected a positive integer matrix size but got ${n}`);
   if (matrix.length !== n * n) {
     throw new RangeError(`Expected an ${n} x ${n} matrix (${n * n} values) but got ${matrix.length} values`);
@@ -62,19 +67,141 @@ export function symmetricEigen(matrix: Float64Array, n: number): SymmetricEigen 
   const d = new Float64Array(n); // diagonal of the tridiagonal matrix, then the eigenvalues
   const e = new Float64Array(n); // its off-diagonal (e[i] couples i-1 and i), destroyed by QL
   householderTridiagonalise(a, n, d, e);
-  const q = accumulateReflectors(a, n, d);
+  const h = Float64Array.from(d); // h[i + 1]: normalisation of the reflector stored in row i + 1 of a
   for (let j = 0; j < n; j++) d[j] = a[j * n + j];
   e[0] = 0;
-  implicitQl(q, n, d, e);
 
-  // Descending order; the working copy is free now and receives the sorted rows.
-  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x] || x - y);
-  const values = new Float64Array(n);
-  for (let j = 0; j < n; j++) {
-    values[j] = d[order[j]];
-    a.set(q.subarray(order[j] * n, order[j] * n + n), j * n);
+  // QL's eigenvalues do not depend on the vectors, so one pass can record the rotations and decide later how
+  // many vectors to build from them. The full path applies them to Q as they come (no log to keep).
+  const wantAll = vectorCount === undefined;
+  let q: Float64Array | undefined;
+  let log: RotationLog | undefined;
+  if (wantAll) {
+    q = accumulateReflectors(a, n, h);
+    const full = q;
+    implicitQl(n, d, e, (l, m, cos, sin) => applyRotations(full, n, l, m, cos, sin));
+  } else {
+    const recorder = new RotationLog(n);
+    log = recorder;
+    implicitQl(n, d, e, (l, m, cos, sin) => recorder.push(l, m, cos, sin));
   }
-  return { values, vectors: a };
+
+  // Descending order.
+  const order = Array.from({ length: n }, (_, i) => i).sort((x, y) => d[y] - d[x] || x - y);
+  const values = Float64Array.from(order, (j) => d[j]);
+  const count = wantAll ? n : vectorCount(values);
+  if (!Number.isInteger(count) || count < 0 || count > n) {
+    throw new RangeError(`Expected a number of eigenvectors between 0 and ${n} but got ${count}`);
+  }
+  if (!q && count > n / 4) {
+    // Many vectors: the log would cost more than it saves. Replay it on the full Q instead.
+    q = accumulateReflectors(a, n, h);
+    log!.replay(q);
+  }
+  if (q) {
+    // The working copy is free now and receives the sorted rows.
+    for (let j = 0; j < count; j++) a.set(q.subarray(order[j] * n, order[j] * n + n), j * n);
+    return { values, vectors: count === n ? a : a.slice(0, count * n) };
+  }
+  return { values, vectors: leadingVectors(a, n, h, log!, order.slice(0, count)) };
+}
+
+/**
+ * The Givens rotations of every QL sweep, in order, so that they can be applied afterwards to as many or as
+ * few eigenvectors as are wanted. A covariance of 1280 features recorded about 1.06 million of them (17 MB).
+ */
+class RotationLog {
+  private data: Float64Array;
+  private used = 0;
+  /** Per sweep: l, m and the offset of its (cos, sin) pairs for i = m-1 down to l. */
+  private readonly sweeps: number[] = [];
+
+  constructor(n: number) {
+    this.data = new Float64Array(Math.max(64, 2 * n * n));
+  }
+
+  push(l: number, m: number, cos: Float64Array, sin: Float64Array): void {
+    const need = this.used + 2 * (m - l);
+    if (need > this.data.length) {
+      const grown = new Float64Array(Math.max(need, 2 * this.data.length));
+      grown.set(this.data.subarray(0, this.used));
+      this.data = grown;
+    }
+    this.sweeps.push(l, m, this.used);
+    for (let i = m - 1; i >= l; i--) {
+      this.data[this.used++] = cos[i];
+      this.data[this.used++] = sin[i];
+    }
+  }
+
+  /** Applies every sweep, in order, to the rows of q (what the full path does during QL). */
+  replay(q: Float64Array): void {
+    const n = Math.sqrt(q.length);
+    const cos = new Float64Array(n);
+    const sin = new Float64Array(n);
+    for (let t = 0; t < this.sweeps.length; t += 3) {
+      const [l, m, start] = [this.sweeps[t], this.sweeps[t + 1], this.sweeps[t + 2]];
+      for (let i = m - 1, o = start; i >= l; i--, o += 2) {
+        cos[i] = this.data[o];
+        sin[i] = this.data[o + 1];
+      }
+      applyRotations(q, n, l, m, cos, sin);
+    }
+  }
+
+  /**
+   * w := w S_T ... S_1 for the k columns of w stored as rows of wt (n x k, row-major), where sweep S = G_l ...
+   * G_{m-1} and G_i maps rows (i, i+1) to (c x_i - s x_{i+1}, s x_i + c x_{i+1}): last sweep first, and within
+   * a sweep rotation l first. Each rotation costs O(k) here instead of O(n) on the full matrix.
+   */
+  applyTransposed(wt: Float64Array, k: number): void {
+    for (let t = this.sweeps.length - 3; t >= 0; t -= 3) {
+      const [l, m, start] = [this.sweeps[t], this.sweeps[t + 1], this.sweeps[t + 2]];
+      // Pairs were stored from i = m-1 down to l; walk them backwards to go from l up.
+      for (let i = l, o = start + 2 * (m - 1 - l); i < m; i++, o -= 2) {
+        const c = this.data[o];
+        const s = this.data[o + 1];
+        const r0 = i * k;
+        const r1 = r0 + k;
+        for (let r = 0; r < k; r++) {
+          const x = wt[r0 + r];
+          const y = wt[r1 + r];
+          wt[r0 + r] = c * x + s * y;
+          wt[r1 + r] = c * y - s * x;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The eigenvectors for the QL positions `picked` (row j of the result belongs to picked[j]) without forming
+ * the full eigenvector matrix V = R Q^T, where R is the product of all rotations and Q = P_0 ... P_{n-2} the
+ * Householder reflectors: the k rows wanted are E^T R Q^T with E the k picked columns of the identity. The
+ * rotations are applied to E from the right (O(k) each, see RotationLog), then the reflectors P_0, P_1, ...,
+ * P_{n-2} to each of the k resulting vectors: O(k n^2) in all instead of O(n^3).
+ */
+function leadingVectors(a: Float64Array, n: number, h: Float64Array, log: RotationLog, picked: number[]): Float64Array {
+  const k = picked.length;
+  const wt = new Float64Array(n * k);
+  picked.forEach((position, r) => (wt[position * k + r] = 1));
+  log.applyTransposed(wt, k);
+
+  const out = new Float64Array(k * n);
+  for (let r = 0; r < k; r++) {
+    const x = out.subarray(r * n, r * n + n);
+    for (let i = 0; i < n; i++) x[i] = wt[i * k + r];
+    for (let i = 0; i < n - 1; i++) {
+      const hi = h[i + 1];
+      if (hi === 0) continue;
+      const u = (i + 1) * n;
+      let g = 0;
+      for (let t = 0; t <= i; t++) g += a[u + t] * x[t];
+      g /= hi;
+      for (let t = 0; t <= i; t++) x[t] -= g * a[u + t];
+    }
+  }
+  return out;
 }
 
 /** sqrt(a^2 + b^2) without overflow or destructive underflow (JAMA's Maths.hypot, kept for identical rounding). */
@@ -331,10 +458,16 @@ const MAX_SWEEPS_PER_VALUE = 30;
 
 /**
  * tql2: diagonalises the symmetric tridiagonal matrix (diagonal d, off-diagonal e[1..n)) by implicit QL
- * with shifts, applying every Givens rotation to the rows of q. On return d holds the eigenvalues (unsorted)
- * and row j of q the eigenvector of d[j].
+ * with shifts, handing the Givens rotations of each sweep to `onSweep` (which applies them to the rows of Q
+ * for row j of Q to become the eigenvector of d[j], or records them). On return d holds the eigenvalues,
+ * unsorted.
  */
-function implicitQl(q: Float64Array, n: number, d: Float64Array, e: Float64Array): void {
+function implicitQl(
+  n: number,
+  d: Float64Array,
+  e: Float64Array,
+  onSweep: (l: number, m: number, cos: Float64Array, sin: Float64Array) => void,
+): void {
   for (let i = 1; i < n; i++) e[i - 1] = e[i];
   e[n - 1] = 0;
   // The rotations of one sweep, applied to q after the sweep: rotation i is (cos[i], sin[i]) on rows i, i+1.
@@ -391,7 +524,7 @@ function implicitQl(q: Float64Array, n: number, d: Float64Array, e: Float64Array
           cos[i] = c;
           sin[i] = s;
         }
-        applyRotations(q, n, l, m, cos, sin);
+        onSweep(l, m, cos, sin);
         p = (-s * s2 * c3 * el1 * e[l]) / dl1;
         e[l] = s * p;
         d[l] = c * p;
