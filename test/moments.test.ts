@@ -4,9 +4,12 @@ import {
   emptyMoments,
   encodeMoments,
   mergeMoments,
+  exactCoMoment,
   momentsOf,
   type Moments,
 } from '../runtime/stats/moments';
+import { initTf } from '../runtime/model/backend';
+import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
 import { mulberry32 } from '../runtime/random';
 
 /** Deterministic PRNG, so a failing split can be reproduced. */
@@ -192,6 +195,62 @@ describe('mergeMoments', () => {
       }
     }
     expect(relDiff(naive, expected)).toBeGreaterThan(1e-8);
+  });
+});
+
+describe('tensorCoMoment (the pipeline\'s kernel: float32 matMul on the tfjs backend, blocks summed in float64)', () => {
+  let tf: Awaited<ReturnType<typeof initTf>>['tf'];
+  beforeAll(async () => {
+    tf = (await initTf('wasm')).tf;
+  });
+
+  /** Largest error relative to sqrt(C_ii C_jj), the scale of entry (i, j) (a correlation-sized error). */
+  function scaledError(got: Float64Array, want: Float64Array, dim: number): number {
+    let worst = 0;
+    for (let i = 0; i < dim; i++) {
+      for (let j = 0; j < dim; j++) {
+        const scale = Math.sqrt(want[i * dim + i] * want[j * dim + j]) || 1;
+        worst = Math.max(worst, Math.abs(got[i * dim + j] - want[i * dim + j]) / scale);
+      }
+    }
+    return worst;
+  }
+
+  it.each([
+    [1000, 96],
+    [129, 7],
+    [5, 3],
+  ])('equals the float64 kernel to float32 precision, exactly symmetric (n=%i, dim=%i)', (n, dim) => {
+    const rows = features(n, dim, n + dim);
+    const exact = momentsOf(rows, n, dim);
+    const tensor = momentsOf(rows, n, dim, tensorCoMoment(tf));
+    expect(tensor.mean).toEqual(exact.mean);
+    expect(scaledError(tensor.comoment, exact.comoment, dim)).toBeLessThan(1e-6);
+    for (let a = 0; a < dim; a++) {
+      for (let b = 0; b < a; b++) expect(tensor.comoment[a * dim + b]).toBe(tensor.comoment[b * dim + a]);
+    }
+  });
+
+  it('centres in float64 before rounding, so an offset of 1e6 costs nothing', () => {
+    const n = 300;
+    const dim = 16;
+    const rows = features(n, dim, 5);
+    const shifted = rows.map((v) => 1e6 + Math.round(v * 16) / 16);
+    const centred = shifted.map((v) => v - 1e6);
+    const want = exactCoMoment(centred, n, dim, momentsOf(centred, n, dim).mean);
+    const got = momentsOf(shifted, n, dim, tensorCoMoment(tf)).comoment;
+    expect(scaledError(got, want, dim)).toBeLessThan(1e-6);
+  });
+
+  it('sums short blocks in float64: more accurate than one long float32 product', () => {
+    const n = 4096;
+    const dim = 64;
+    const rows = features(n, dim, 11);
+    const exact = momentsOf(rows, n, dim).comoment;
+    const blocked = scaledError(momentsOf(rows, n, dim, tensorCoMoment(tf)).comoment, exact, dim);
+    const single = scaledError(momentsOf(rows, n, dim, tensorCoMoment(tf, n)).comoment, exact, dim);
+    expect(blocked).toBeLessThan(single / 2);
+    expect(() => tensorCoMoment(tf, 0)).toThrow(RangeError);
   });
 });
 

@@ -48,6 +48,21 @@ describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
     if (!Number.isNaN(d.curveAbs)) expect(d.curveAbs).toBeLessThan(1e-6);
   });
 
+  it.each([0, 1, 2])(
+    "case %i with the pipeline's co-moment kernel (float32 matMul on the wasm backend): within the same tolerances",
+    async (i) => {
+      const { initTf } = await import('../runtime/model/backend');
+      const { tensorCoMoment } = await import('../runtime/stats/tensor-comoment');
+      const d = compareAll(fixture, tensorCoMoment((await initTf('wasm')).tf))[i];
+      expect(d.kOurs).toBe(d.kSklearn);
+      expect(d.ratioAbs).toBeLessThan(1e-6);
+      expect(d.varianceRel).toBeLessThan(1e-6);
+      expect(d.componentsAbs).toBeLessThan(1e-6);
+      expect(d.noiseRel).toBeLessThan(1e-6);
+      expect(d.projectionAbs).toBeLessThan(1e-5);
+    },
+  );
+
   it('returns unit components with their largest entry positive, and a descending spectrum', () => {
     const p = fixture.n_features;
     const rows = fixtureRows(fixture);

@@ -2,7 +2,7 @@ import { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
 import { writeNormalized, type FeatureModel } from '../model/feature-model';
-import { emptyMoments, encodeMoments, momentsOf } from '../stats/moments';
+import { emptyMoments, encodeMoments, momentsOf, type CoMomentKernel } from '../stats/moments';
 import { NotFoundError, getJson, putJson, type Storage } from '../storage';
 import { DEFAULTS } from './config';
 import { INTERMEDIATE, shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
@@ -18,6 +18,8 @@ export interface ShardMeta {
   readonly seconds: number;
   /** Seconds spent waiting in `predict` (the rest is reading, decoding and writing, mostly overlapped). */
   readonly predictSeconds: number;
+  /** Seconds spent on the shard's statistics (mean and co-moment) for PCA. */
+  readonly momentsSeconds: number;
 }
 
 export interface ExtractOptions {
@@ -25,6 +27,8 @@ export interface ExtractOptions {
   readonly concurrency: number;
   readonly labelFrom: 'parent' | 'none';
   readonly maxPixels: number;
+  /** How to compute the co-moment; the exact float64 JavaScript kernel when absent. */
+  readonly coMoment?: CoMomentKernel;
   readonly signal?: AbortSignal;
   /** Called after every image with the counts so far in this shard. */
   readonly onProgress?: (done: number, failed: number) => void;
@@ -90,10 +94,13 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
   }
   await flush();
 
-  const moments = rows.length > 0 ? momentsOf(features.subarray(0, rows.length * dim), rows.length, dim) : emptyMoments(dim);
+  const momentsStarted = performance.now();
+  const moments =
+    rows.length > 0 ? momentsOf(features.subarray(0, rows.length * dim), rows.length, dim, options.coMoment) : emptyMoments(dim);
+  const momentsSeconds = (performance.now() - momentsStarted) / 1000;
   await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4), INTERMEDIATE);
   await run.put(shardMoments(shard), encodeMoments(moments), INTERMEDIATE);
-  const meta: ShardMeta = { shard, dim, rows, errors, seconds: (performance.now() - started) / 1000, predictSeconds };
+  const meta: ShardMeta = { shard, dim, rows, errors, seconds: (performance.now() - started) / 1000, predictSeconds, momentsSeconds };
   await putJson(run, shardMeta(shard), meta, INTERMEDIATE);
   return meta;
 }

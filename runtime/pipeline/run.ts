@@ -8,6 +8,7 @@ import { resolveModel } from '../model/resolve';
 import { pcaModelToJson } from '../pca/model-json';
 import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
+import { tensorCoMoment } from '../stats/tensor-comoment';
 import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, putJson, type Location, type Storage } from '../storage';
 import { RESUME_INVARIANTS, defaultModelCache, type RunConfig } from './config';
 import { extractShard } from './extract';
@@ -87,6 +88,8 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
 
   let shardsResumed = 0;
   let predictSeconds = 0;
+  let momentsSeconds = 0;
+  const coMoment = tensorCoMoment(tf.tf);
   try {
     const task = reporter.task('extract', plan.images);
     let done = 0;
@@ -107,12 +110,14 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
           concurrency: config.concurrency,
           labelFrom: config.labelFrom,
           maxPixels: config.maxPixels,
+          coMoment,
           signal: deps.signal,
           onProgress: (shardDone, shardFailed) => task.update(done + shardDone, failed + shardFailed),
         });
         done += meta.rows.length + meta.errors.length;
         failed += meta.errors.length;
         predictSeconds += meta.predictSeconds;
+        momentsSeconds += meta.momentsSeconds;
       }
     });
     task.stop();
@@ -146,7 +151,7 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     config: describeConfig(config),
     counts: { listed: plan.images, processed: counts.rows, failed: counts.errors, errorRate, shards: plan.shards, shardsResumed },
     pca: { components: pca.nComponents, explainedVariance: cumulative, spec: config.components },
-    timings: { ...timings, predict: round(predictSeconds) },
+    timings: { ...timings, predict: round(predictSeconds), moments: round(momentsSeconds) },
     imagesPerSecond: round(plan.images / Math.max(timings.total, 1e-9)),
     backend: tf.backend,
     model: model.identity,

@@ -5,8 +5,9 @@
  * covariance matrix that PCA eigen-decomposes. Memory stays O(dim^2) however many images there are, and the
  * order in which shards finish does not matter (the merge is associative and commutative up to rounding).
  *
- * Numerics: everything is float64. A shard's moments are computed in two passes (exact mean first, then the
- * centred co-moment), and shards are merged with the pairwise update of Chan, Golub & LeVeque (1979), the
+ * Numerics: a shard's moments are computed in two passes (exact float64 mean first, then the centred
+ * co-moment, in float64 or by the tensor backend's float32 matMul in short blocks summed in float64), and shards
+ * are merged with the pairwise update of Chan, Golub & LeVeque (1979), the
  * same one Spark's MultivariateOnlineSummarizer / RowMatrix use. Neither ever forms sum(x x^T) - n mean mean^T,
  * which loses every significant digit when the features sit far from zero compared to their spread.
  */
@@ -43,8 +44,15 @@ export function emptyMoments(dim: number): Moments {
  */
 const BLOCK = 64;
 
-/** Exact two-pass float64 moments of n rows (row-major float32, n*dim). */
-export function momentsOf(rows: Float32Array, n: number, dim: number): Moments {
+/**
+ * The second pass of `momentsOf`: sum over the n rows of (x - mean)(x - mean)^T, as a full symmetric dim*dim
+ * float64 matrix. The default is exact float64 JavaScript; the pipeline passes the tensor backend's matMul
+ * (see tensor-comoment.ts), 3x faster at dim 1280 on WebAssembly and faster still with tfjs-node.
+ */
+export type CoMomentKernel = (rows: Float32Array, n: number, dim: number, mean: Float64Array) => Float64Array;
+
+/** Two-pass moments of n rows (row-major float32, n*dim): the exact float64 mean, then the centred co-moment. */
+export function momentsOf(rows: Float32Array, n: number, dim: number, coMoment: CoMomentKernel = exactCoMoment): Moments {
   checkDim(dim);
   if (!Number.isInteger(n) || n < 0) throw new RangeError(`Expected a non-negative integer row count but got ${n}`);
   if (rows.length !== n * dim) {
@@ -65,6 +73,11 @@ export function momentsOf(rows: Float32Array, n: number, dim: number): Moments {
     if (!Number.isFinite(mean[j])) throw new RangeError(nonFiniteMessage(rows, n, dim));
   }
 
+  return { dim, count: n, mean, comoment: coMoment(rows, n, dim, mean) };
+}
+
+/** Float64 throughout, register-blocked: the reference kernel, exact to rounding. */
+export function exactCoMoment(rows: Float32Array, n: number, dim: number, mean: Float64Array): Float64Array {
   // Pass 2: C = D^T D with D the centred rows, upper triangle only. The dimension is padded to an even number
   // so the 2x2 register-blocked kernel needs no tail cases; padding columns are zero and are dropped at the end.
   const p = dim + (dim & 1);
@@ -88,7 +101,7 @@ export function momentsOf(rows: Float32Array, n: number, dim: number): Moments {
       comoment[j * dim + i] = v;
     }
   }
-  return { dim, count: n, mean, comoment };
+  return comoment;
 }
 
 /**
