@@ -1,0 +1,64 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { S3Storage, createS3Client } from '../runtime/storage';
+import type { EmbeddedS3 } from '../runtime/storage/embedded-s3';
+import { runChild } from './child';
+
+const ORCHARD = path.resolve(__dirname, '..', 'runtime', 'orchard.cjs');
+const GNU_TIME = '/usr/bin/time';
+
+export interface RunMeasure {
+  readonly images: number;
+  readonly input: string;
+  readonly wallS: number;
+  /** Peak resident set of the orchard process (GNU time's %M), null when /usr/bin/time is missing. */
+  readonly peakRssMb: number | null;
+  readonly manifest: {
+    readonly timings: Record<string, number>;
+    readonly pca: { readonly components: number };
+    readonly counts: { readonly processed: number; readonly failed: number };
+  };
+}
+
+export interface OrchardRunOptions {
+  readonly input: string;
+  readonly output: string;
+  readonly runId: string;
+  readonly images: number;
+  readonly model: string;
+  readonly backend: string;
+  /** The embedded S3 server, when input and output are s3:// URIs on it. */
+  readonly s3?: EmbeddedS3;
+}
+
+/** One `orchard run` in a child process, as a user would start it; returns its manifest and peak memory. */
+export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure> {
+  const { input, output, runId, s3 } = options;
+  const command = [process.execPath, ORCHARD, 'run', '-i', input, '-o', output, '--run-id', runId];
+  command.push('--model', options.model, '--backend', options.backend, '-q', '--json-logs');
+  const env = { ...process.env };
+  if (s3) {
+    command.push('--endpoint', s3.endpoint);
+    Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
+  }
+  const timed = fs.existsSync(GNU_TIME);
+  const result = timed ? await runChild(GNU_TIME, ['-f', '%M', ...command], env) : await runChild(command[0]!, command.slice(1), env);
+  if (result.code !== 0) throw new Error(`orchard run exited ${result.code}:\n${result.stderr.slice(-3000)}`);
+  const peakKb = timed ? Number(result.stderr.trim().split('\n').pop()) : Number.NaN;
+
+  let manifest: string;
+  if (s3) {
+    const url = new URL(output);
+    const storage = new S3Storage(createS3Client(s3.options), url.host, url.pathname.replace(/^\/+/, ''));
+    manifest = (await storage.get(`${runId}/manifest.json`)).toString('utf8');
+  } else {
+    manifest = await fs.promises.readFile(path.join(output, runId, 'manifest.json'), 'utf8');
+  }
+  return {
+    images: options.images,
+    input,
+    wallS: result.wallS,
+    peakRssMb: Number.isFinite(peakKb) ? peakKb / 1024 : null,
+    manifest: JSON.parse(manifest) as RunMeasure['manifest'],
+  };
+}

@@ -1,0 +1,223 @@
+/**
+ * `npm run bench -- [--images N] [--quick]`: orchard's speed and memory side by side with a PyTorch +
+ * scikit-learn reference, on the same images on this machine. Prints a table against the targets of the
+ * benchmark issue and writes bench-results.json. A script, not a test: the full run takes about half an hour.
+ */
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { generateSampleImages, SAMPLE_CLASSES } from '../runtime/images/generate';
+import { initTf } from '../runtime/model/backend';
+import { PRESETS } from '../runtime/model/presets';
+import { DEFAULTS } from '../runtime/pipeline/config';
+import { S3Storage, createS3Client } from '../runtime/storage';
+import { startEmbeddedS3, type EmbeddedS3 } from '../runtime/storage/embedded-s3';
+import { uploadTree } from '../runtime/upload';
+import { log } from './child';
+import { measureModel } from './model';
+import { orchardRun } from './orchard-run';
+import { measurePca, synthFeatures } from './pca';
+import { runReference } from './reference';
+import { formatTable } from './table';
+
+const ROOT = path.resolve(__dirname, '..');
+const MODEL = 'mobilenet_v2_offline';
+const BACKEND = 'wasm';
+const BUCKET = 'orchard-bench';
+const FEATURE_DIM = 1280;
+
+interface Options {
+  readonly images: number;
+  readonly quick: boolean;
+  readonly rssImages: number;
+  readonly pcaRows: number;
+  readonly output: string;
+  readonly keep: boolean;
+}
+
+function wholeNumber(min: number) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected a whole number >= ${min}`);
+    return n;
+  };
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  const program = new Command('npm run bench --')
+    .description('Measure orchard (model, pipeline, PCA, memory) against a PyTorch + scikit-learn reference on this machine')
+    .option('--images <n>', 'images for the throughput runs (default 2000; 304 with --quick)', wholeNumber(16))
+    .option('--quick', 'small sizes: finishes in about 3 minutes', false)
+    .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default: --images; 152 with --quick)', wholeNumber(8))
+    .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', wholeNumber(100), 20_000)
+    .option('--output <file>', 'where to write the results', path.join(ROOT, 'bench-results.json'))
+    .option('--keep', 'keep the scratch folder (images, runs) and print its path', false)
+    .showHelpAfterError();
+  program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
+  const o = program.opts<{ images?: number; quick: boolean; rssImages?: number; pcaRows: number; output: string; keep: boolean }>();
+  const images = o.images ?? (o.quick ? 304 : 2000);
+  return { images, quick: o.quick, rssImages: o.rssImages ?? (o.quick ? 152 : images), pcaRows: o.pcaRows, output: path.resolve(o.output), keep: o.keep };
+}
+
+/** s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider: without it no listing pages past 1000 keys. */
+function desAvailable(): boolean {
+  try {
+    crypto.createCipheriv('des', Buffer.alloc(8), Buffer.alloc(8));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `count` images (rounded up to a multiple of the 8 classes) under dir; their absolute paths. */
+async function makeImages(dir: string, count: number, seed: number): Promise<string[]> {
+  const keys = await generateSampleImages(dir, { perClass: Math.ceil(count / SAMPLE_CLASSES.length), seed });
+  return keys.map((key) => path.join(dir, key));
+}
+
+const round = (value: number, digits = 3) => Math.round(value * 10 ** digits) / 10 ** digits;
+const ratio = (a: number | null, b: number | null, digits = 3) => (a === null || b === null ? null : round(a / b, digits));
+
+async function main(): Promise<void> {
+  const options = parseOptions(process.argv.slice(2));
+  // As in runtime/orchard.cjs: the SDK's "future releases need Node 22" notice says nothing about this run.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  if (!desAvailable()) {
+    throw new Error('Run the benchmark with `npm run bench` (node --openssl-legacy-provider): s3rver needs DES to page listings');
+  }
+  const started = performance.now();
+  const cpus = os.availableParallelism();
+  const batchSize = DEFAULTS.batchSize;
+  const preset = PRESETS[MODEL]!;
+  const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-bench-'));
+  let s3: EmbeddedS3 | undefined;
+  log(`${options.quick ? 'quick' : 'full'} run: ${options.images} images, ${cpus} cpus, ${BACKEND} backend, batch ${batchSize}; scratch ${scratch}`);
+  try {
+    // 1. The images, generated once; every measurement reads these files.
+    const imagesDir = path.join(scratch, 'images');
+    const files = await makeImages(imagesDir, options.images, 0);
+    log(`generated ${files.length} images`);
+
+    // 2. The bare model.
+    const model = await measureModel(files.slice(0, options.quick ? 160 : 480), preset, BACKEND, batchSize);
+    log(`model: ${model.imgPerS.toFixed(2)} images/s over ${model.images} images`);
+
+    // 3. The whole pipeline against the embedded S3 server (s3rver on loopback).
+    s3 = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
+    const uploaded = await uploadTree({ sourceDir: imagesDir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
+    log(`uploaded ${uploaded.uploaded} images to s3://${BUCKET}/images/`);
+    const run = { model: MODEL, backend: BACKEND };
+    const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3 });
+    const k = pipeline.manifest.pca.components;
+    const t = pipeline.manifest.timings;
+    const pipelineImgPerS = files.length / t.total!;
+    log(`pipeline: ${pipelineImgPerS.toFixed(2)} images/s, k=${k}, timings ${JSON.stringify(t)}`);
+
+    // 4. The Python reference on the same files from disk, same thread count, batch size and k.
+    const listFile = path.join(scratch, 'images.txt');
+    await fs.promises.writeFile(listFile, files.join('\n') + '\n');
+    const py = await runReference(['images', '--list', listFile, '--k', String(k), '--threads', String(cpus), '--batch-size', String(batchSize)]);
+    const pyImgPerS = py.ok ? Number(py.json.img_per_s) : null;
+    log(py.ok ? `python: ${pyImgPerS!.toFixed(2)} images/s (its model alone ${Number(py.json.model_img_per_s).toFixed(2)})` : `python reference unavailable: ${py.message}`);
+
+    // 5. PCA on one N x 1280 matrix: ours as the pipeline computes it, then scikit-learn on the same values.
+    const featuresFile = path.join(scratch, 'features.f32');
+    const matrix = synthFeatures(options.pcaRows, FEATURE_DIM, featuresFile);
+    const tf = (await initTf(BACKEND)).tf;
+    const ours = measurePca(tf, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
+    log(`orchard PCA: ${ours.seconds.toFixed(2)} s (moments ${ours.momentsS.toFixed(2)}, fit ${ours.fitS.toFixed(2)}, project ${ours.projectS.toFixed(2)})`);
+    const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(cpus)]);
+    const sklearnS = pyPca.ok ? Number(pyPca.json.sklearn_pca_s) : null;
+    log(pyPca.ok ? `scikit-learn PCA: ${sklearnS!.toFixed(2)} s` : `scikit-learn PCA unavailable: ${pyPca.message}`);
+    await fs.promises.rm(featuresFile, { force: true });
+
+    // 6. Peak memory at N and 10 N images. Local folders: generating and uploading 10 N images to s3rver
+    // would cost more than the runs, and memory does not depend on where the bytes come from.
+    const smallDir = path.join(scratch, 'rss-small');
+    const smallFiles = await makeImages(smallDir, options.rssImages, 1);
+    const results = path.join(scratch, 'results');
+    const small = await orchardRun({ ...run, input: smallDir, output: results, runId: 'rss-small', images: smallFiles.length });
+    log(`peak RSS ${small.peakRssMb?.toFixed(0)} MB at ${smallFiles.length} images`);
+    const largeDir = path.join(scratch, 'rss-large');
+    const largeFiles = await makeImages(largeDir, smallFiles.length * 10, 2);
+    log(`generated ${largeFiles.length} images for the large run`);
+    const large = await orchardRun({ ...run, input: largeDir, output: results, runId: 'rss-large', images: largeFiles.length });
+    const lt = large.manifest.timings;
+    log(`peak RSS ${large.peakRssMb?.toFixed(0)} MB at ${largeFiles.length} images, ${(largeFiles.length / lt.total!).toFixed(2)} images/s`);
+    // PCA's work in a run: the shards' statistics (inside extract), the fit, and publish (projection plus writing).
+    const pcaShare = ((lt.moments ?? 0) + (lt.fit ?? 0) + (lt.publish ?? 0)) / lt.total!;
+
+    const out = {
+      model_img_per_s: round(model.imgPerS),
+      pipeline_img_per_s: round(pipelineImgPerS),
+      pipeline_vs_model: round(pipelineImgPerS / model.imgPerS),
+      python_img_per_s: pyImgPerS === null ? null : round(pyImgPerS),
+      speedup_vs_python: ratio(pipelineImgPerS, pyImgPerS),
+      pca_s: round(ours.seconds),
+      sklearn_pca_s: sklearnS === null ? null : round(sklearnS),
+      pca_vs_sklearn: ratio(ours.seconds, sklearnS),
+      pca_share: round(pcaShare, 4),
+      rss_small_mb: small.peakRssMb === null ? null : round(small.peakRssMb, 1),
+      rss_large_mb: large.peakRssMb === null ? null : round(large.peakRssMb, 1),
+      rss_growth: ratio(large.peakRssMb, small.peakRssMb),
+      backend: model.backend,
+      batch_size: batchSize,
+      cpus,
+      node: process.version,
+      images: files.length,
+      details: {
+        quick: options.quick,
+        cpu_model: os.cpus()[0]?.model ?? 'unknown',
+        model: MODEL,
+        model_images: model.images,
+        pipeline_input: 's3 (embedded s3rver on loopback)',
+        pipeline_k: k,
+        pipeline_timings: t,
+        pipeline_extract_img_per_s: round(files.length / t.extract!),
+        python: py.ok ? py.json : { unavailable: py.message },
+        pca_rows: options.pcaRows,
+        pca_dim: FEATURE_DIM,
+        pca_breakdown: ours,
+        sklearn: pyPca.ok ? pyPca.json : { unavailable: pyPca.message },
+        rss_small_images: smallFiles.length,
+        rss_large_images: largeFiles.length,
+        rss_input: 'local folder',
+        rss_large_timings: lt,
+        rss_large_img_per_s: round(largeFiles.length / lt.total!),
+        bench_wall_s: round((performance.now() - started) / 1000, 1),
+      },
+    };
+    await fs.promises.writeFile(options.output, JSON.stringify(out, null, 2) + '\n');
+
+    console.log(`\norchard bench (${options.quick ? 'quick' : 'full'}): ${cpus} cpus (${out.details.cpu_model}), ${out.backend} backend, batch ${batchSize}, node ${process.version}`);
+    console.log(`${files.length} images through s3rver, k=${k}; PCA on ${options.pcaRows} x ${FEATURE_DIM}; peak RSS at ${smallFiles.length} and ${largeFiles.length} images\n`);
+    console.log(
+      formatTable([
+        { name: 'model_img_per_s', value: out.model_img_per_s, note: `bare predict, ${model.images} images` },
+        { name: 'pipeline_img_per_s', value: out.pipeline_img_per_s, note: `orchard run; extract alone ${out.details.pipeline_extract_img_per_s} images/s` },
+        { name: 'pipeline_vs_model', value: out.pipeline_vs_model, target: { op: '>=', limit: 0.9 } },
+        { name: 'python_img_per_s', value: out.python_img_per_s, note: py.ok ? `torch ${String(py.json.torch)}, ${cpus} threads` : py.message },
+        { name: 'speedup_vs_python', value: out.speedup_vs_python, target: { op: '>=', limit: 1.5 } },
+        { name: 'pca_s', value: out.pca_s, note: `moments ${ours.momentsS.toFixed(2)} s, fit ${ours.fitS.toFixed(2)} s, project ${ours.projectS.toFixed(2)} s` },
+        { name: 'sklearn_pca_s', value: out.sklearn_pca_s, note: pyPca.ok ? `svd_solver='full', k=${k}` : pyPca.message },
+        { name: 'pca_vs_sklearn', value: out.pca_vs_sklearn, target: { op: '<=', limit: 3 } },
+        { name: 'pca_share', value: out.pca_share, target: { op: '<=', limit: 0.03 }, note: `(moments + fit + publish) / total, ${largeFiles.length}-image run` },
+        { name: 'rss_small_mb', value: out.rss_small_mb, note: `${smallFiles.length} images` },
+        { name: 'rss_large_mb', value: out.rss_large_mb, target: { op: '<=', limit: 1024 }, note: `${largeFiles.length} images` },
+        { name: 'rss_growth', value: out.rss_growth, target: { op: '<=', limit: 1.15 } },
+      ]),
+    );
+    console.log(`\nwrote ${options.output} (the benchmark took ${out.details.bench_wall_s} s)`);
+  } finally {
+    await s3?.close().catch(() => undefined);
+    if (options.keep) log(`kept ${scratch}`);
+    else await fs.promises.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? (error.stack ?? error.message) : String(error));
+  process.exitCode = 1;
+});
