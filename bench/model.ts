@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
-import { initTf, type BackendName } from '../runtime/model/backend';
+import { initTf, type BackendName, type BackendPreference } from '../runtime/model/backend';
 import { createFeatureModel, writeNormalized } from '../runtime/model/feature-model';
 import type { ModelPreset } from '../runtime/model/presets';
 import { DEFAULTS } from '../runtime/pipeline/config';
@@ -16,7 +16,7 @@ export interface ModelMeasure {
  * Bare `predict` throughput: the pipeline's model, backend and batch size, on the same images preprocessed
  * beforehand, so that only the model is timed (after one untimed warm-up batch).
  */
-export async function measureModel(files: readonly string[], preset: ModelPreset, backend: BackendName, batchSize: number): Promise<ModelMeasure> {
+export async function measureModel(files: readonly string[], preset: ModelPreset, backend: BackendPreference, batchSize: number): Promise<ModelMeasure> {
   const runtime = await initTf(backend);
   const model = await createFeatureModel(runtime, preset, await readModelFiles(preset.source), batchSize);
   try {

@@ -7,9 +7,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { generateSampleImages, SAMPLE_CLASSES } from '../runtime/images/generate';
-import { initTf } from '../runtime/model/backend';
+import { initTf, type BackendPreference } from '../runtime/model/backend';
 import { PRESETS } from '../runtime/model/presets';
 import { DEFAULTS } from '../runtime/pipeline/config';
 import { S3Storage, createS3Client } from '../runtime/storage';
@@ -23,8 +23,8 @@ import { runReference } from './reference';
 import { formatTable } from './table';
 
 const ROOT = path.resolve(__dirname, '..');
+/** The preset that needs no download; its architecture and input size are those of mobilenet_v2. */
 const MODEL = 'mobilenet_v2_offline';
-const BACKEND = 'wasm';
 const BUCKET = 'orchard-bench';
 const FEATURE_DIM = 1280;
 
@@ -35,6 +35,7 @@ interface Options {
   readonly pcaRows: number;
   readonly output: string;
   readonly keep: boolean;
+  readonly backend: BackendPreference;
 }
 
 function wholeNumber(min: number) {
@@ -52,13 +53,18 @@ function parseOptions(argv: readonly string[]): Options {
     .option('--quick', 'small sizes: finishes in about 3 minutes', false)
     .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default: --images; 152 with --quick)', wholeNumber(8))
     .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', wholeNumber(100), 20_000)
+    .addOption(
+      new Option('--backend <name>', 'TensorFlow.js backend for orchard: auto picks tfjs-node where it is installed')
+        .choices(['auto', 'tensorflow', 'wasm'])
+        .default('auto'),
+    )
     .option('--output <file>', 'where to write the results', path.join(ROOT, 'bench-results.json'))
     .option('--keep', 'keep the scratch folder (images, runs) and print its path', false)
     .showHelpAfterError();
   program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
-  const o = program.opts<{ images?: number; quick: boolean; rssImages?: number; pcaRows: number; output: string; keep: boolean }>();
+  const o = program.opts<{ images?: number; quick: boolean; rssImages?: number; pcaRows: number; output: string; keep: boolean; backend: BackendPreference }>();
   const images = o.images ?? (o.quick ? 304 : 2000);
-  return { images, quick: o.quick, rssImages: o.rssImages ?? (o.quick ? 152 : images), pcaRows: o.pcaRows, output: path.resolve(o.output), keep: o.keep };
+  return { images, quick: o.quick, rssImages: o.rssImages ?? (o.quick ? 152 : images), pcaRows: o.pcaRows, output: path.resolve(o.output), keep: o.keep, backend: o.backend };
 }
 
 /** s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider: without it no listing pages past 1000 keys. */
@@ -93,7 +99,7 @@ async function main(): Promise<void> {
   const preset = PRESETS[MODEL]!;
   const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-bench-'));
   let s3: EmbeddedS3 | undefined;
-  log(`${options.quick ? 'quick' : 'full'} run: ${options.images} images, ${cpus} cpus, ${BACKEND} backend, batch ${batchSize}; scratch ${scratch}`);
+  log(`${options.quick ? 'quick' : 'full'} run: ${options.images} images, ${cpus} cpus, batch ${batchSize}; scratch ${scratch}`);
   try {
     // 1. The images, generated once; every measurement reads these files.
     const imagesDir = path.join(scratch, 'images');
@@ -101,14 +107,15 @@ async function main(): Promise<void> {
     log(`generated ${files.length} images`);
 
     // 2. The bare model.
-    const model = await measureModel(files.slice(0, options.quick ? 160 : 480), preset, BACKEND, batchSize);
-    log(`model: ${model.imgPerS.toFixed(2)} images/s over ${model.images} images`);
+    const model = await measureModel(files.slice(0, options.quick ? 160 : 480), preset, options.backend, batchSize);
+    log(`model: ${model.imgPerS.toFixed(2)} images/s over ${model.images} images on ${model.backend}`);
 
     // 3. The whole pipeline against the embedded S3 server (s3rver on loopback).
     s3 = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
     const uploaded = await uploadTree({ sourceDir: imagesDir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
     log(`uploaded ${uploaded.uploaded} images to s3://${BUCKET}/images/`);
-    const run = { model: MODEL, backend: BACKEND };
+    // The backend the model measurement resolved to, so that `auto` cannot differ between the two.
+    const run = { model: MODEL, backend: model.backend };
     const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3 });
     const k = pipeline.manifest.pca.components;
     const t = pipeline.manifest.timings;
@@ -125,7 +132,7 @@ async function main(): Promise<void> {
     // 5. PCA on one N x 1280 matrix: ours as the pipeline computes it, then scikit-learn on the same values.
     const featuresFile = path.join(scratch, 'features.f32');
     const matrix = synthFeatures(options.pcaRows, FEATURE_DIM, featuresFile);
-    const tf = (await initTf(BACKEND)).tf;
+    const tf = (await initTf(model.backend)).tf;
     const ours = measurePca(tf, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
     log(`orchard PCA: ${ours.seconds.toFixed(2)} s (moments ${ours.momentsS.toFixed(2)}, fit ${ours.fitS.toFixed(2)}, project ${ours.projectS.toFixed(2)})`);
     const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(cpus)]);
