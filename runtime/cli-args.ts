@@ -12,6 +12,15 @@ export function positiveInt(name: string) {
   };
 }
 
+export function wholeNumberUpTo(name: string, max: number, why: string) {
+  const parse = positiveInt(name);
+  return (value: string) => {
+    const n = parse(value);
+    if (n > max) throw new InvalidArgumentError(`at most ${max} for ${name}: ${why}`);
+    return n;
+  };
+}
+
 export function fraction(name: string) {
   return (value: string) => {
     const n = Number(value);

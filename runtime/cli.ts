@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { fraction, positiveInt, rate, runIdArg } from './cli-args';
+import { fraction, positiveInt, rate, runIdArg, wholeNumberUpTo } from './cli-args';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, defaultRunId, type RunConfig } from './pipeline/config';
@@ -11,6 +11,13 @@ import type { ComponentsSpec } from './pca/fit';
 import type { DoctorConfig } from './doctor';
 import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
 import { OUTPUTS } from './pipeline/layout';
+
+/**
+ * 8 classes x 125 = 1,000 images: the demo's embedded S3 server (s3rver) cannot page a listing past 1,000 keys
+ * under OpenSSL 3 (its continuation tokens use DES), so a bigger demo would fail half-way instead of up front.
+ */
+const DEMO_MAX_PER_CLASS = 125;
+const demoPerClass = wholeNumberUpTo('--per-class', DEMO_MAX_PER_CLASS, 'the demo\'s embedded S3 server lists at most 1,000 images; use `orchard run` on a folder for more');
 
 // The commands' modules are loaded when their command runs, not here: the pipeline, the report and the demo
 // load sharp (a native module) at import, and `--help` and `doctor` must work where it cannot load. `require`
@@ -105,7 +112,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .command('demo')
       .description('Run the whole pipeline on generated fruit images, through an embedded S3 server on loopback')
       .option('-o, --output <dir>', 'local folder for the results', 'demo-output')
-      .option('--per-class <n>', 'images generated per class', positiveInt('--per-class'), 30)
+      .option('--per-class <n>', `images generated per class (at most ${DEMO_MAX_PER_CLASS})`, demoPerClass, 30)
       .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
       .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL),
   ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string }) => {

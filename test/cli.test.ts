@@ -124,6 +124,12 @@ describe('usage errors exit 2 with a message naming the option', () => {
     expect(result.err).toContain('--variance');
   });
 
+  it('a demo bigger than its embedded S3 server can list (--per-class 126: 1,008 images)', async () => {
+    const result = await orchard('demo', '--output', output, '--per-class', '126');
+    expect(result.code).toBe(2);
+    expect(result.err).toContain('at most 125 for --per-class');
+  });
+
   it('--components 0', async () => {
     const result = await orchard('run', '--input', imagesDir, '--output', output, '--components', '0');
     expect(result.code).toBe(2);
