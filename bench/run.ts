@@ -7,7 +7,8 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { positiveInt } from '../runtime/cli-args';
 import { generateSampleImages, SAMPLE_CLASSES } from '../runtime/images/generate';
 import { initTf, type BackendPreference } from '../runtime/model/backend';
 import { PRESETS } from '../runtime/model/presets';
@@ -38,21 +39,13 @@ interface Options {
   readonly backend: BackendPreference;
 }
 
-function wholeNumber(min: number) {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected a whole number >= ${min}`);
-    return n;
-  };
-}
-
 function parseOptions(argv: readonly string[]): Options {
   const program = new Command('npm run bench --')
     .description('Measure orchard (model, pipeline, PCA, memory) against a PyTorch + scikit-learn reference on this machine')
-    .option('--images <n>', 'images for the throughput runs (default 2000; 304 with --quick)', wholeNumber(16))
+    .option('--images <n>', 'images for the throughput runs (default 2000; 304 with --quick)', positiveInt('--images'))
     .option('--quick', 'small sizes: finishes in about 2 minutes', false)
-    .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default: --images; 152 with --quick)', wholeNumber(8))
-    .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', wholeNumber(100), 20_000)
+    .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default: --images; 152 with --quick)', positiveInt('--rss-images'))
+    .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', positiveInt('--pca-rows'), 20_000)
     .addOption(
       new Option('--backend <name>', 'TensorFlow.js backend for orchard: auto picks tfjs-node where it is installed')
         .choices(['auto', 'tensorflow', 'wasm'])
