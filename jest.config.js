@@ -2,7 +2,7 @@
 // p-map and hyparquet(-writer) are published as ES modules only, so SWC transforms them too.
 /** @type {import('jest').Config} */
 module.exports = {
-  testEnvironment: 'node',
+  testEnvironment: '<rootDir>/test/helpers/node-environment.js',
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: {

@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
 import { initTf, type BackendName, type BackendPreference } from '../runtime/model/backend';
-import { createFeatureModel, writeNormalized } from '../runtime/model/feature-model';
+import { writeNormalized } from '../runtime/model/feature-model';
+import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
 import type { ModelPreset } from '../runtime/model/presets';
 import { DEFAULTS } from '../runtime/pipeline/config';
 
@@ -18,7 +19,7 @@ export interface ModelMeasure {
  */
 export async function measureModel(files: readonly string[], preset: ModelPreset, backend: BackendPreference, batchSize: number): Promise<ModelMeasure> {
   const runtime = await initTf(backend);
-  const model = await createFeatureModel(runtime, preset, await readModelFiles(preset.source), batchSize);
+  const model = await createTfjsFeatureModel(runtime, preset, await readModelFiles(preset.source), batchSize);
   try {
     const size = preset.inputSize;
     const perImage = size * size * 3;

@@ -3,7 +3,7 @@ import type { Tf } from '../runtime/model/backend';
 import { fitPca } from '../runtime/pca/fit';
 import { projectRows } from '../runtime/pca/project';
 import { mulberry32 } from '../runtime/random';
-import { mergeMoments, momentsOf, type Moments } from '../runtime/stats/moments';
+import { mergeMoments, momentsWith, type Moments } from '../runtime/stats/moments';
 import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
 
 /**
@@ -43,13 +43,13 @@ export interface PcaMeasure {
 }
 
 /** orchard's PCA as the pipeline runs it: per-shard moments (tensor kernel), merge, fit with k components, project. */
-export function measurePca(tf: Tf, rows: Float32Array, n: number, dim: number, k: number, shardRows: number): PcaMeasure {
+export async function measurePca(tf: Tf, rows: Float32Array, n: number, dim: number, k: number, shardRows: number): Promise<PcaMeasure> {
   const coMoment = tensorCoMoment(tf);
   const t0 = performance.now();
   let merged: Moments | undefined;
   for (let start = 0; start < n; start += shardRows) {
     const count = Math.min(shardRows, n - start);
-    const shard = momentsOf(rows.subarray(start * dim, (start + count) * dim), count, dim, coMoment);
+    const shard = await momentsWith(rows.subarray(start * dim, (start + count) * dim), count, dim, coMoment);
     merged = merged ? mergeMoments(merged, shard) : shard;
   }
   const t1 = performance.now();

@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const featuresFile = path.join(scratch, 'features.f32');
     const matrix = synthFeatures(options.pcaRows, FEATURE_DIM, featuresFile);
     const tf = (await initTf(model.backend)).tf;
-    const ours = measurePca(tf, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
+    const ours = await measurePca(tf, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
     log(`orchard PCA: ${ours.seconds.toFixed(2)} s (moments ${ours.momentsS.toFixed(2)}, fit ${ours.fitS.toFixed(2)}, project ${ours.projectS.toFixed(2)})`);
     const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(cpus)]);
     const sklearnS = pyPca.ok ? Number(pyPca.json.sklearn_pca_s) : null;

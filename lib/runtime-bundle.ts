@@ -6,10 +6,17 @@ const ROOT = path.resolve(__dirname, '..');
 
 /**
  * Packages that stay outside the bundle and are installed on the instance from the bundle's own package.json:
- * native code (sharp, tfjs-node) must be built for the target's CPU and libc, and chart.js is read as a file
- * by the run report. Versions are the ones this repository pins, so the instance runs what the tests ran.
+ * native code (sharp, onnxruntime-node, tfjs-node) must be the build for the target's CPU and libc, and chart.js
+ * is read as a file by the run report. Versions are the ones this repository pins, so the instance runs what the
+ * tests ran.
  */
-export const INSTANCE_DEPENDENCIES = ['sharp', 'chart.js'] as const;
+export const INSTANCE_DEPENDENCIES = ['sharp', 'onnxruntime-node', 'chart.js'] as const;
+
+/**
+ * npm settings of the bundle folder: onnxruntime-node's install script would download CUDA libraries on
+ * linux/x64 (a GPU provider orchard never uses); its CPU binaries are in the npm package itself.
+ */
+export const BUNDLE_NPMRC = 'onnxruntime-node-install=skip\n';
 /** Installed when possible: tfjs-node downloads libtensorflow at install time (fine on EC2, not offline). */
 export const INSTANCE_OPTIONAL_DEPENDENCIES = ['@tensorflow/tfjs-node'] as const;
 /** Only the demo (s3rver) and the offline model (nsfwjs, 41 MB) use these; the instance runs without them. */
@@ -63,6 +70,7 @@ export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'run
     optionalDependencies: { '@tensorflow/tfjs-node': TFJS_NODE_VERSION },
   };
   fs.writeFileSync(path.join(outDir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+  fs.writeFileSync(path.join(outDir, '.npmrc'), BUNDLE_NPMRC);
   fs.chmodSync(path.join(outDir, 'orchard.cjs'), 0o755);
   return outDir;
 }

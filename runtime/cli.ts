@@ -3,10 +3,11 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { fraction, positiveInt, rate, runIdArg, wholeNumberUpTo } from './cli-args';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
-import { DEFAULTS, defaultRunId, type RunConfig } from './pipeline/config';
+import { DEFAULTS, defaultRunId, defaultThreads, type RunConfig } from './pipeline/config';
 import type { Manifest, RunResult } from './pipeline/run';
 import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
 import type { BackendPreference } from './model/backend';
+import { describeEngine, type EnginePreference } from './model/feature-model';
 import type { ComponentsSpec } from './pca/fit';
 import type { DoctorConfig } from './doctor';
 import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
@@ -45,7 +46,9 @@ interface RunOptions extends CommonOptions {
   maxErrorRate: number;
   labelFrom: 'parent' | 'none';
   keepFeatures?: boolean;
+  engine: EnginePreference;
   backend: BackendPreference;
+  threads: number;
   featureLayer?: string;
   inputSize?: number;
   normalize?: Normalization;
@@ -91,7 +94,9 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .option('--max-error-rate <fraction>', 'share of failed images still counted a success', rate('--max-error-rate'), DEFAULTS.maxErrorRate)
       .addOption(new Option('--label-from <mode>', 'label of an image: its parent folder name, or none').choices(['parent', 'none']).default('parent'))
       .option('--keep-features', 'keep the feature shards (_work/) after a successful run')
-      .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+      .addOption(ENGINE_OPTION())
+      .addOption(new Option('--backend <name>', 'TensorFlow.js backend, when TensorFlow.js runs the model').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+      .option('--threads <n>', 'threads ONNX Runtime computes on', positiveInt('--threads'), defaultThreads())
       .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
       .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
       .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
@@ -114,11 +119,12 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .option('-o, --output <dir>', 'local folder for the results', 'demo-output')
       .option('--per-class <n>', `images generated per class (at most ${DEMO_MAX_PER_CLASS})`, demoPerClass, 30)
       .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
-      .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL),
-  ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string }) => {
+      .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL)
+      .addOption(ENGINE_OPTION()),
+  ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string; engine: EnginePreference }) => {
     const reporter = reporterFor(options, io);
     const { runDemo } = require('./demo') as typeof import('./demo');
-    const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model }, reporter);
+    const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model, engine: options.engine }, reporter);
     io.out(`${result.summary}\n`);
     io.exit(result.run.exitCode);
   });
@@ -190,6 +196,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
       .option('--model-cache <uri>', 'where a downloaded model is cached (default: s3://<bucket>/models/ of the first --bucket, none without)')
       .option('--bucket <s3-uri>', 'S3 location to check: the bucket exists and keys under it can be listed (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+      .addOption(ENGINE_OPTION())
       .addOption(new Option('--backend <name>', 'TensorFlow.js backend').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
       .addHelpText('after', DOCTOR_HELP),
   ).action(async (options: DoctorOptions) => {
@@ -220,13 +227,15 @@ interface DoctorOptions extends CommonOptions {
   normalize?: Normalization;
   modelCache?: string;
   bucket: string[];
+  engine: EnginePreference;
   backend: BackendPreference;
 }
 
 const DOCTOR_HELP = `
 Each check prints one line, "ok|warn|FAIL <check>: <detail>": node (version), sharp (decodes generated
-images), backend (TensorFlow.js initialises), s3 (per --bucket: lists a key under it), model (loads as a run
-loads it and predicts once; with --bucket or --model-cache a downloaded model is cached there).
+images), onnx (onnxruntime-node loads), backend (TensorFlow.js initialises), s3 (per --bucket: lists a key
+under it), model (loads as a run loads it, on the engine a run would use, and predicts once; with --bucket or
+--model-cache a downloaded model and its compiled ONNX graph are cached there).
 
 Exit status:
   0    every check passed (warnings allowed)
@@ -244,6 +253,7 @@ export function toDoctorConfig(options: DoctorOptions): DoctorConfig {
     model: { ref: options.model, featureLayer: options.featureLayer, inputSize: options.inputSize, normalization: options.normalize },
     modelCache: options.modelCache ? parseLocation(options.modelCache, '--model-cache') : undefined,
     buckets,
+    engine: options.engine,
     backend: options.backend,
     s3: s3Options(options),
   };
@@ -283,9 +293,16 @@ export function toRunConfig(options: RunOptions): RunConfig {
     labelFrom: options.labelFrom,
     keepFeatures: options.keepFeatures ?? false,
     maxPixels: options.maxPixels,
+    engine: options.engine,
+    threads: options.threads,
     s3: s3Options(options),
   };
 }
+
+const ENGINE_OPTION = () =>
+  new Option('--engine <name>', 'inference engine: onnx (ONNX Runtime), tfjs (TensorFlow.js), or auto: onnx unless it cannot run the model')
+    .choices(['auto', 'onnx', 'tfjs'])
+    .default('auto');
 
 function s3Options(options: CommonOptions): S3Options {
   return { endpoint: options.endpoint, region: options.region };
@@ -307,7 +324,7 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
     [
       `${result.status === 'succeeded' ? 'done' : 'finished with too many errors'}: ${manifest.counts.processed} images, ${manifest.counts.failed} failed, ` +
         `k=${manifest.pca.components} (${(manifest.pca.explainedVariance * 100).toFixed(2)}% of variance), ` +
-        `${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s on ${manifest.backend}`,
+        `${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s on the ${describeEngine(manifest.engine)}`,
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
     ].join('\n'),

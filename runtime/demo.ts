@@ -2,7 +2,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { generateSampleImages, SAMPLE_CLASSES } from './images/generate';
-import { DEFAULTS, defaultRunId } from './pipeline/config';
+import { describeEngine, type EnginePreference } from './model/feature-model';
+import { DEFAULTS, defaultRunId, defaultThreads } from './pipeline/config';
 import { runPipeline, type RunResult } from './pipeline/run';
 import type { Reporter } from './progress';
 import { S3Storage, createS3Client } from './storage';
@@ -15,6 +16,7 @@ export interface DemoOptions {
   readonly perClass: number;
   readonly batchSize: number;
   readonly model: string;
+  readonly engine: EnginePreference;
 }
 
 export interface DemoResult {
@@ -46,7 +48,9 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
         runId: defaultRunId(),
         components: { kind: 'variance', fraction: DEFAULTS.variance },
         model: { ref: options.model },
+        engine: options.engine,
         backend: 'auto',
+        threads: defaultThreads(),
         batchSize: options.batchSize,
         concurrency: DEFAULTS.concurrency,
         shardSize: DEFAULTS.shardSize,
@@ -63,7 +67,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
       `orchard demo: ${manifest.status}`,
       `  images         ${manifest.counts.processed} processed, ${manifest.counts.failed} failed (${SAMPLE_CLASSES.length} classes, from ${manifest.input} on the embedded S3 server)`,
       `  PCA            k=${manifest.pca.components} components explain ${(manifest.pca.explainedVariance * 100).toFixed(2)}% of the variance (target ${DEFAULTS.variance * 100}%)`,
-      `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${manifest.backend} backend`,
+      `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${describeEngine(manifest.engine)}`,
       `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
       `  outputs        ${run.runUri}`,
       ...Object.entries(run.outputs).map(([name, uri]) => `    ${name.padEnd(9)} ${uri}${name === 'report' ? '  (open in a browser)' : ''}`),

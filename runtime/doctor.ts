@@ -1,9 +1,11 @@
 import { ExitCode, OrchardError, describeError } from './errors';
 import { readModelFiles } from './model/artifacts';
 import { initTf, type BackendPreference, type TfRuntime } from './model/backend';
-import { createFeatureModel } from './model/feature-model';
+import { loadEngine } from './model/engine';
+import { describeEngine, type EnginePreference } from './model/feature-model';
 import { resolveModel } from './model/resolve';
-import { DEFAULTS, defaultModelCache, type ModelChoice } from './pipeline/config';
+import { loadOrt } from './onnx/runtime';
+import { DEFAULTS, defaultModelCache, defaultThreads, type ModelChoice } from './pipeline/config';
 import { openStorage, type Location, type S3Options } from './storage';
 
 /**
@@ -20,7 +22,7 @@ export const SUPPORTED_NODE_MAJOR = 22;
 
 /** `warn` is printed but does not fail the doctor; any `FAIL` does. */
 export type CheckStatus = 'ok' | 'warn' | 'FAIL';
-export type CheckName = 'node' | 'sharp' | 'backend' | 's3' | 'model';
+export type CheckName = 'node' | 'sharp' | 'onnx' | 'backend' | 's3' | 'model';
 export type S3Location = Location & { readonly kind: 's3' };
 
 export interface CheckResult {
@@ -37,6 +39,7 @@ export interface DoctorConfig {
   readonly modelCache?: Location;
   /** S3 locations whose reachability is checked, each by a listing of one key under its prefix. @default none */
   readonly buckets?: readonly S3Location[];
+  readonly engine: EnginePreference;
   readonly backend: BackendPreference;
   readonly s3: S3Options;
 }
@@ -78,6 +81,7 @@ export async function runDoctor(config: DoctorConfig, deps: DoctorDependencies =
 
   await record('node', async () => checkNodeVersion(deps.nodeVersion ?? process.version));
   await record('sharp', checkSharp);
+  const onnx = await record('onnx', async () => checkOnnx(config.engine));
   let tf: TfRuntime | undefined;
   await record('backend', async () => {
     tf = await initTf(config.backend);
@@ -85,7 +89,8 @@ export async function runDoctor(config: DoctorConfig, deps: DoctorDependencies =
   });
   for (const bucket of config.buckets ?? []) await record('s3', () => checkBucket(bucket, config.s3));
   await record('model', async () => {
-    if (!tf) throw new OrchardError('not checked: no TensorFlow.js backend (see the backend check)', 'ERR_BACKEND');
+    if (config.engine === 'onnx' && onnx.status === 'FAIL') throw new OrchardError('not checked: ONNX Runtime does not load (see the onnx check)', 'ERR_ENGINE');
+    if (!tf && config.engine === 'tfjs') throw new OrchardError('not checked: no TensorFlow.js backend (see the backend check)', 'ERR_BACKEND');
     return checkModel(tf, config);
   });
 
@@ -176,6 +181,18 @@ function describeBackend(tf: TfRuntime, preference: BackendPreference): string {
   return `${tf.backend} (${versions}; ${why})`;
 }
 
+/** onnxruntime-node loads here. Under `--engine auto` a failure is a warning: runs fall back to TensorFlow.js. */
+function checkOnnx(engine: EnginePreference): { status: CheckStatus; detail: string } {
+  if (engine === 'tfjs') return { status: 'ok', detail: 'not used (--engine tfjs)' };
+  try {
+    const { version } = loadOrt();
+    return { status: 'ok', detail: `onnxruntime-node ${version} loads (${process.platform}/${process.arch}); runs use ${defaultThreads()} threads` };
+  } catch (error) {
+    if (engine === 'onnx') throw error;
+    return { status: 'warn', detail: `${describeFailure(error)}; runs fall back to TensorFlow.js` };
+  }
+}
+
 /**
  * The bucket exists and this identity may list under the prefix (what a run does first): a listing of one key,
  * then the first key found, so that the line shows what is there.
@@ -194,21 +211,35 @@ async function checkBucket(bucket: S3Location, s3: S3Options): Promise<{ detail:
   };
 }
 
-/** Loads the model exactly as a run does (same files, cache and feature cut) and predicts once. */
-async function checkModel(tf: TfRuntime, config: DoctorConfig): Promise<{ detail: string }> {
+/**
+ * Loads the model exactly as a run does (same files, cache, feature cut and engine: for onnx, the graph is
+ * compiled and cached next to the weights, so that the first run does not compile it) and predicts once.
+ */
+async function checkModel(tf: TfRuntime | undefined, config: DoctorConfig): Promise<{ status: CheckStatus; detail: string }> {
   const preset = resolveModel(config.model);
   const first = config.buckets?.[0];
   const cacheLocation = config.modelCache ?? (first ? defaultModelCache(first) : undefined);
   const cache = cacheLocation ? openStorage(cacheLocation, config.s3) : undefined;
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
-  const model = await createFeatureModel(tf, preset, files, 1);
+  const warnings: string[] = [];
+  const { model } = await loadEngine(preset, files, {
+    engine: config.engine,
+    backend: config.backend,
+    threads: defaultThreads(),
+    batchSize: 1,
+    graphCache: cache,
+    warn: (message) => warnings.push(message),
+    tf,
+  });
   model.dispose();
   const { identity } = model;
   return {
+    status: warnings.length > 0 ? 'warn' : 'ok',
     detail:
       `${identity.name} gives ${identity.featureDim} features per image (${identity.format}, ` +
       `${identity.inputSize}×${identity.inputSize} input${identity.featureLayer ? `, layer ${identity.featureLayer}` : ''}) ` +
-      `from ${identity.loadedFrom}, weights sha256 ${identity.weightsSha256.slice(0, 12)}…`,
+      `from ${identity.loadedFrom}, weights sha256 ${identity.weightsSha256.slice(0, 12)}…, on the ${describeEngine(model.engine)}` +
+      warnings.map((warning) => `; ${warning}`).join(''),
   };
 }
 

@@ -96,7 +96,14 @@ test('succeeds, ending with the doctor passing', () => {
 });
 
 test('installs the pinned dependencies next to the bundle', () => {
-  expect(installedPackages(home)).toEqual(expect.arrayContaining(['sharp', 'chart.js']));
+  expect(installedPackages(home)).toEqual(expect.arrayContaining(['sharp', 'onnxruntime-node', 'chart.js']));
+});
+
+test("keeps onnxruntime-node's binaries for this machine only, and says the onnx engine will run", () => {
+  const bin = path.join(home, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6');
+  const kept = fs.readdirSync(bin).flatMap((os) => fs.readdirSync(path.join(bin, os)).map((arch) => `${os}/${arch}`));
+  expect(kept).toEqual([`${process.platform}/${process.arch}`]);
+  expect(first.out).toMatch(new RegExp(`engine: onnx \\(onnxruntime-node \\d+\\.\\d+\\.\\d+ for ${process.platform}/${process.arch}\\)`));
 });
 
 test('says which TensorFlow.js backend will run when tfjs-node cannot be installed, and why it could not', () => {
@@ -127,6 +134,11 @@ test('runs the doctor against the images/ and results/ prefixes and caches the m
   const models = new S3Storage(createS3Client(s3.options), BUCKET, `models/${cacheSlug(modelUrl)}/`);
   expect(await models.head('model.json')).toBeDefined();
   expect(await models.head('weights.bin')).toBeDefined();
+  // The graph the onnx engine runs is compiled once, here, and cached beside the weights for every run.
+  expect(first.out).toMatch(/^ok model: .* on the onnx engine \(onnxruntime-node /m);
+  const graphs: string[] = [];
+  for await (const object of new S3Storage(createS3Client(s3.options), BUCKET, 'models/onnx/').list()) graphs.push(object.key);
+  expect(graphs.filter((key) => key.endsWith('.onnx'))).toHaveLength(1);
 });
 
 test('does not schedule a shutdown when told not to', () => {

@@ -48,7 +48,9 @@ const tinyModel = () => ['--model', modelDir, '--feature-layer', 'features', '--
 describe('the bundle folder', () => {
   test('holds the bundle, the wasm binaries, the instance scripts and a package.json of pinned dependencies', () => {
     const files = fs.readdirSync(bundle.dir);
-    expect(files).toEqual(expect.arrayContaining(['orchard.cjs', 'package.json', 'bootstrap.sh', 'run-pipeline.sh', 'tfjs-backend-wasm.wasm']));
+    expect(files).toEqual(expect.arrayContaining(['orchard.cjs', 'package.json', '.npmrc', 'bootstrap.sh', 'run-pipeline.sh', 'tfjs-backend-wasm.wasm']));
+    // onnxruntime-node's install script would otherwise download CUDA libraries on linux/x64.
+    expect(fs.readFileSync(path.join(bundle.dir, '.npmrc'), 'utf8')).toBe('onnxruntime-node-install=skip\n');
     const manifest = bundle.manifest as Record<string, Record<string, string>>;
     expect(Object.keys(manifest.dependencies!).sort()).toEqual([...INSTANCE_DEPENDENCIES].sort());
     expect(Object.keys(manifest.optionalDependencies!)).toEqual([...INSTANCE_OPTIONAL_DEPENDENCIES]);
@@ -59,7 +61,7 @@ describe('the bundle folder', () => {
 
   test('gets only the declared dependencies and theirs: nothing bundled, nothing left out on purpose', () => {
     const installed = installedPackages(bundle.dir);
-    expect(installed).toEqual(expect.arrayContaining(['sharp', 'chart.js']));
+    expect(installed).toEqual(expect.arrayContaining(['sharp', 'onnxruntime-node', 'chart.js']));
     for (const absent of ['nsfwjs', 's3rver', '@tensorflow/tfjs', '@tensorflow/tfjs-backend-wasm', '@aws-sdk/client-s3', 'commander', 'tsx']) {
       expect(installed).not.toContain(absent);
     }
@@ -82,6 +84,7 @@ describe('node orchard.cjs from the isolated folder', () => {
     expect(lines).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^ok sharp: sharp /),
+        expect.stringMatching(/^ok onnx: onnxruntime-node \d+\.\d+\.\d+ loads /),
         expect.stringMatching(/^ok backend: wasm /),
         expect.stringMatching(new RegExp(`^ok s3: s3://${BUCKET}/ is reachable`)),
         expect.stringMatching(new RegExp(`^ok model: .* gives ${TINY_FEATURES} features per image`)),
@@ -108,8 +111,8 @@ describe('node orchard.cjs from the isolated folder', () => {
     const csv = (await runFolder.get('pca.csv')).toString('utf8').trim().split('\n');
     expect(csv[0]).toBe('key,label,pc_1,pc_2,pc_3');
     expect(csv).toHaveLength(1 + CLASSES.length * PER_CLASS);
-    const manifest = JSON.parse((await runFolder.get('manifest.json')).toString('utf8')) as { backend: string };
-    expect(manifest.backend).toBe('wasm');
+    const manifest = JSON.parse((await runFolder.get('manifest.json')).toString('utf8')) as { engine: { name: string } };
+    expect(manifest.engine.name).toBe('onnx');
   });
 });
 

@@ -37,6 +37,7 @@ function config(overrides: Partial<DoctorConfig> = {}): DoctorConfig {
   return {
     model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
     buckets: [{ kind: 's3', bucket: BUCKET, prefix: '' }],
+    engine: 'auto',
     backend: 'wasm',
     s3: s3.options,
     ...overrides,
@@ -61,8 +62,19 @@ describe('runDoctor', () => {
     expect(report.exitCode).toBe(0);
   });
 
-  test('checks node, sharp, the backend, S3 and the model, in that order', () => {
-    expect(report.checks.map((c) => c.name)).toEqual(['node', 'sharp', 'backend', 's3', 'model']);
+  test('checks node, sharp, ONNX Runtime, the backend, S3 and the model, in that order', () => {
+    expect(report.checks.map((c) => c.name)).toEqual(['node', 'sharp', 'onnx', 'backend', 's3', 'model']);
+  });
+
+  test('names the onnxruntime-node version that loads and the threads runs use', () => {
+    expect(check(report, 'onnx').detail).toMatch(/^onnxruntime-node 1\.\d+\.\d+ loads \(linux\/(x64|arm64)\); runs use \d+ threads$/);
+  });
+
+  test('loads the model on the engine a run uses (onnx), and caches its compiled graph in <bucket>/models/onnx/', async () => {
+    expect(check(report, 'model').detail).toMatch(/on the onnx engine \(onnxruntime-node /);
+    const graphs: string[] = [];
+    for await (const object of openStorage({ kind: 's3', bucket: BUCKET, prefix: 'models/onnx/' }, s3.options).list()) graphs.push(object.key);
+    expect(graphs.some((key) => /^[0-9a-f]{64}\/v\d+-32-features-[0-9a-f]{8}\.onnx$/.test(key))).toBe(true);
   });
 
   test('names the TensorFlow.js backend that initialised', () => {
@@ -94,7 +106,7 @@ describe('runDoctor', () => {
 
   test('leaves S3 out without a bucket', async () => {
     const withoutBucket = await runDoctor(config({ buckets: [] }));
-    expect(withoutBucket.checks.map((c) => c.name)).toEqual(['node', 'sharp', 'backend', 'model']);
+    expect(withoutBucket.checks.map((c) => c.name)).toEqual(['node', 'sharp', 'onnx', 'backend', 'model']);
     expect(withoutBucket.passed).toBe(true);
   });
 });
@@ -172,8 +184,8 @@ describe('failing checks', () => {
       return false;
     }
   })();
-  (tfjsNodeInstalled ? test.skip : test)('--backend tensorflow without tfjs-node fails the backend check, and the model is not checked', async () => {
-    const report = await runDoctor(config({ backend: 'tensorflow', buckets: [] }));
+  (tfjsNodeInstalled ? test.skip : test)('--engine tfjs --backend tensorflow without tfjs-node fails the backend check, and the model is not checked', async () => {
+    const report = await runDoctor(config({ engine: 'tfjs', backend: 'tensorflow', buckets: [] }));
     expect(formatCheck(check(report, 'backend'))).toMatch(/^FAIL backend: Cannot load @tensorflow\/tfjs-node: /);
     expect(formatCheck(check(report, 'model'))).toBe('FAIL model: not checked: no TensorFlow.js backend (see the backend check)');
     expect(report.exitCode).toBe(1);
@@ -198,8 +210,8 @@ describe('orchard doctor (CLI)', () => {
   test('prints one "ok|warn|FAIL <check>: <detail>" line per check, then a summary, and exits 0', async () => {
     const result = await orchard('doctor', ...tinyArgs());
     expect(result.code).toBe(0);
-    expect(result.lines.slice(0, -1).map((line) => /^(ok|warn|FAIL) (\w+): ./.exec(line)?.[2])).toEqual(['node', 'sharp', 'backend', 'model']);
-    expect(result.lines.at(-1)).toMatch(/^doctor: passed \(4 checks/);
+    expect(result.lines.slice(0, -1).map((line) => /^(ok|warn|FAIL) (\w+): ./.exec(line)?.[2])).toEqual(['node', 'sharp', 'onnx', 'backend', 'model']);
+    expect(result.lines.at(-1)).toMatch(/^doctor: passed \(5 checks/);
   });
 
   test('exits 1 with a FAIL line naming the cause when a check fails', async () => {
@@ -207,14 +219,14 @@ describe('orchard doctor (CLI)', () => {
     expect(result.code).toBe(1);
     expect(result.lines).toContain('FAIL model: No tfjs model at /nonexistent/model: /nonexistent/model/model.json does not exist. ' +
       'Fix: give --model a preset name, or a URL, s3:// URI or folder holding model.json and its weight files');
-    expect(result.lines.at(-1)).toBe('doctor: failed: model (1 of 4 checks)');
+    expect(result.lines.at(-1)).toBe('doctor: failed: model (1 of 5 checks)');
   });
 
   test('--json-logs prints one JSON object per check and a summary object', async () => {
     const result = await orchard('doctor', ...tinyArgs(), '--json-logs');
     const objects = result.lines.map((line) => JSON.parse(line) as Record<string, unknown>);
-    expect(objects.slice(0, -1).map((o) => o.check)).toEqual(['node', 'sharp', 'backend', 'model']);
-    expect(objects[2]).toMatchObject({ check: 'backend', status: 'ok', detail: expect.stringMatching(/^wasm /) });
+    expect(objects.slice(0, -1).map((o) => o.check)).toEqual(['node', 'sharp', 'onnx', 'backend', 'model']);
+    expect(objects[3]).toMatchObject({ check: 'backend', status: 'ok', detail: expect.stringMatching(/^wasm /) });
     expect(objects.at(-1)).toEqual({ doctor: 'passed', failed: [] });
   });
 

@@ -3,7 +3,8 @@ import * as path from 'node:path';
 import type { LayersModel, SymbolicTensor } from '@tensorflow/tfjs';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { readModelFiles } from '../runtime/model/artifacts';
-import { createFeatureModel, writeNormalized, type FeatureModel } from '../runtime/model/feature-model';
+import { writeNormalized, type FeatureModel } from '../runtime/model/feature-model';
+import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
 import { resolveModel } from '../runtime/model/resolve';
 import { generateSampleImages } from '../runtime/images/generate';
 import { preprocessImage } from '../runtime/images/preprocess';
@@ -37,7 +38,7 @@ beforeAll(async () => {
     pixels.push((await preprocessImage(fs.readFileSync(path.join(dir, key)), { size: SIZE, maxPixels: 40_000_000 })).pixels);
   }
   const preset = resolveModel({ ref: 'mobilenet_v2_offline' });
-  model = await createFeatureModel(rt, preset, await readModelFiles(preset.source));
+  model = await createTfjsFeatureModel(rt, preset, await readModelFiles(preset.source));
   const input = new Float32Array(pixels.length * PIXELS);
   pixels.forEach((image, i) => writeNormalized(input, i * PIXELS, image, preset.normalization));
   features = await model.predict(input, pixels.length);

@@ -5,7 +5,8 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { cacheSlug, readModelFiles, type ModelFiles } from '../runtime/model/artifacts';
-import { createFeatureModel, writeNormalized } from '../runtime/model/feature-model';
+import { writeNormalized } from '../runtime/model/feature-model';
+import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
 import { PRESETS, SIGNED_RANGE, UNIT_RANGE, type ModelPreset } from '../runtime/model/presets';
 import { resolveModel } from '../runtime/model/resolve';
 import { OrchardError } from '../runtime/errors';
@@ -44,7 +45,7 @@ function tinyPreset(ref: string, featureLayer = 'features'): ModelPreset {
 async function loadAndPredict(ref: string, options: Parameters<typeof readModelFiles>[1] = {}) {
   const preset = tinyPreset(ref);
   const files = await readModelFiles(preset.source, options);
-  const model = await createFeatureModel(rt, preset, files);
+  const model = await createTfjsFeatureModel(rt, preset, files);
   try {
     return { files, identity: model.identity, features: await model.predict(input, N) };
   } finally {
@@ -101,7 +102,7 @@ describe('a tiny layers model loaded from a folder, a model.json path and an s3:
 
   it('leaves no tensors behind after predict', async () => {
     const preset = tinyPreset(modelDir);
-    const model = await createFeatureModel(rt, preset, await readModelFiles(preset.source));
+    const model = await createTfjsFeatureModel(rt, preset, await readModelFiles(preset.source));
     try {
       const before = rt.tf.memory().numTensors;
       await model.predict(input, N);
@@ -202,7 +203,7 @@ describe('a TF Hub model handle', () => {
   });
 
   it('gives a model that loads and predicts', async () => {
-    const model = await createFeatureModel(rt, tinyPreset(handle), files);
+    const model = await createTfjsFeatureModel(rt, tinyPreset(handle), files);
     try {
       expect(await model.predict(input, N)).toHaveLength(N * TINY_FEATURES);
     } finally {
@@ -260,7 +261,7 @@ describe('model loading errors', () => {
 
   it('rejects a missing feature layer with a message listing the layer names', async () => {
     const preset = tinyPreset(modelDir, 'no_such_layer');
-    const error = await createFeatureModel(rt, preset, await readModelFiles(preset.source)).catch((e: unknown) => e);
+    const error = await createTfjsFeatureModel(rt, preset, await readModelFiles(preset.source)).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OrchardError);
     expect((error as Error).message).toContain('no_such_layer');
     expect((error as Error).message).toContain('features');
@@ -268,7 +269,7 @@ describe('model loading errors', () => {
 
   it('detects a feature length that differs from the preset as ERR_MODEL_LOAD', async () => {
     const preset: ModelPreset = { ...tinyPreset(modelDir), name: 'tiny-999', featureDim: 999 };
-    const error = await createFeatureModel(rt, preset, await readModelFiles(preset.source)).catch((e: unknown) => e);
+    const error = await createTfjsFeatureModel(rt, preset, await readModelFiles(preset.source)).catch((e: unknown) => e);
     expect(error).toMatchObject({ code: 'ERR_MODEL_LOAD' });
     expect((error as Error).message).toContain(String(TINY_FEATURES));
     expect((error as Error).message).toContain('999');

@@ -6,10 +6,14 @@ import {
   mergeMoments,
   exactCoMoment,
   momentsOf,
+  momentsWith,
+  type AsyncCoMomentKernel,
   type Moments,
 } from '../runtime/stats/moments';
 import { initTf } from '../runtime/model/backend';
 import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
+import { ortCoMoment } from '../runtime/stats/ort-comoment';
+import { loadOrt } from '../runtime/onnx/runtime';
 import { mulberry32 } from '../runtime/random';
 
 /** Deterministic PRNG, so a failing split can be reproduced. */
@@ -198,10 +202,14 @@ describe('mergeMoments', () => {
   });
 });
 
-describe('tensorCoMoment (the pipeline\'s kernel: float32 matMul on the tfjs backend, blocks summed in float64)', () => {
-  let tf: Awaited<ReturnType<typeof initTf>>['tf'];
+describe.each([
+  ['tensorCoMoment (the tfjs engine\'s kernel: float32 matMul on the wasm backend)', 'tfjs'],
+  ['ortCoMoment (the onnx engine\'s kernel: float32 Gemm on ONNX Runtime)', 'onnx'],
+] as const)('%s, blocks summed in float64', (_title, engine) => {
+  let kernel: (blockRows?: number) => AsyncCoMomentKernel;
   beforeAll(async () => {
-    tf = (await initTf('wasm')).tf;
+    const tf = (await initTf('wasm')).tf;
+    kernel = engine === 'tfjs' ? (blockRows) => tensorCoMoment(tf, blockRows) : (blockRows) => ortCoMoment(loadOrt(), 2, blockRows);
   });
 
   /** Largest error relative to sqrt(C_ii C_jj), the scale of entry (i, j) (a correlation-sized error). */
@@ -220,37 +228,37 @@ describe('tensorCoMoment (the pipeline\'s kernel: float32 matMul on the tfjs bac
     [1000, 96],
     [129, 7],
     [5, 3],
-  ])('equals the float64 kernel to float32 precision, exactly symmetric (n=%i, dim=%i)', (n, dim) => {
+  ])('equals the float64 kernel to float32 precision, exactly symmetric (n=%i, dim=%i)', async (n, dim) => {
     const rows = features(n, dim, n + dim);
     const exact = momentsOf(rows, n, dim);
-    const tensor = momentsOf(rows, n, dim, tensorCoMoment(tf));
-    expect(tensor.mean).toEqual(exact.mean);
-    expect(scaledError(tensor.comoment, exact.comoment, dim)).toBeLessThan(1e-6);
+    const fast = await momentsWith(rows, n, dim, kernel());
+    expect(fast.mean).toEqual(exact.mean);
+    expect(scaledError(fast.comoment, exact.comoment, dim)).toBeLessThan(1e-6);
     for (let a = 0; a < dim; a++) {
-      for (let b = 0; b < a; b++) expect(tensor.comoment[a * dim + b]).toBe(tensor.comoment[b * dim + a]);
+      for (let b = 0; b < a; b++) expect(fast.comoment[a * dim + b]).toBe(fast.comoment[b * dim + a]);
     }
   });
 
-  it('centres in float64 before rounding, so an offset of 1e6 costs nothing', () => {
+  it('centres in float64 before rounding, so an offset of 1e6 costs nothing', async () => {
     const n = 300;
     const dim = 16;
     const rows = features(n, dim, 5);
     const shifted = rows.map((v) => 1e6 + Math.round(v * 16) / 16);
     const centred = shifted.map((v) => v - 1e6);
     const want = exactCoMoment(centred, n, dim, momentsOf(centred, n, dim).mean);
-    const got = momentsOf(shifted, n, dim, tensorCoMoment(tf)).comoment;
+    const got = (await momentsWith(shifted, n, dim, kernel())).comoment;
     expect(scaledError(got, want, dim)).toBeLessThan(1e-6);
   });
 
-  it('sums short blocks in float64: more accurate than one long float32 product', () => {
+  it('sums short blocks in float64: more accurate than one long float32 product', async () => {
     const n = 4096;
     const dim = 64;
     const rows = features(n, dim, 11);
     const exact = momentsOf(rows, n, dim).comoment;
-    const blocked = scaledError(momentsOf(rows, n, dim, tensorCoMoment(tf)).comoment, exact, dim);
-    const single = scaledError(momentsOf(rows, n, dim, tensorCoMoment(tf, n)).comoment, exact, dim);
+    const blocked = scaledError((await momentsWith(rows, n, dim, kernel())).comoment, exact, dim);
+    const single = scaledError((await momentsWith(rows, n, dim, kernel(n))).comoment, exact, dim);
     expect(blocked).toBeLessThan(single / 2);
-    expect(() => tensorCoMoment(tf, 0)).toThrow(RangeError);
+    expect(() => kernel(0)).toThrow(RangeError);
   });
 });
 

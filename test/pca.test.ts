@@ -4,14 +4,16 @@ import { pcaModelFromJson, pcaModelToJson } from '../runtime/pca/model-json';
 import { initTf } from '../runtime/model/backend';
 import { emptyMoments, momentsOf } from '../runtime/stats/moments';
 import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
+import { ortCoMoment } from '../runtime/stats/ort-comoment';
+import { loadOrt } from '../runtime/onnx/runtime';
 import { compareAll, fixtureRows, loadFixture, shardedMoments, type Differences } from './fixtures/compare-pca';
 
 const fixture = loadFixture();
 
 describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
   let results: Differences[];
-  beforeAll(() => {
-    results = compareAll(fixture);
+  beforeAll(async () => {
+    results = await compareAll(fixture);
     // The measured figures, for the record (regenerate with: npx tsx test/fixtures/compare-pca.ts).
     console.log(
       `PCA vs scikit-learn ${fixture.sklearn_version}:\n` +
@@ -55,9 +57,16 @@ describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
   });
 
   it.each([0, 1, 2])(
-    "case %i with the pipeline's co-moment kernel (float32 matMul on the wasm backend): within the same tolerances",
+    "case %i with the tfjs engine's co-moment kernel (float32 matMul on the wasm backend): within the same tolerances",
     async (i) => {
-      expectLikeSklearn(compareAll(fixture, tensorCoMoment((await initTf('wasm')).tf))[i]);
+      expectLikeSklearn((await compareAll(fixture, tensorCoMoment((await initTf('wasm')).tf)))[i]);
+    },
+  );
+
+  it.each([0, 1, 2])(
+    "case %i with the onnx engine's co-moment kernel (float32 Gemm on ONNX Runtime): within the same tolerances",
+    async (i) => {
+      expectLikeSklearn((await compareAll(fixture, ortCoMoment(loadOrt(), 2)))[i]);
     },
   );
 
@@ -82,13 +91,13 @@ describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
     expect(model.allExplainedVarianceRatio).toHaveLength(p);
   });
 
-  it('fits the same model whatever the sharding', () => {
+  it('fits the same model whatever the sharding', async () => {
     const p = fixture.n_features;
     const n = fixture.n_samples;
     const rows = fixtureRows(fixture);
     const spec = { kind: 'variance', fraction: 0.95 } as const;
     const one = fitPca(momentsOf(rows, n, p), spec);
-    const many = fitPca(shardedMoments(rows, n, p, [0, 3, 4, 4, 250, 599]), spec);
+    const many = fitPca(await shardedMoments(rows, n, p, [0, 3, 4, 4, 250, 599]), spec);
     expect(many.nComponents).toBe(one.nComponents);
     for (let i = 0; i < one.components.length; i++) expect(many.components[i]).toBeCloseTo(one.components[i], 10);
   });

@@ -122,14 +122,15 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     });
   });
 
-  it('records counts, timings, backend, model and versions in the manifest', () => {
+  it('records counts, timings, engine, model and versions in the manifest', () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(output, 'e2e', 'manifest.json'), 'utf8'));
     expect(manifest.counts).toMatchObject({ listed: 20, processed: 20, failed: 0, shards: 3 });
-    expect(manifest.backend).toBe('wasm');
+    expect(manifest.engine).toMatchObject({ name: 'onnx', version: require('onnxruntime-node/package.json').version, threads: 2, batchSize: 4 });
+    expect(manifest.engine.graph.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(manifest.model).toMatchObject({ featureDim: TINY_FEATURES, format: 'layers-model', featureLayer: 'features' });
     expect(manifest.model.weightsSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(Object.keys(manifest.timings)).toEqual(expect.arrayContaining(['list', 'extract', 'fit', 'publish', 'total']));
-    expect(manifest.versions['tfjs-core']).toBe('4.22.0');
+    expect(manifest.versions['onnxruntime-node']).toBe(manifest.engine.version);
     expect(manifest.pca.components).toBe(4);
   });
 

@@ -156,7 +156,7 @@ function fakeManifest(k: number, images: number, failed: number): Manifest {
     pca: { components: k, explainedVariance: 0.95, spec: { kind: 'variance', fraction: 0.95 } },
     timings: { list: 3, model_load: 2, extract: 4000, fit: 30, publish: 40, total: 4075, predict: 3500 },
     imagesPerSecond: 25,
-    backend: 'tensorflow',
+    engine: { name: 'tfjs', version: '4.22.0', backend: 'tensorflow', threads: 4, batchSize: 8 },
     model: { name: 'mobilenet_v2', featureDim: 1280 } as Manifest['model'],
     versions: {},
     outputs: {},

@@ -10,13 +10,15 @@
 # to (orchard.cjs, the wasm binaries, package.json with the pinned native dependencies, the scripts). Steps:
 #   1. install Node.js 22 from the AL2023 namespaced packages: they install `node-22` and `npm-22`, called by name
 #      (plain `node` is the distribution's default version, or absent)
-#   2. install the bundle's pinned dependencies for this CPU and libc (sharp, chart.js; @tensorflow/tfjs-node when
-#      it installs and loads: it is optional, and without it the WebAssembly backend runs)
+#   2. install the bundle's pinned dependencies for this CPU and libc (sharp, onnxruntime-node, chart.js;
+#      @tensorflow/tfjs-node when it installs and loads: it is optional, for the TensorFlow.js engine only), then
+#      delete the onnxruntime-node binaries of other platforms (about 200 MB the instance never loads)
 #   3. create the unprivileged system user that runs the pipeline
 #   4. put `orchard` on the PATH
-#   5. run `orchard doctor` as that user: sharp, backend, S3 access to the prefixes a run lists, and the default
-#      model, which it caches into s3://<bucket>/models/ so that the first run needs no internet; a failed check
-#      fails the bootstrap, and with it cfn-signal and `cdk deploy`
+#   5. run `orchard doctor` as that user: sharp, ONNX Runtime, the TensorFlow.js backend, S3 access to the prefixes
+#      a run lists, and the default model, which it caches into s3://<bucket>/models/ with its compiled ONNX graph
+#      so that the first run needs no internet and compiles nothing; a failed check fails the bootstrap, and with it
+#      cfn-signal and `cdk deploy`
 #   6. schedule `shutdown -h +2`: the instance stops itself (it bills only while a run runs; the trigger starts it)
 # Every step is idempotent: cfn-init runs this again when the stack is updated. A rerun with an unchanged
 # package.json keeps the installed dependencies (no second try at tfjs-node: delete the stamp file it names).
@@ -83,7 +85,7 @@ ORCHARD_HOME=$PWD
 stamp=node_modules/.orchard-package-json.sha256
 wanted=$(sha256sum package.json | cut -d' ' -f1)
 if [[ -f $stamp && $(<"$stamp") == "$wanted" ]] &&
-  "$NODE_BIN" -e "require('sharp'); require.resolve('chart.js')" >/dev/null 2>&1; then
+  "$NODE_BIN" -e "require('sharp'); require('onnxruntime-node'); require.resolve('chart.js')" >/dev/null 2>&1; then
   log "dependencies already installed for this package.json; delete $ORCHARD_HOME/$stamp to reinstall"
 else
   log "installing the bundle's dependencies in $ORCHARD_HOME (an optional one that fails to install is skipped)"
@@ -97,6 +99,15 @@ else
   rm -rf "$node_shim"
   echo "$wanted" >"$stamp"
 fi
+# onnxruntime-node ships every platform's CPU binaries; keep this machine's only.
+ort_bin=node_modules/onnxruntime-node/bin/napi-v6
+ort_platform=$("$NODE_BIN" -p 'process.platform + "/" + process.arch')
+if [[ -d $ort_bin/$ort_platform ]]; then
+  find "$ort_bin" -mindepth 2 -maxdepth 2 -type d ! -path "$ort_bin/$ort_platform" -exec rm -rf {} +
+  log "engine: onnx (onnxruntime-node $("$NODE_BIN" -p "require('onnxruntime-node/package.json').version") for $ort_platform)"
+else
+  log "onnxruntime-node has no build for $ort_platform: runs fall back to TensorFlow.js"
+fi
 # tfjs-node downloads libtensorflow when it installs. Installed but unable to load, it would make the `auto`
 # backend fail every run: remove it so that WebAssembly runs instead, and say which backend that is.
 if "$NODE_BIN" -e "require('$TFJS_NODE')" >/dev/null 2>&1; then
@@ -107,7 +118,7 @@ else
     "$NODE_BIN" -e "require('$TFJS_NODE')" 2>&1 | head -n 5 || true
     rm -rf "node_modules/$TFJS_NODE"
   fi
-  log "backend: wasm ($TFJS_NODE is not installed: npm could not install it, see its output in this log). Runs work, more slowly"
+  log "backend: wasm ($TFJS_NODE is not installed: npm could not install it, see its output in this log). The TensorFlow.js engine works, more slowly"
 fi
 # The bundle is extracted and installed by root; the pipeline user only reads it.
 chmod -R a+rX "$ORCHARD_HOME"

@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import { ExitCode, OrchardError, describeError } from '../errors';
 
 export type Tf = typeof import('@tensorflow/tfjs');
@@ -10,6 +11,8 @@ export interface TfRuntime {
   readonly backend: BackendName;
   /** Versions of the TensorFlow.js packages that ran, for the manifest. */
   readonly versions: Record<string, string>;
+  /** Threads the backend computes on: libtensorflow's default is every core; WebAssembly has one in Node. */
+  readonly threads: number;
 }
 
 const NODE_PACKAGE = '@tensorflow/tfjs-node';
@@ -36,12 +39,23 @@ export async function initTf(preference: BackendPreference = 'auto'): Promise<Tf
       );
     }
     await activate(tf, 'tensorflow');
-    return { tf, backend: 'tensorflow', versions: versionsOf(tf) };
+    return { tf, backend: 'tensorflow', versions: versionsOf(tf), threads: os.availableParallelism() };
   }
   const tf = require('@tensorflow/tfjs') as Tf;
   require('@tensorflow/tfjs-backend-wasm');
   await activate(tf, 'wasm');
-  return { tf, backend: 'wasm', versions: versionsOf(tf) };
+  return { tf, backend: 'wasm', versions: versionsOf(tf), threads: 1 };
+}
+
+/**
+ * TensorFlow.js for reading weights only (the ONNX compiler decodes them with tfjs's own decoder): whatever
+ * backend is active, else the plain JavaScript one, which needs no initialisation and does no maths here.
+ */
+export async function tfForWeights(): Promise<Tf> {
+  const tf = require('@tensorflow/tfjs') as Tf;
+  tf.env().set('PROD', true); // no "install tfjs-node" banner on stderr
+  if (!tf.getBackend()) await tf.setBackend('cpu');
+  return tf;
 }
 
 async function activate(tf: Tf, backend: BackendName): Promise<void> {

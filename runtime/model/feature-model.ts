@@ -1,10 +1,7 @@
-import type { GraphModel, LayersModel, Tensor } from '@tensorflow/tfjs';
-import { ExitCode, OrchardError, describeError } from '../errors';
-import type { TfRuntime } from './backend';
-import type { ModelFiles } from './artifacts';
+import { OrchardError } from '../errors';
 import type { ModelPreset, Normalization } from './presets';
 
-/** What the manifest records about the model that ran. */
+/** What the manifest records about the network that ran. */
 export interface ModelIdentity {
   readonly name: string;
   readonly loadedFrom: string;
@@ -16,96 +13,48 @@ export interface ModelIdentity {
   readonly featureDim: number;
 }
 
+export type EngineName = 'onnx' | 'tfjs';
+export type EnginePreference = EngineName | 'auto';
+
+/** What the manifest, the report and the run summary say about how the network ran. */
+export interface EngineInfo {
+  readonly name: EngineName;
+  /** onnxruntime-node's version, or tfjs-core's. */
+  readonly version: string;
+  /** The TensorFlow.js backend (tfjs engine only). */
+  readonly backend?: 'tensorflow' | 'wasm';
+  /** Threads the engine computes on (ONNX Runtime's intra-op threads; 1 for WebAssembly, which is single-threaded in Node). */
+  readonly threads: number;
+  readonly batchSize: number;
+  /** The compiled ONNX graph (onnx engine only): its SHA-256 is checked again when a run resumes. */
+  readonly graph?: { readonly sha256: string; readonly nodes: number; readonly cached: boolean };
+  /** Why `auto` did not choose ONNX Runtime, when it did not. */
+  readonly fallback?: string;
+}
+
+/** `onnx (onnxruntime-node 1.30.0, 2 threads, batch 8)`, as the log, the summary and the report say it. */
+export function describeEngine(engine: EngineInfo): string {
+  const runtime = engine.name === 'onnx' ? `onnxruntime-node ${engine.version}` : `tfjs ${engine.version} on ${engine.backend}`;
+  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize})`;
+}
+
 /** A loaded, warmed-up CNN that turns a batch of normalised images into feature vectors. */
 export interface FeatureModel {
   readonly identity: ModelIdentity;
+  readonly engine: EngineInfo;
   /** `input` holds n images of inputSize² × 3 floats (NHWC); returns n × featureDim floats. */
   predict(input: Float32Array, n: number): Promise<Float32Array>;
   dispose(): void;
 }
 
-/** Builds the feature extractor from the model files: loaded once, cut at the feature layer, warmed up once. */
-export async function createFeatureModel(
-  runtime: TfRuntime,
-  preset: ModelPreset,
-  files: ModelFiles,
-  warmupBatch = 1,
-): Promise<FeatureModel> {
-  const { tf } = runtime;
-  const isGraph = files.modelJson.format === 'graph-model' || hasNodes(files.modelJson.modelTopology);
-  const artifacts = await tf.io.getModelArtifactsForJSON(files.modelJson, async (manifest) => [
-    manifest.flatMap((group) => group.weights),
-    files.weightData,
-  ]);
-  const size = preset.inputSize;
-  let run: (x: Tensor) => Tensor;
-  let dispose: () => void;
-  try {
-    if (isGraph) {
-      const graph: GraphModel = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
-      const node = preset.featureLayer;
-      run = (x) => (node ? graph.execute(x, node) : graph.predict(x)) as Tensor;
-      dispose = () => graph.dispose();
-    } else {
-      const full: LayersModel = await tf.loadLayersModel(tf.io.fromMemory(artifacts));
-      const cut = preset.featureLayer ? tf.model({ inputs: full.inputs, outputs: layerOutput(full, preset.featureLayer) }) : full;
-      run = (x) => cut.predict(x) as Tensor;
-      dispose = () => full.dispose();
-    }
-  } catch (error) {
-    if (error instanceof OrchardError) throw error;
-    throw new OrchardError(`Cannot load the model from ${files.loadedFrom}: ${describeError(error)}`, 'ERR_MODEL_LOAD', ExitCode.Fatal, { cause: error });
-  }
-
-  const predict = async (input: Float32Array, n: number): Promise<Float32Array> => {
-    const output = tf.tidy(() => {
-      const y = run(tf.tensor4d(input.subarray(0, n * size * size * 3), [n, size, size, 3]));
-      return y.reshape([n, -1]);
-    });
-    try {
-      return (await output.data()) as Float32Array;
-    } finally {
-      output.dispose();
-    }
-  };
-
-  // Warm-up: the first predict compiles kernels and allocates; it also tells us the feature length.
-  const probe = await predict(new Float32Array(warmupBatch * size * size * 3), warmupBatch);
-  const featureDim = probe.length / warmupBatch;
+/** The features' length is known once the model ran; a preset states what it must be. */
+export function checkFeatureDim(preset: ModelPreset, featureDim: number): void {
   if (preset.featureDim !== undefined && featureDim !== preset.featureDim) {
-    dispose();
     throw new OrchardError(
       `Model ${preset.name} gives ${featureDim} values per image at ${preset.featureLayer ?? 'its output'}, expected ${preset.featureDim}`,
       'ERR_MODEL_LOAD',
     );
   }
-  return {
-    identity: {
-      name: preset.name,
-      loadedFrom: files.loadedFrom,
-      format: isGraph ? 'graph-model' : 'layers-model',
-      weightsSha256: files.weightsSha256,
-      inputSize: size,
-      normalization: preset.normalization,
-      featureLayer: preset.featureLayer,
-      featureDim,
-    },
-    predict,
-    dispose,
-  };
-}
-
-function layerOutput(model: LayersModel, name: string) {
-  try {
-    return model.getLayer(name).output as import('@tensorflow/tfjs').SymbolicTensor;
-  } catch {
-    const names = model.layers.slice(-8).map((layer) => layer.name).join(', ');
-    throw new OrchardError(`Model has no layer named '${name}' (last layers: ${names})`, 'ERR_INVALID_PARAMETER', ExitCode.Usage);
-  }
-}
-
-function hasNodes(topology: unknown): boolean {
-  return typeof topology === 'object' && topology !== null && Array.isArray((topology as { node?: unknown }).node);
 }
 
 /** Writes one image's uint8 RGB pixels into the batch buffer as normalised floats (no intermediate tensors). */

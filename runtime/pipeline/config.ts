@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BackendPreference } from '../model/backend';
+import type { EnginePreference } from '../model/feature-model';
 import type { Normalization } from '../model/presets';
 import type { ComponentsSpec } from '../pca/fit';
 import type { Location, S3Options } from '../storage';
@@ -22,7 +23,12 @@ export interface RunConfig {
   readonly model: ModelChoice;
   /** Where web models are cached; @default `<output bucket>/models/` for S3 output, ~/.cache/orchard/models otherwise. */
   readonly modelCache?: Location;
+  /** Inference engine: ONNX Runtime, TensorFlow.js, or ONNX Runtime unless it cannot run the model (`auto`). */
+  readonly engine: EnginePreference;
+  /** TensorFlow.js backend, when TensorFlow.js runs the model. */
   readonly backend: BackendPreference;
+  /** Threads ONNX Runtime computes on. @default the machine's cores */
+  readonly threads: number;
   readonly batchSize: number;
   /** Images read and decoded ahead of the model. */
   readonly concurrency: number;
@@ -39,9 +45,9 @@ export interface RunConfig {
 export const DEFAULTS = {
   variance: 0.95,
   /**
-   * Measured on the wasm backend (2 cores, MobileNetV2 224): batch 8 predicts 24.3 images/s with a 0.5 GB peak
-   * RSS, batch 32 22.7 images/s with 1.4 GB (the activations of the whole batch live in wasm memory, which never
-   * shrinks). Larger batches buy nothing here and cost memory.
+   * Measured on 2 cores, MobileNetV2 224: ONNX Runtime predicts 274 images/s at batch 8, 263 at 16, 255 at 32;
+   * tfjs on WebAssembly 24.3 at batch 8 with a 0.5 GB peak RSS, 22.7 at 32 with 1.4 GB (the activations of the
+   * whole batch live in wasm memory, which never shrinks). Larger batches buy nothing here and cost memory.
    */
   batchSize: 8,
   concurrency: 64,
@@ -51,6 +57,11 @@ export const DEFAULTS = {
   /** Objects larger than this are listed as errors without being downloaded. */
   maxImageBytes: 64 * 1024 * 1024,
 } as const;
+
+/** ONNX Runtime's threads: one per core the process may use (ORT's own default counts physical cores only). */
+export function defaultThreads(): number {
+  return os.availableParallelism();
+}
 
 /** Config fields that must not change when a run is resumed: they change what the shards contain. */
 export const RESUME_INVARIANTS = ['input', 'model', 'shardSize', 'labelFrom', 'maxPixels'] as const;

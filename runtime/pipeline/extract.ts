@@ -2,7 +2,7 @@ import { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
 import { writeNormalized, type FeatureModel } from '../model/feature-model';
-import { emptyMoments, encodeMoments, momentsOf, type CoMomentKernel } from '../stats/moments';
+import { emptyMoments, encodeMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
 import { NotFoundError, getJson, putJson, type Storage } from '../storage';
 import { DEFAULTS } from './config';
 import { INTERMEDIATE, shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
@@ -27,8 +27,8 @@ export interface ExtractOptions {
   readonly concurrency: number;
   readonly labelFrom: 'parent' | 'none';
   readonly maxPixels: number;
-  /** How to compute the co-moment; the exact float64 JavaScript kernel when absent. */
-  readonly coMoment?: CoMomentKernel;
+  /** How to compute the co-moment (the engine's matrix product); the exact float64 JavaScript kernel when absent. */
+  readonly coMoment?: AsyncCoMomentKernel;
   readonly signal?: AbortSignal;
   /** Called after every image with the counts so far in this shard. */
   readonly onProgress?: (done: number, failed: number) => void;
@@ -96,7 +96,9 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
 
   const momentsStarted = performance.now();
   const moments =
-    rows.length > 0 ? momentsOf(features.subarray(0, rows.length * dim), rows.length, dim, options.coMoment) : emptyMoments(dim);
+    rows.length > 0
+      ? await momentsWith(features.subarray(0, rows.length * dim), rows.length, dim, options.coMoment ?? (async (...args) => exactCoMoment(...args)))
+      : emptyMoments(dim);
   const momentsSeconds = (performance.now() - momentsStarted) / 1000;
   await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4), INTERMEDIATE);
   await run.put(shardMoments(shard), encodeMoments(moments), INTERMEDIATE);

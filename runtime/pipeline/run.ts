@@ -2,13 +2,13 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { readModelFiles } from '../model/artifacts';
-import { initTf, type TfRuntime } from '../model/backend';
-import { createFeatureModel, type FeatureModel, type ModelIdentity } from '../model/feature-model';
+import type { TfRuntime } from '../model/backend';
+import { loadEngine, type LoadedEngine } from '../model/engine';
+import { describeEngine, type EngineInfo, type ModelIdentity } from '../model/feature-model';
 import { resolveModel } from '../model/resolve';
 import { pcaModelToJson } from '../pca/model-json';
 import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
-import { tensorCoMoment } from '../stats/tensor-comoment';
 import { childLocation, exists, formatLocation, getJsonIfExists, openStorage, putJson, type Location, type Storage } from '../storage';
 import { RESUME_INVARIANTS, defaultModelCache, type RunConfig } from './config';
 import { extractShard } from './extract';
@@ -43,7 +43,8 @@ export interface Manifest {
   readonly pca: { components: number; explainedVariance: number; spec: RunConfig['components'] };
   readonly timings: Record<string, number>;
   readonly imagesPerSecond: number;
-  readonly backend: string;
+  /** The inference engine that ran: name, version, threads, batch size (and the compiled graph for onnx). */
+  readonly engine: EngineInfo;
   readonly model: ModelIdentity;
   readonly versions: Record<string, string>;
   readonly outputs: Record<string, string>;
@@ -81,15 +82,13 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
   }
 
-  const tf = deps.tf ?? (await initTf(config.backend));
-  const model = await timer.time('model_load', () => loadModel(config, tf, modelCache));
-  await guardModelIdentity(run, config, model.identity);
-  reporter.info(`model ${model.identity.name} on ${tf.backend}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}`);
+  const { model, coMoment } = await timer.time('model_load', () => loadModel(config, modelCache, deps));
+  await guardModelIdentity(run, config, model);
+  reporter.info(`model ${model.identity.name}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}; ${describeEngine(model.engine)}`);
 
   let shardsResumed = 0;
   let predictSeconds = 0;
   let momentsSeconds = 0;
-  const coMoment = tensorCoMoment(tf.tf);
   try {
     const task = reporter.task('extract', plan.images);
     let done = 0;
@@ -153,9 +152,9 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     pca: { components: pca.nComponents, explainedVariance: cumulative, spec: config.components },
     timings: { ...timings, predict: round(predictSeconds), moments: round(momentsSeconds) },
     imagesPerSecond: round(plan.images / Math.max(timings.total, 1e-9)),
-    backend: tf.backend,
+    engine: model.engine,
     model: model.identity,
-    versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, ...tf.versions },
+    versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, [engineVersionKey(model.engine)]: model.engine.version },
     outputs,
   };
   // The report shows the manifest, so it is built from the manifest object before manifest.json is written;
@@ -181,11 +180,23 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   return { status, exitCode: status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors, runUri: run.uri(), outputs, manifest };
 }
 
-async function loadModel(config: RunConfig, tf: TfRuntime, modelCache: Location): Promise<FeatureModel> {
+async function loadModel(config: RunConfig, modelCache: Location, deps: RunDependencies): Promise<LoadedEngine> {
   const preset = resolveModel(config.model);
   const cache = openStorage(modelCache, config.s3);
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
-  return createFeatureModel(tf, preset, files, config.batchSize);
+  return loadEngine(preset, files, {
+    engine: config.engine,
+    backend: config.backend,
+    threads: config.threads,
+    batchSize: config.batchSize,
+    graphCache: cache,
+    warn: (message) => deps.reporter.warn(message),
+    tf: deps.tf,
+  });
+}
+
+function engineVersionKey(engine: EngineInfo): string {
+  return engine.name === 'onnx' ? 'onnxruntime-node' : 'tfjs-core';
 }
 
 
@@ -226,7 +237,9 @@ function describeConfig(config: RunConfig): Record<string, unknown> {
     runId: config.runId,
     components: config.components,
     model: config.model,
+    engine: config.engine,
     backend: config.backend,
+    threads: config.threads,
     batchSize: config.batchSize,
     concurrency: config.concurrency,
     shardSize: config.shardSize,
@@ -238,23 +251,34 @@ function describeConfig(config: RunConfig): Record<string, unknown> {
   };
 }
 
+/** What a run's shards were computed with: the network, and the engine that ran it (with its graph). */
+interface ExtractedWith extends ModelIdentity {
+  readonly engine: EngineInfo['name'];
+  readonly graphSha256?: string;
+}
+
 /**
- * Shards of one run must come from one network: a resumed run whose model files changed (same --model, other
- * weights) is refused rather than merging features of two models.
+ * Shards of one run must come from one network run one way: a resumed run whose model files changed (same
+ * --model, other weights), or that would run on another engine or another compiled graph, is refused rather
+ * than merging features computed two ways.
  */
-async function guardModelIdentity(run: Storage, config: RunConfig, identity: ModelIdentity): Promise<void> {
-  const previous = await getJsonIfExists<ModelIdentity>(run, MODEL_IDENTITY);
+async function guardModelIdentity(run: Storage, config: RunConfig, model: LoadedEngine['model']): Promise<void> {
+  const now: ExtractedWith = { ...model.identity, engine: model.engine.name, graphSha256: model.engine.graph?.sha256 };
+  const previous = await getJsonIfExists<ExtractedWith>(run, MODEL_IDENTITY);
   if (!previous) {
-    await putJson(run, MODEL_IDENTITY, identity, INTERMEDIATE);
+    await putJson(run, MODEL_IDENTITY, now, INTERMEDIATE);
     return;
   }
-  if (previous.weightsSha256 !== identity.weightsSha256 || previous.featureDim !== identity.featureDim) {
-    throw new OrchardError(
-      `Cannot resume run ${config.runId}: its shards were extracted with other model weights (sha256 ${previous.weightsSha256.slice(0, 12)}…, ` +
-        `now ${identity.weightsSha256.slice(0, 12)}…). Use another --run-id`,
-      'ERR_RESUME_MISMATCH',
-      ExitCode.Usage,
-    );
+  const refuse = (what: string) =>
+    new OrchardError(`Cannot resume run ${config.runId}: its shards were extracted ${what}. Use another --run-id`, 'ERR_RESUME_MISMATCH', ExitCode.Usage);
+  if (previous.weightsSha256 !== now.weightsSha256 || previous.featureDim !== now.featureDim) {
+    throw refuse(`with other model weights (sha256 ${previous.weightsSha256.slice(0, 12)}…, now ${now.weightsSha256.slice(0, 12)}…)`);
+  }
+  if ((previous.engine ?? 'tfjs') !== now.engine) {
+    throw refuse(`on the ${previous.engine ?? 'tfjs'} engine, and this run would use ${now.engine} (give --engine ${previous.engine ?? 'tfjs'})`);
+  }
+  if (previous.graphSha256 !== now.graphSha256) {
+    throw refuse(`with another compiled ONNX graph (sha256 ${previous.graphSha256?.slice(0, 12)}…, now ${now.graphSha256?.slice(0, 12)}…)`);
   }
 }
 

@@ -11,6 +11,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { describeEngine } from '../model/feature-model';
 import type { Manifest } from '../pipeline/run';
 import { roundForPlot, type ClassSample, type ErrorList, type VarianceCurve } from './data';
 
@@ -188,7 +189,7 @@ function summarySection({ manifest, classes, variance }: ReportContent): string 
     ['Classes', integer(classes.length)],
     ['PCA', `k = ${variance.k} component${variance.k === 1 ? ' explains' : 's explain'} ${percent(manifest.pca?.explainedVariance ?? variance.explained)} of the variance${choice ? ` (${choice})` : ''}`],
     ['Model', model ? `${model.name} (${model.featureDim} features${model.featureLayer ? `, layer ${model.featureLayer}` : ''})` : '–'],
-    ['Backend', String(manifest.backend ?? '–')],
+    ['Engine', manifest.engine ? describeEngine(manifest.engine) : '–'],
     ['Throughput', `${manifest.imagesPerSecond?.toFixed(1) ?? '–'} images/s, ${seconds(timings.total)} in all`],
     ['Run id', String(manifest.runId ?? '–')],
     ['Input', String(manifest.input ?? '–')],

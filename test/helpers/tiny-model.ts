@@ -61,7 +61,9 @@ export function tinyRunConfig(
   return {
     components: { kind: 'components', count: 4 },
     model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
+    engine: 'auto',
     backend: 'wasm',
+    threads: 2,
     batchSize: 4,
     concurrency: 8,
     shardSize: 7,
