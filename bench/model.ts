@@ -1,34 +1,41 @@
 import * as fs from 'node:fs';
 import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
-import { initTf, type BackendName, type BackendPreference } from '../runtime/model/backend';
-import { writeNormalized } from '../runtime/model/feature-model';
-import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
+import type { BackendPreference } from '../runtime/model/backend';
+import { loadEngine } from '../runtime/model/engine';
+import type { EngineInfo, EnginePreference } from '../runtime/model/feature-model';
 import type { ModelPreset } from '../runtime/model/presets';
 import { DEFAULTS } from '../runtime/pipeline/config';
 
 export interface ModelMeasure {
   readonly imgPerS: number;
   readonly images: number;
-  readonly backend: BackendName;
+  readonly engine: EngineInfo;
+}
+
+export interface ModelBenchOptions {
+  readonly engine: EnginePreference;
+  readonly backend: BackendPreference;
+  readonly threads: number;
+  readonly batchSize: number;
 }
 
 /**
- * Bare `predict` throughput: the pipeline's model, backend and batch size, on the same images preprocessed
- * beforehand, so that only the model is timed (after one untimed warm-up batch).
+ * Bare `predict` throughput: the pipeline's model, engine, threads and batch size, on the same images
+ * preprocessed beforehand, so that only the model is timed (after one untimed warm-up batch).
  */
-export async function measureModel(files: readonly string[], preset: ModelPreset, backend: BackendPreference, batchSize: number): Promise<ModelMeasure> {
-  const runtime = await initTf(backend);
-  const model = await createTfjsFeatureModel(runtime, preset, await readModelFiles(preset.source), batchSize);
+export async function measureModel(files: readonly string[], preset: ModelPreset, options: ModelBenchOptions): Promise<ModelMeasure> {
+  const { model } = await loadEngine(preset, await readModelFiles(preset.source), { ...options, warn: () => undefined });
   try {
+    const { batchSize } = options;
     const size = preset.inputSize;
     const perImage = size * size * 3;
-    const batches: Float32Array[] = [];
+    const batches: Uint8Array[] = [];
     for (let start = 0; start + batchSize <= files.length; start += batchSize) {
-      const batch = new Float32Array(batchSize * perImage);
+      const batch = new Uint8Array(batchSize * perImage);
       for (let i = 0; i < batchSize; i++) {
         const image = await preprocessImage(await fs.promises.readFile(files[start + i]!), { size, maxPixels: DEFAULTS.maxPixels });
-        writeNormalized(batch, i * perImage, image.pixels, preset.normalization);
+        batch.set(image.pixels, i * perImage);
       }
       batches.push(batch);
     }
@@ -41,7 +48,7 @@ export async function measureModel(files: readonly string[], preset: ModelPreset
       seconds += (performance.now() - t0) / 1000;
     }
     const images = batches.length * batchSize;
-    return { imgPerS: images / seconds, images, backend: runtime.backend };
+    return { imgPerS: images / seconds, images, engine: model.engine };
   } finally {
     model.dispose();
   }

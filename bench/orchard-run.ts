@@ -26,7 +26,9 @@ export interface OrchardRunOptions {
   readonly runId: string;
   readonly images: number;
   readonly model: string;
+  readonly engine: string;
   readonly backend: string;
+  readonly threads: number;
   /** The embedded S3 server, when input and output are s3:// URIs on it. */
   readonly s3?: EmbeddedS3;
 }
@@ -35,7 +37,7 @@ export interface OrchardRunOptions {
 export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure> {
   const { input, output, runId, s3 } = options;
   const command = [process.execPath, ORCHARD, 'run', '-i', input, '-o', output, '--run-id', runId];
-  command.push('--model', options.model, '--backend', options.backend, '-q', '--json-logs');
+  command.push('--model', options.model, '--engine', options.engine, '--backend', options.backend, '--threads', String(options.threads), '-q', '--json-logs');
   const env = { ...process.env };
   if (s3) {
     command.push('--endpoint', s3.endpoint);

@@ -1,10 +1,8 @@
 import * as fs from 'node:fs';
-import type { Tf } from '../runtime/model/backend';
 import { fitPca } from '../runtime/pca/fit';
-import { projectRows } from '../runtime/pca/project';
+import type { Projector } from '../runtime/pca/project';
 import { mulberry32 } from '../runtime/random';
-import { mergeMoments, momentsWith, type Moments } from '../runtime/stats/moments';
-import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
+import { mergeMoments, momentsWith, type AsyncCoMomentKernel, type Moments } from '../runtime/stats/moments';
 
 /**
  * rows x dim non-negative features that look like pooled ReLU activations (a rank-40 signal plus noise,
@@ -42,9 +40,16 @@ export interface PcaMeasure {
   readonly projectS: number;
 }
 
-/** orchard's PCA as the pipeline runs it: per-shard moments (tensor kernel), merge, fit with k components, project. */
-export async function measurePca(tf: Tf, rows: Float32Array, n: number, dim: number, k: number, shardRows: number): Promise<PcaMeasure> {
-  const coMoment = tensorCoMoment(tf);
+/** orchard's PCA as the pipeline runs it: per-shard moments (the engine's kernel), merge, fit with k components, project. */
+export async function measurePca(
+  kernels: { readonly coMoment: AsyncCoMomentKernel; readonly project: Projector },
+  rows: Float32Array,
+  n: number,
+  dim: number,
+  k: number,
+  shardRows: number,
+): Promise<PcaMeasure> {
+  const { coMoment, project } = kernels;
   const t0 = performance.now();
   let merged: Moments | undefined;
   for (let start = 0; start < n; start += shardRows) {
@@ -58,7 +63,7 @@ export async function measurePca(tf: Tf, rows: Float32Array, n: number, dim: num
   let checksum = 0;
   for (let start = 0; start < n; start += shardRows) {
     const count = Math.min(shardRows, n - start);
-    checksum += projectRows(rows.subarray(start * dim, (start + count) * dim), count, model)[0]!;
+    checksum += (await project(rows.subarray(start * dim, (start + count) * dim), count, model))[0]!;
   }
   const t3 = performance.now();
   if (!Number.isFinite(checksum)) throw new Error('PCA projection produced non-finite values');

@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- [--images N] [--quick]`: orchard's speed and memory side by side with a PyTorch +
  * scikit-learn reference, on the same images on this machine. Prints a table against the targets of the
- * benchmark issue and writes bench-results.json. A script, not a test: the full run takes about 19 minutes on 2 cores.
+ * benchmark issues and writes bench-results.json. A script, not a test: the full run takes about 12 minutes on
+ * 2 cores, the quick one about 3.
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,9 +11,16 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { positiveInt } from '../runtime/cli-args';
 import { generateSampleImages, SAMPLE_CLASSES } from '../runtime/images/generate';
-import { initTf, type BackendPreference } from '../runtime/model/backend';
+import type { BackendPreference } from '../runtime/model/backend';
+import { describeEngine, type EnginePreference } from '../runtime/model/feature-model';
 import { PRESETS } from '../runtime/model/presets';
-import { DEFAULTS } from '../runtime/pipeline/config';
+import { loadOrt } from '../runtime/onnx/runtime';
+import { ortProjector } from '../runtime/pca/ort-project';
+import { projectInJs } from '../runtime/pca/project';
+import { ortCoMoment } from '../runtime/stats/ort-comoment';
+import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
+import { initTf } from '../runtime/model/backend';
+import { DEFAULTS, defaultThreads } from '../runtime/pipeline/config';
 import { S3Storage, createS3Client } from '../runtime/storage';
 import { startEmbeddedS3, type EmbeddedS3 } from '../runtime/storage/embedded-s3';
 import { uploadTree } from '../runtime/upload';
@@ -34,30 +42,48 @@ interface Options {
   readonly quick: boolean;
   readonly rssImages: number;
   readonly pcaRows: number;
+  readonly modelImages: number;
+  readonly tfjsImages: number;
   readonly output: string;
   readonly keep: boolean;
+  readonly engine: EnginePreference;
   readonly backend: BackendPreference;
+  readonly threads: number;
 }
 
 function parseOptions(argv: readonly string[]): Options {
   const program = new Command('npm run bench --')
     .description('Measure orchard (model, pipeline, PCA, memory) against a PyTorch + scikit-learn reference on this machine')
-    .option('--images <n>', 'images for the throughput runs (default 2000; 304 with --quick)', positiveInt('--images'))
-    .option('--quick', 'small sizes: finishes in about 2 minutes', false)
-    .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default: --images; 152 with --quick)', positiveInt('--rss-images'))
+    .option('--images <n>', 'images for the pipeline and reference runs (default 20000; 4000 with --quick)', positiveInt('--images'))
+    .option('--quick', 'smaller sizes: finishes in about 3 minutes', false)
+    .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default 2000; 400 with --quick)', positiveInt('--rss-images'))
     .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', positiveInt('--pca-rows'), 20_000)
-    .addOption(
-      new Option('--backend <name>', 'TensorFlow.js backend for orchard: auto picks tfjs-node where it is installed')
-        .choices(['auto', 'tensorflow', 'wasm'])
-        .default('auto'),
-    )
+    .option('--model-images <n>', 'images for the bare-model measure (default 2000; 1000 with --quick)', positiveInt('--model-images'))
+    .option('--tfjs-images <n>', 'images for the TensorFlow.js engine\'s bare-model figure, for comparison (default 480; 160 with --quick)', positiveInt('--tfjs-images'))
+    .addOption(new Option('--engine <name>', 'inference engine of every orchard measure').choices(['auto', 'onnx', 'tfjs']).default('auto'))
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend: auto picks tfjs-node where it is installed').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+    .option('--threads <n>', 'threads of ONNX Runtime and of the PyTorch reference', positiveInt('--threads'), defaultThreads())
     .option('--output <file>', 'where to write the results', path.join(ROOT, 'bench-results.json'))
     .option('--keep', 'keep the scratch folder (images, runs) and print its path', false)
     .showHelpAfterError();
   program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
-  const o = program.opts<{ images?: number; quick: boolean; rssImages?: number; pcaRows: number; output: string; keep: boolean; backend: BackendPreference }>();
-  const images = o.images ?? (o.quick ? 304 : 2000);
-  return { images, quick: o.quick, rssImages: o.rssImages ?? (o.quick ? 152 : images), pcaRows: o.pcaRows, output: path.resolve(o.output), keep: o.keep, backend: o.backend };
+  const o = program.opts<{
+    images?: number; quick: boolean; rssImages?: number; pcaRows: number; modelImages?: number; tfjsImages?: number;
+    output: string; keep: boolean; engine: EnginePreference; backend: BackendPreference; threads: number;
+  }>();
+  return {
+    images: o.images ?? (o.quick ? 4000 : 20_000),
+    quick: o.quick,
+    rssImages: o.rssImages ?? (o.quick ? 400 : 2000),
+    pcaRows: o.pcaRows,
+    modelImages: o.modelImages ?? (o.quick ? 1000 : 2000),
+    tfjsImages: o.tfjsImages ?? (o.quick ? 160 : 480),
+    output: path.resolve(o.output),
+    keep: o.keep,
+    engine: o.engine,
+    backend: o.backend,
+    threads: o.threads,
+  };
 }
 
 /** s3rver's continuation tokens use DES, which OpenSSL 3 keeps in its legacy provider: without it no listing pages past 1000 keys. */
@@ -88,27 +114,32 @@ async function main(): Promise<void> {
   }
   const started = performance.now();
   const cpus = os.availableParallelism();
+  const { threads } = options;
   const batchSize = DEFAULTS.batchSize;
   const preset = PRESETS[MODEL]!;
   const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-bench-'));
   let s3: EmbeddedS3 | undefined;
-  log(`${options.quick ? 'quick' : 'full'} run: ${options.images} images, ${cpus} cpus, batch ${batchSize}; scratch ${scratch}`);
+  log(`${options.quick ? 'quick' : 'full'} run: ${options.images} images, ${cpus} cpus, ${threads} threads, batch ${batchSize}; scratch ${scratch}`);
   try {
     // 1. The images, generated once; every measurement reads these files.
     const imagesDir = path.join(scratch, 'images');
     const files = await makeImages(imagesDir, options.images, 0);
     log(`generated ${files.length} images`);
 
-    // 2. The bare model.
-    const model = await measureModel(files.slice(0, options.quick ? 160 : 480), preset, options.backend, batchSize);
-    log(`model: ${model.imgPerS.toFixed(2)} images/s over ${model.images} images on ${model.backend}`);
+    // 2. The bare model, on the engine every orchard measure uses; then TensorFlow.js's, for comparison.
+    const engineOptions = { engine: options.engine, backend: options.backend, threads, batchSize };
+    const model = await measureModel(files.slice(0, options.modelImages), preset, engineOptions);
+    log(`model: ${model.imgPerS.toFixed(2)} images/s over ${model.images} images on the ${describeEngine(model.engine)}`);
+    const tfjs =
+      model.engine.name === 'tfjs' ? model : await measureModel(files.slice(0, options.tfjsImages), preset, { ...engineOptions, engine: 'tfjs' });
+    log(`tfjs model: ${tfjs.imgPerS.toFixed(2)} images/s over ${tfjs.images} images on the ${describeEngine(tfjs.engine)}`);
 
     // 3. The whole pipeline against the embedded S3 server (s3rver on loopback).
     s3 = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
     const uploaded = await uploadTree({ sourceDir: imagesDir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
     log(`uploaded ${uploaded.uploaded} images to s3://${BUCKET}/images/`);
-    // The backend the model measurement resolved to, so that `auto` cannot differ between the two.
-    const run = { model: MODEL, backend: model.backend };
+    // The engine the model measurement resolved to, so that `auto` cannot differ between the two.
+    const run = { model: MODEL, engine: model.engine.name, backend: model.engine.backend ?? options.backend, threads };
     const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3 });
     const k = pipeline.manifest.pca.components;
     const t = pipeline.manifest.timings;
@@ -118,17 +149,20 @@ async function main(): Promise<void> {
     // 4. The Python reference on the same files from disk, same thread count, batch size and k.
     const listFile = path.join(scratch, 'images.txt');
     await fs.promises.writeFile(listFile, files.join('\n') + '\n');
-    const py = await runReference(['images', '--list', listFile, '--k', String(k), '--threads', String(cpus), '--batch-size', String(batchSize)]);
+    const py = await runReference(['images', '--list', listFile, '--k', String(k), '--threads', String(threads), '--batch-size', String(batchSize)]);
     const pyImgPerS = py.ok ? Number(py.json.img_per_s) : null;
     log(py.ok ? `python: ${pyImgPerS!.toFixed(2)} images/s (its model alone ${Number(py.json.model_img_per_s).toFixed(2)})` : `python reference unavailable: ${py.message}`);
 
     // 5. PCA on one N x 1280 matrix: ours as the pipeline computes it, then scikit-learn on the same values.
     const featuresFile = path.join(scratch, 'features.f32');
     const matrix = synthFeatures(options.pcaRows, FEATURE_DIM, featuresFile);
-    const tf = (await initTf(model.backend)).tf;
-    const ours = await measurePca(tf, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
+    const kernels =
+      model.engine.name === 'onnx'
+        ? { coMoment: ortCoMoment(loadOrt(), threads), project: ortProjector(loadOrt(), threads) }
+        : { coMoment: tensorCoMoment((await initTf(model.engine.backend ?? 'auto')).tf), project: projectInJs };
+    const ours = await measurePca(kernels, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
     log(`orchard PCA: ${ours.seconds.toFixed(2)} s (moments ${ours.momentsS.toFixed(2)}, fit ${ours.fitS.toFixed(2)}, project ${ours.projectS.toFixed(2)})`);
-    const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(cpus)]);
+    const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(threads)]);
     const sklearnS = pyPca.ok ? Number(pyPca.json.sklearn_pca_s) : null;
     log(pyPca.ok ? `scikit-learn PCA: ${sklearnS!.toFixed(2)} s` : `scikit-learn PCA unavailable: ${pyPca.message}`);
     await fs.promises.rm(featuresFile, { force: true });
@@ -151,6 +185,7 @@ async function main(): Promise<void> {
 
     const out = {
       model_img_per_s: round(model.imgPerS),
+      tfjs_model_img_per_s: round(tfjs.imgPerS),
       pipeline_img_per_s: round(pipelineImgPerS),
       pipeline_vs_model: round(pipelineImgPerS / model.imgPerS),
       python_img_per_s: pyImgPerS === null ? null : round(pyImgPerS),
@@ -162,7 +197,9 @@ async function main(): Promise<void> {
       rss_small_mb: small.peakRssMb === null ? null : round(small.peakRssMb, 1),
       rss_large_mb: large.peakRssMb === null ? null : round(large.peakRssMb, 1),
       rss_growth: ratio(large.peakRssMb, small.peakRssMb),
-      backend: model.backend,
+      engine: model.engine.name,
+      engine_version: model.engine.version,
+      threads: model.engine.threads,
       batch_size: batchSize,
       cpus,
       node: process.version,
@@ -172,6 +209,8 @@ async function main(): Promise<void> {
         cpu_model: os.cpus()[0]?.model ?? 'unknown',
         model: MODEL,
         model_images: model.images,
+        tfjs_engine: describeEngine(tfjs.engine),
+        tfjs_model_images: tfjs.images,
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_k: k,
         pipeline_timings: t,
@@ -191,14 +230,15 @@ async function main(): Promise<void> {
     };
     await fs.promises.writeFile(options.output, JSON.stringify(out, null, 2) + '\n');
 
-    console.log(`\norchard bench (${options.quick ? 'quick' : 'full'}): ${cpus} cpus (${out.details.cpu_model}), ${out.backend} backend, batch ${batchSize}, node ${process.version}`);
+    console.log(`\norchard bench (${options.quick ? 'quick' : 'full'}): ${cpus} cpus (${out.details.cpu_model}), ${describeEngine(model.engine)}, node ${process.version}`);
     console.log(`${files.length} images through s3rver, k=${k}; PCA on ${options.pcaRows} x ${FEATURE_DIM}; peak RSS at ${smallFiles.length} and ${largeFiles.length} images\n`);
     console.log(
       formatTable([
-        { name: 'model_img_per_s', value: out.model_img_per_s, note: `bare predict, ${model.images} images` },
+        { name: 'model_img_per_s', value: out.model_img_per_s, note: `bare predict, ${model.images} images, ${model.engine.name} engine` },
+        { name: 'tfjs_model_img_per_s', value: out.tfjs_model_img_per_s, note: `bare predict, ${tfjs.images} images, ${describeEngine(tfjs.engine)}` },
         { name: 'pipeline_img_per_s', value: out.pipeline_img_per_s, note: `orchard run; extract alone ${out.details.pipeline_extract_img_per_s} images/s` },
         { name: 'pipeline_vs_model', value: out.pipeline_vs_model, target: { op: '>=', limit: 0.9 } },
-        { name: 'python_img_per_s', value: out.python_img_per_s, note: py.ok ? `torch ${String(py.json.torch)}, ${cpus} threads` : py.message },
+        { name: 'python_img_per_s', value: out.python_img_per_s, note: py.ok ? `torch ${String(py.json.torch)}, ${threads} threads` : py.message },
         { name: 'speedup_vs_python', value: out.speedup_vs_python, target: { op: '>=', limit: 1.5 } },
         { name: 'pca_s', value: out.pca_s, note: `moments ${ours.momentsS.toFixed(2)} s, fit ${ours.fitS.toFixed(2)} s, project ${ours.projectS.toFixed(2)} s` },
         { name: 'sklearn_pca_s', value: out.sklearn_pca_s, note: pyPca.ok ? `svd_solver='full', k=${k}` : pyPca.message },

@@ -50,6 +50,8 @@ export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'run
   for (const file of fs.readdirSync(wasmDir).filter((name) => name.endsWith('.wasm'))) {
     fs.copyFileSync(path.join(wasmDir, file), path.join(outDir, file));
   }
+  // The onnx engine's worker thread is a file of its own, found next to the module that starts it.
+  fs.copyFileSync(path.join(ROOT, 'runtime', 'onnx', 'predict-worker.cjs'), path.join(outDir, 'predict-worker.cjs'));
   for (const script of fs.readdirSync(path.join(ROOT, 'lib', 'scripts'))) {
     fs.copyFileSync(path.join(ROOT, 'lib', 'scripts', script), path.join(outDir, script));
   }

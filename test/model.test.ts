@@ -5,9 +5,8 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { cacheSlug, readModelFiles, type ModelFiles } from '../runtime/model/artifacts';
-import { writeNormalized } from '../runtime/model/feature-model';
 import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
-import { PRESETS, SIGNED_RANGE, UNIT_RANGE, type ModelPreset } from '../runtime/model/presets';
+import { PRESETS, UNIT_RANGE, type ModelPreset } from '../runtime/model/presets';
 import { resolveModel } from '../runtime/model/resolve';
 import { OrchardError } from '../runtime/errors';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
@@ -19,8 +18,8 @@ const N = 3;
 let s3: Awaited<ReturnType<typeof startTestS3>>;
 let rt: TfRuntime;
 let modelDir: string;
-/** N seeded images of TINY_INPUT² × 3 floats in [0, 1]. */
-let input: Float32Array;
+/** N seeded images of TINY_INPUT² × 3 bytes. */
+let input: Uint8Array;
 
 beforeAll(async () => {
   s3 = await startTestS3([BUCKET]);
@@ -31,9 +30,9 @@ beforeAll(async () => {
   const bucket = new S3Storage(createS3Client(s3.options), BUCKET, 'models/tiny/');
   for (const file of fs.readdirSync(modelDir)) await bucket.put(file, fs.readFileSync(path.join(modelDir, file)));
   let seed = 12345;
-  input = Float32Array.from({ length: N * TINY_INPUT * TINY_INPUT * 3 }, () => {
+  input = Uint8Array.from({ length: N * TINY_INPUT * TINY_INPUT * 3 }, () => {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return seed / 4294967296;
+    return seed >>> 24;
   });
 });
 afterAll(() => s3.close());
@@ -279,25 +278,5 @@ describe('model loading errors', () => {
     expect(resolveModel({ ref: 'mobilenet_v2_offline' }).featureDim).toBe(1280);
     expect(resolveModel({ ref: 'mobilenet_v2_offline', featureLayer: 'out_relu' }).featureDim).toBeUndefined();
     expect(resolveModel({ ref: 'mobilenet_v2_offline', inputSize: 160 }).featureDim).toBeUndefined();
-  });
-});
-
-describe('writeNormalized', () => {
-  it.each([
-    ['UNIT_RANGE', UNIT_RANGE, 0, 1],
-    ['SIGNED_RANGE', SIGNED_RANGE, -1, 1],
-  ])('maps 0 to the offset and 255 to scale·255 + offset for %s', (_name, norm, low, high) => {
-    const target = new Float32Array(5).fill(42);
-    writeNormalized(target, 2, Uint8Array.from([0, 255]), norm);
-    expect(target[2]).toBeCloseTo(norm.offset, 6);
-    expect(target[3]).toBeCloseTo(norm.scale * 255 + norm.offset, 6);
-    expect(target[2]).toBeCloseTo(low, 6);
-    expect(target[3]).toBeCloseTo(high, 6);
-  });
-
-  it('writes at the given offset and nowhere else', () => {
-    const target = new Float32Array(5).fill(42);
-    writeNormalized(target, 2, Uint8Array.from([0, 255]), UNIT_RANGE);
-    expect(Array.from(target)).toEqual([42, 42, 0, 1, 42]);
   });
 });

@@ -14,6 +14,9 @@ import { initTf } from '../runtime/model/backend';
 import { tensorCoMoment } from '../runtime/stats/tensor-comoment';
 import { ortCoMoment } from '../runtime/stats/ort-comoment';
 import { loadOrt } from '../runtime/onnx/runtime';
+import { fitPca } from '../runtime/pca/fit';
+import { ortProjector } from '../runtime/pca/ort-project';
+import { projectRows } from '../runtime/pca/project';
 import { mulberry32 } from '../runtime/random';
 
 /** Deterministic PRNG, so a failing split can be reproduced. */
@@ -204,8 +207,8 @@ describe('mergeMoments', () => {
 
 describe.each([
   ['tensorCoMoment (the tfjs engine\'s kernel: float32 matMul on the wasm backend)', 'tfjs'],
-  ['ortCoMoment (the onnx engine\'s kernel: float32 Gemm on ONNX Runtime)', 'onnx'],
-] as const)('%s, blocks summed in float64', (_title, engine) => {
+  ['ortCoMoment (the onnx engine\'s kernel: float64 Gemm on ONNX Runtime)', 'onnx'],
+] as const)('%s', (_title, engine) => {
   let kernel: (blockRows?: number) => AsyncCoMomentKernel;
   beforeAll(async () => {
     const tf = (await initTf('wasm')).tf;
@@ -250,7 +253,7 @@ describe.each([
     expect(scaledError(got, want, dim)).toBeLessThan(1e-6);
   });
 
-  it('sums short blocks in float64: more accurate than one long float32 product', async () => {
+  (engine === 'tfjs' ? it : it.skip)('sums short blocks in float64: more accurate than one long float32 product', async () => {
     const n = 4096;
     const dim = 64;
     const rows = features(n, dim, 11);
@@ -259,6 +262,31 @@ describe.each([
     const single = scaledError((await momentsWith(rows, n, dim, kernel(n))).comoment, exact, dim);
     expect(blocked).toBeLessThan(single / 2);
     expect(() => kernel(0)).toThrow(RangeError);
+  });
+
+  (engine === 'onnx' ? it : it.skip)('computes in float64 throughout: the float64 kernel to 1e-12, however the rows are chunked', async () => {
+    const n = 1000;
+    const dim = 40;
+    const rows = features(n, dim, 13);
+    const exact = momentsOf(rows, n, dim).comoment;
+    for (const chunk of [1000, 128, 7]) {
+      expect(scaledError((await momentsWith(rows, n, dim, kernel(chunk))).comoment, exact, dim)).toBeLessThan(1e-12);
+    }
+    expect(() => kernel(0)).toThrow(RangeError);
+  });
+});
+
+describe('ortProjector', () => {
+  it('projects as projectRows does, to float32 resolution', async () => {
+    const n = 300;
+    const p = 50;
+    const rows = features(n, p, 21);
+    const model = fitPca(momentsOf(rows, n, p), { kind: 'components', count: 7 });
+    const want = projectRows(rows, n, model);
+    const got = await ortProjector(loadOrt(), 2)(rows, n, model);
+    expect(got).toHaveLength(n * 7);
+    for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i])).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[i])));
+    await expect(ortProjector(loadOrt(), 2)(rows.subarray(1), n, model)).rejects.toThrow(/different model/);
   });
 });
 

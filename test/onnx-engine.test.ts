@@ -10,8 +10,8 @@ import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles, type ModelFiles } from '../runtime/model/artifacts';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { loadEngine } from '../runtime/model/engine';
-import { writeNormalized, type FeatureModel } from '../runtime/model/feature-model';
-import { PRESETS, UNIT_RANGE, type ModelPreset } from '../runtime/model/presets';
+import type { FeatureModel } from '../runtime/model/feature-model';
+import { PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization, type ModelPreset } from '../runtime/model/presets';
 import { createTfjsFeatureModel } from '../runtime/model/tfjs-model';
 import { loadOrCompileGraph } from '../runtime/model/to-onnx/cache';
 import { compileToOnnx } from '../runtime/model/to-onnx/compile';
@@ -33,17 +33,17 @@ beforeAll(async () => {
   photos = keys.map((key) => fs.readFileSync(path.join(dir, key)));
 });
 
-/** The photos preprocessed for a model's input size, normalised, as one NHWC batch. */
-async function batchOf(size: number, normalization = UNIT_RANGE): Promise<Float32Array> {
-  const out = new Float32Array(photos.length * size * size * 3);
+/** The photos preprocessed for a model's input size, as one NHWC batch of bytes. */
+async function batchOf(size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(photos.length * size * size * 3);
   for (const [i, photo] of photos.entries()) {
     const image = await preprocessImage(photo, { size, maxPixels: DEFAULTS.maxPixels });
-    writeNormalized(out, i * size * size * 3, image.pixels, normalization);
+    out.set(image.pixels, i * size * size * 3);
   }
   return out;
 }
 
-async function predictAll(model: FeatureModel, input: Float32Array, n: number, batch = 8): Promise<Float32Array> {
+async function predictAll(model: FeatureModel, input: Uint8Array, n: number, batch = 8): Promise<Float32Array> {
   const size = model.identity.inputSize;
   const perImage = size * size * 3;
   const out = new Float32Array(n * model.identity.featureDim);
@@ -120,7 +120,8 @@ describe('a TF graph model (the TF Hub preset\'s format): fused convolutions, ba
   let onnx: FeatureModel;
   let tfjs: FeatureModel;
   let result: { maxAbs: number; meanCosine: number };
-  const preset: ModelPreset = { name: 'graph', description: 'test graph', source: { kind: 'uri', uri: '' }, inputSize: GRAPH_INPUT, normalization: UNIT_RANGE };
+  // Inputs in [-1, 1], as Keras applications take them: the graph's own input scaling is on top of it.
+  const preset: ModelPreset = { name: 'graph', description: 'test graph', source: { kind: 'uri', uri: '' }, inputSize: GRAPH_INPUT, normalization: SIGNED_RANGE };
 
   beforeAll(async () => {
     const dir = tempDir();
@@ -147,7 +148,7 @@ describe('a TF graph model (the TF Hub preset\'s format): fused convolutions, ba
     await saveGraphModel(new LocalStorage(dir), '', { extraOp: 'Softplus' });
     const files = await readModelFiles({ kind: 'uri', uri: dir });
     const error = await Promise.resolve()
-      .then(async () => compileToOnnx(rt.tf, files, { inputSize: GRAPH_INPUT }))
+      .then(async () => compileToOnnx(rt.tf, files, { inputSize: GRAPH_INPUT, normalization: UNIT_RANGE }))
       .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UnsupportedModelError);
     expect((error as UnsupportedModelError).op).toBe('Softplus');
@@ -273,7 +274,7 @@ describe('layer shapes that exercise TensorFlow\'s rules (layers models built wi
         ],
       }),
     );
-    expect(() => compileToOnnx(rt.tf, files, { inputSize: 12 })).toThrow(/^MaxPool after zero padding: pool: its input may be negative/);
+    expect(() => compileToOnnx(rt.tf, files, { inputSize: 12, normalization: UNIT_RANGE })).toThrow(/^MaxPool after zero padding: pool: its input may be negative/);
   });
 
   test('refuses a layer class it does not know, naming the class and the layer', async () => {
@@ -282,7 +283,7 @@ describe('layer shapes that exercise TensorFlow\'s rules (layers models built wi
     );
     const error = (() => {
       try {
-        return compileToOnnx(rt.tf, files, { inputSize: 8 });
+        return compileToOnnx(rt.tf, files, { inputSize: 8, normalization: UNIT_RANGE });
       } catch (e) {
         return e;
       }
@@ -324,7 +325,7 @@ describe('the compiled-graph cache', () => {
     const preset = PRESETS.mobilenet_v2_offline!;
     const files = await readModelFiles(preset.source);
     const cache = new LocalStorage(tempDir());
-    const options = { inputSize: 224, featureLayer: 'flatten_1' };
+    const options = { inputSize: 224, normalization: UNIT_RANGE, featureLayer: 'flatten_1' };
     const tf = async () => rt.tf;
     const first = await loadOrCompileGraph(tf, files, options, cache);
     const second = await loadOrCompileGraph(tf, files, options, cache);
@@ -346,12 +347,34 @@ describe('the compiled-graph cache', () => {
   test('gives the same bytes for the same weights (the graph is a pure function of them)', () => {
     const files = readModelFiles(PRESETS.mobilenet_v2_offline!.source);
     return files.then((f) => {
-      const a = compileToOnnx(rt.tf, f, { inputSize: 224, featureLayer: 'flatten_1' });
-      const b = compileToOnnx(rt.tf, f, { inputSize: 224, featureLayer: 'flatten_1' });
+      const a = compileToOnnx(rt.tf, f, { inputSize: 224, normalization: UNIT_RANGE, featureLayer: 'flatten_1' });
+      const b = compileToOnnx(rt.tf, f, { inputSize: 224, normalization: UNIT_RANGE, featureLayer: 'flatten_1' });
       expect(a.sha256).toBe(b.sha256);
-      const c = compileToOnnx(rt.tf, f, { inputSize: 224, featureLayer: 'block_16_project_BN' });
+      const c = compileToOnnx(rt.tf, f, { inputSize: 224, normalization: UNIT_RANGE, featureLayer: 'block_16_project_BN' });
       expect(c.featureDim).toBe(7 * 7 * 320);
       expect(c.sha256).not.toBe(a.sha256);
+      const d = compileToOnnx(rt.tf, f, { inputSize: 224, normalization: SIGNED_RANGE, featureLayer: 'flatten_1' });
+      expect(d.sha256).not.toBe(a.sha256);
     });
+  });
+});
+
+describe('normalisation, done by the engine on the bytes it is given', () => {
+  test.each([
+    ['[0, 1]', UNIT_RANGE],
+    ['[-1, 1]', SIGNED_RANGE],
+  ] as [string, Normalization][])('maps byte v to v·scale + offset in %s, on both engines', async (_name, normalization) => {
+    // A model whose features are the mean of each input channel: a flat image of v gives v·scale + offset.
+    const files = await saveLayersModel((tf) => tf.sequential({ layers: [tf.layers.globalAveragePooling2d({ inputShape: [4, 4, 3] })] }));
+    const preset: ModelPreset = { name: 'mean', description: '', source: { kind: 'uri', uri: '' }, inputSize: 4, normalization };
+    const { onnx, tfjs } = await bothEngines(preset, files);
+    const pixels = new Uint8Array(3 * 48);
+    [0, 128, 255].forEach((v, i) => pixels.fill(v, i * 48, (i + 1) * 48));
+    for (const model of [onnx, tfjs]) {
+      const out = Array.from(await model.predict(pixels, 3));
+      const expected = [0, 128, 255].flatMap((v) => [v, v, v].map((x) => x * normalization.scale + normalization.offset));
+      out.forEach((value, i) => expect(value).toBeCloseTo(expected[i]!, 6));
+      model.dispose();
+    }
   });
 });

@@ -64,7 +64,7 @@ describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
   );
 
   it.each([0, 1, 2])(
-    "case %i with the onnx engine's co-moment kernel (float32 Gemm on ONNX Runtime): within the same tolerances",
+    "case %i with the onnx engine's co-moment kernel (float64 Gemm on ONNX Runtime): within the same tolerances",
     async (i) => {
       expectLikeSklearn((await compareAll(fixture, ortCoMoment(loadOrt(), 2)))[i]);
     },

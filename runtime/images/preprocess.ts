@@ -1,5 +1,6 @@
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { invalidParameter } from '../errors';
+import { enlargeBilinear } from './upscale';
 
 // libvips keeps recent operations (up to 50 MB, 20 files, 100 operations by default) in a process-wide cache.
 // A batch run decodes every image exactly once, so the cache never hits: it only holds memory that grows with
@@ -61,7 +62,9 @@ const FLATTEN_BACKGROUND = { r: 255, g: 255, b: 255 };
 /**
  * Decodes one image from its bytes and turns it into the model's input pixels: EXIF orientation applied, any
  * colour space or bit depth converted to 8-bit sRGB, alpha flattened on white, first frame only for animated
- * images, squashed (not cropped) to size x size like Keras `load_img(target_size=...)`.
+ * images, squashed (not cropped) to size x size like Keras `load_img(target_size=...)`: shrunk by sharp with a
+ * Lanczos-3 filter when it is larger than that, enlarged bilinearly (half-pixel centres, as PIL and
+ * `tf.image.resize`) when it is not, as Fruits-360's 100×100 photos are for a 224×224 model.
  * Throws ImageError for any problem with the image itself.
  */
 export async function preprocessImage(data: Buffer, options: PreprocessOptions): Promise<PreprocessedImage> {
@@ -94,9 +97,12 @@ export async function preprocessImage(data: Buffer, options: PreprocessOptions):
     );
   }
 
+  const oriented = metadata.autoOrient ?? { width, height };
+  // Small images are decoded at their own size and enlarged below: libvips enlarges four times slower.
+  const enlarge = oriented.width <= size && oriented.height <= size;
   let output: { data: Buffer; info: OutputInfo };
   try {
-    output = await sharp(data, {
+    let pipeline = sharp(data, {
       // 'warning' is sharp 0.35's default, stated here because it matters: libjpeg reports damaged entropy data
       // ("Corrupt JPEG data: premature end of data segment") only as a warning and fills the rest with grey; any
       // laxer level lets such half-grey images through as if they were fine.
@@ -105,9 +111,9 @@ export async function preprocessImage(data: Buffer, options: PreprocessOptions):
       autoOrient: true,
       // First frame only of an animated GIF/WebP, or first page of a TIFF (sharp's default, stated for intent).
       pages: 1,
-    })
-      .flatten({ background: FLATTEN_BACKGROUND })
-      .resize(size, size, { fit: 'fill' })
+    }).flatten({ background: FLATTEN_BACKGROUND });
+    if (!enlarge) pipeline = pipeline.resize(size, size, { fit: 'fill' });
+    output = await pipeline
       // Grey, CMYK (through sharp's built-in profile when none is embedded), 16-bit and palette inputs all end
       // up as sRGB; embedded ICC profiles are honoured on the way.
       .toColourspace('srgb')
@@ -118,15 +124,20 @@ export async function preprocessImage(data: Buffer, options: PreprocessOptions):
   }
 
   const { info } = output;
-  if (info.channels !== 3 || info.width !== size || info.height !== size || output.data.length !== size * size * 3) {
+  const [outWidth, outHeight] = enlarge ? [oriented.width, oriented.height] : [size, size];
+  if (info.channels !== 3 || info.width !== outWidth || info.height !== outHeight || output.data.length !== outWidth * outHeight * 3) {
     throw new ImageError(
       'BAD_OUTPUT',
       `unexpected decoder output: ${info.width}x${info.height} with ${info.channels} channels in ${output.data.length}` +
-        ` bytes (expected ${size}x${size} with 3 channels in ${size * size * 3} bytes)`,
+        ` bytes (expected ${outWidth}x${outHeight} with 3 channels in ${outWidth * outHeight * 3} bytes)`,
     );
   }
-  const oriented = metadata.autoOrient ?? { width, height };
-  return { pixels: output.data, width: oriented.width, height: oriented.height, format };
+  let pixels = output.data;
+  if (enlarge) {
+    pixels = Buffer.allocUnsafe(size * size * 3);
+    enlargeBilinear(output.data, outWidth, outHeight, size, pixels);
+  }
+  return { pixels, width: oriented.width, height: oriented.height, format };
 }
 
 /** Maps what sharp/libvips throws for a bad input to an ImageError with a one-line reason. */

@@ -1,5 +1,7 @@
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { loadOrt } from '../onnx/runtime';
+import { ortProjector } from '../pca/ort-project';
+import { projectInJs, type Projector } from '../pca/project';
 import { ortCoMoment } from '../stats/ort-comoment';
 import type { AsyncCoMomentKernel } from '../stats/moments';
 import { tensorCoMoment } from '../stats/tensor-comoment';
@@ -28,10 +30,11 @@ export interface EngineOptions {
   readonly tf?: TfRuntime;
 }
 
-/** The model, ready to predict, and the matrix product of the same engine for the shards' statistics. */
+/** The model, ready to predict, and the matrix products of the same engine for the statistics and projection. */
 export interface LoadedEngine {
   readonly model: FeatureModel;
   readonly coMoment: AsyncCoMomentKernel;
+  readonly project: Projector;
 }
 
 /**
@@ -46,13 +49,13 @@ export async function loadEngine(preset: ModelPreset, files: ModelFiles, options
     try {
       const runtime = loadOrt();
       const weightsTf = async () => options.tf?.tf ?? tfForWeights();
-      const compiled = await loadOrCompileGraph(weightsTf, files, { inputSize: preset.inputSize, featureLayer: preset.featureLayer }, options.graphCache, options.warn);
+      const compiled = await loadOrCompileGraph(weightsTf, files, { inputSize: preset.inputSize, normalization: preset.normalization, featureLayer: preset.featureLayer }, options.graphCache, options.warn);
       const model = await createOnnxFeatureModel(runtime, compiled.graph, preset, files, {
         threads: options.threads,
         batchSize: options.batchSize,
         cached: compiled.cached,
       });
-      return { model, coMoment: ortCoMoment(runtime, options.threads) };
+      return { model, coMoment: ortCoMoment(runtime, options.threads), project: ortProjector(runtime, options.threads) };
     } catch (error) {
       const reason = engineFailure(error);
       if (reason === undefined) throw error;
@@ -68,6 +71,7 @@ export async function loadEngine(preset: ModelPreset, files: ModelFiles, options
   return {
     model: fallback === undefined ? model : { ...model, engine: { ...model.engine, fallback } },
     coMoment: tensorCoMoment(runtime.tf),
+    project: projectInJs,
   };
 }
 

@@ -42,8 +42,12 @@ export function describeEngine(engine: EngineInfo): string {
 export interface FeatureModel {
   readonly identity: ModelIdentity;
   readonly engine: EngineInfo;
-  /** `input` holds n images of inputSize² × 3 floats (NHWC); returns n × featureDim floats. */
-  predict(input: Float32Array, n: number): Promise<Float32Array>;
+  /**
+   * `pixels` holds n images of inputSize² × 3 bytes (NHWC, 8-bit RGB, as preprocessing gives them); the engine
+   * normalises them as the preset says. Returns n × featureDim floats. The pixels are read before the call
+   * returns, so the caller may fill the same buffer with the next batch while this one is computed.
+   */
+  predict(pixels: Uint8Array, n: number): Promise<Float32Array>;
   dispose(): void;
 }
 
@@ -55,10 +59,4 @@ export function checkFeatureDim(preset: ModelPreset, featureDim: number): void {
       'ERR_MODEL_LOAD',
     );
   }
-}
-
-/** Writes one image's uint8 RGB pixels into the batch buffer as normalised floats (no intermediate tensors). */
-export function writeNormalized(target: Float32Array, offset: number, pixels: Uint8Array, norm: Normalization): void {
-  const { scale, offset: shift } = norm;
-  for (let i = 0; i < pixels.length; i++) target[offset + i] = pixels[i] * scale + shift;
 }

@@ -1,5 +1,6 @@
 import { ExitCode, OrchardError, describeError } from '../errors';
-import { createSession, type OrtRuntime } from '../onnx/runtime';
+import { PredictWorker } from '../onnx/worker-session';
+import type { OrtRuntime } from '../onnx/runtime';
 import type { ModelFiles } from './artifacts';
 import { checkFeatureDim, type FeatureModel } from './feature-model';
 import type { ModelPreset } from './presets';
@@ -15,7 +16,8 @@ export interface OnnxModelOptions {
 
 /**
  * The ONNX Runtime engine: the graph compiled from the preset's TensorFlow.js weights, run by onnxruntime-node
- * on the CPU with `threads` intra-op threads, warmed up once at the batch size the run uses.
+ * on the CPU with `threads` intra-op threads, in a worker thread (so that reading and decoding go on while a
+ * batch runs), warmed up once at the batch size the run uses.
  */
 export async function createOnnxFeatureModel(
   runtime: OrtRuntime,
@@ -24,10 +26,9 @@ export async function createOnnxFeatureModel(
   files: ModelFiles,
   options: OnnxModelOptions,
 ): Promise<FeatureModel> {
-  const { ort } = runtime;
-  let session: Awaited<ReturnType<typeof createSession>>;
+  let worker: PredictWorker;
   try {
-    session = await createSession(runtime, graph.bytes, { threads: options.threads });
+    worker = await PredictWorker.start(graph.bytes, { threads: options.threads }, INPUT_NAME, OUTPUT_NAME);
   } catch (error) {
     throw new OrchardError(
       `ONNX Runtime ${runtime.version} refused the graph compiled from ${files.loadedFrom}: ${describeError(error)}`,
@@ -38,15 +39,9 @@ export async function createOnnxFeatureModel(
   }
   const size = preset.inputSize;
   const perImage = size * size * 3;
-  const predict = async (input: Float32Array, n: number): Promise<Float32Array> => {
-    const tensor = new ort.Tensor('float32', input.subarray(0, n * perImage), [n, size, size, 3]);
-    const outputs = await session.run({ [INPUT_NAME]: tensor });
-    const features = outputs[OUTPUT_NAME];
-    if (!features) throw new OrchardError(`ONNX Runtime returned no '${OUTPUT_NAME}' output`, 'ERR_ENGINE');
-    return features.data as Float32Array;
-  };
+  const predict = (pixels: Uint8Array, n: number): Promise<Float32Array> => worker.run(pixels, [n, size, size, 3]);
   checkFeatureDim(preset, graph.featureDim);
-  await predict(new Float32Array(options.batchSize * perImage), options.batchSize);
+  await predict(new Uint8Array(options.batchSize * perImage), options.batchSize);
   return {
     identity: {
       name: preset.name,
@@ -66,6 +61,6 @@ export async function createOnnxFeatureModel(
       graph: { sha256: graph.sha256, nodes: graph.nodes, cached: options.cached },
     },
     predict,
-    dispose: () => void session.release(),
+    dispose: () => void worker.close(),
   };
 }

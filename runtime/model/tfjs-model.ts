@@ -36,9 +36,11 @@ export async function createTfjsFeatureModel(runtime: TfRuntime, preset: ModelPr
     throw new OrchardError(`Cannot load the model from ${files.loadedFrom}: ${describeError(error)}`, 'ERR_MODEL_LOAD', ExitCode.Fatal, { cause: error });
   }
 
-  const predict = async (input: Float32Array, n: number): Promise<Float32Array> => {
+  const { scale, offset } = preset.normalization;
+  const predict = async (pixels: Uint8Array, n: number): Promise<Float32Array> => {
     const output = tf.tidy(() => {
-      const y = run(tf.tensor4d(input.subarray(0, n * size * size * 3), [n, size, size, 3]));
+      const bytes = tf.tensor4d(pixels.subarray(0, n * size * size * 3), [n, size, size, 3], 'int32');
+      const y = run(bytes.toFloat().mul(scale).add(offset));
       return y.reshape([n, -1]);
     });
     try {
@@ -49,7 +51,7 @@ export async function createTfjsFeatureModel(runtime: TfRuntime, preset: ModelPr
   };
 
   // Warm-up: the first predict compiles kernels and allocates; it also tells us the feature length.
-  const probe = await predict(new Float32Array(batchSize * size * size * 3), batchSize);
+  const probe = await predict(new Uint8Array(batchSize * size * size * 3), batchSize);
   const featureDim = probe.length / batchSize;
   try {
     checkFeatureDim(preset, featureDim);

@@ -30,7 +30,12 @@ export interface GraphIo {
   readonly name: string;
   /** Dimensions; a string is a symbolic (dynamic) dimension such as the batch. */
   readonly dims: readonly (number | string)[];
+  /** @default 'float32' */
+  readonly type?: 'float32' | 'float64' | 'uint8';
 }
+
+/** ONNX's code for the element type float32, as Cast's `to` attribute takes it. */
+export const FLOAT32 = DataType.FLOAT;
 
 export class OnnxGraphBuilder {
   private readonly nodes: onnx.INodeProto[] = [];
@@ -100,8 +105,13 @@ export class OnnxGraphBuilder {
     return this.nodes.length;
   }
 
-  /** Serialises the model: float32 input and output, opset 13, and string metadata (identity of the source). */
+  /** Serialises the model: one input and output, opset 13, and string metadata (identity of the source). */
   build(input: GraphIo, output: GraphIo, metadata: Readonly<Record<string, string>>, graphName = 'orchard'): Uint8Array {
+    return this.buildWithInputs([input], output, graphName, metadata);
+  }
+
+  /** The same with several inputs. */
+  buildWithInputs(inputs: readonly GraphIo[], output: GraphIo, graphName: string, metadata: Readonly<Record<string, string>> = {}): Uint8Array {
     const model: onnx.IModelProto = {
       irVersion: IR_VERSION,
       opsetImport: [{ domain: '', version: OPSET }],
@@ -113,7 +123,7 @@ export class OnnxGraphBuilder {
           const values = this.floatData.get(tensor.name!);
           return values ? { ...tensor, rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) } : tensor;
         }),
-        input: [valueInfo(input)],
+        input: inputs.map(valueInfo),
         output: [valueInfo(output)],
       },
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
@@ -141,7 +151,7 @@ function valueInfo(io: GraphIo): onnx.IValueInfoProto {
     name: io.name,
     type: {
       tensorType: {
-        elemType: DataType.FLOAT,
+        elemType: io.type === 'uint8' ? DataType.UINT8 : io.type === 'float64' ? DataType.DOUBLE : DataType.FLOAT,
         shape: { dim: io.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },

@@ -43,11 +43,16 @@ export interface SessionOptions {
  * spin when idle, so that decoding on the same cores is not starved between batches.
  */
 export async function createSession(runtime: OrtRuntime, model: Uint8Array, options: SessionOptions): Promise<OrtSession> {
-  return runtime.ort.InferenceSession.create(model, {
+  return runtime.ort.InferenceSession.create(model, sessionOptions(options));
+}
+
+/** The options `createSession` uses (a worker thread creates its session with them too). */
+export function sessionOptions(options: SessionOptions): import('onnxruntime-node').InferenceSession.SessionOptions {
+  return {
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
     intraOpNumThreads: options.threads,
     interOpNumThreads: 1,
     extra: { session: { intra_op: { allow_spinning: '0' } } },
-  });
+  };
 }

@@ -38,3 +38,9 @@ export function projectRows(rows: Float32Array, n: number, model: PcaModel): Flo
   }
   return out;
 }
+
+/** How a stage projects a block of rows: `projectRows`, or an engine's matrix product with the same result. */
+export type Projector = (rows: Float32Array, n: number, model: PcaModel) => Promise<Float32Array>;
+
+/** `projectRows` behind the asynchronous signature of the engines' projectors. */
+export const projectInJs: Projector = async (rows, n, model) => projectRows(rows, n, model);

@@ -1,7 +1,7 @@
 import { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
-import { writeNormalized, type FeatureModel } from '../model/feature-model';
+import type { FeatureModel } from '../model/feature-model';
 import { emptyMoments, encodeMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
 import { NotFoundError, getJson, putJson, type Storage } from '../storage';
 import { DEFAULTS } from './config';
@@ -16,7 +16,7 @@ export interface ShardMeta {
   readonly rows: { readonly key: string; readonly label: string }[];
   readonly errors: { readonly key: string; readonly reason: string }[];
   readonly seconds: number;
-  /** Seconds spent waiting in `predict` (the rest is reading, decoding and writing, mostly overlapped). */
+  /** Seconds the model computed (reading, decoding and writing overlap with it). */
   readonly predictSeconds: number;
   /** Seconds spent on the shard's statistics (mean and co-moment) for PCA. */
   readonly momentsSeconds: number;
@@ -44,23 +44,38 @@ type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonl
 export async function extractShard(shard: number, input: Storage, run: Storage, model: FeatureModel, options: ExtractOptions): Promise<ShardMeta> {
   const started = performance.now();
   const { items } = await getJson<{ items: ShardItem[] }>(run, shardKeys(shard));
-  const { featureDim: dim, inputSize: size, normalization } = model.identity;
+  const { featureDim: dim, inputSize: size } = model.identity;
   const imageLength = size * size * 3;
   const features = new Float32Array(items.length * dim);
-  const batch = new Float32Array(options.batchSize * imageLength);
+  const batch = new Uint8Array(options.batchSize * imageLength);
   const pending: ShardItem[] = [];
   const rows: ShardMeta['rows'] = [];
   const errors: ShardMeta['errors'] = [];
   let predictSeconds = 0;
+  // One batch is computed while the next is filled: `predict` reads the buffer before it returns, and the
+  // batch before is awaited only when the next one is ready to go, so the model never waits for decoding
+  // that could have happened during its previous batch.
+  let inFlight: Promise<void> = Promise.resolve();
+  let modelFreeAt = 0;
 
   const flush = async () => {
     if (pending.length === 0) return;
+    const items = pending.splice(0);
+    const rowStart = rows.length;
+    for (const item of items) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
+    const previous = inFlight;
     const t0 = performance.now();
-    const out = await model.predict(batch, pending.length);
-    predictSeconds += (performance.now() - t0) / 1000;
-    features.set(out, rows.length * dim);
-    for (const item of pending) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
-    pending.length = 0;
+    const computed = model.predict(batch, items.length);
+    inFlight = computed.then((out) => {
+      // The model's own time for this batch: from when it could start (sent, and the batch before done) to done.
+      const done = performance.now();
+      predictSeconds += (done - Math.max(t0, modelFreeAt)) / 1000;
+      modelFreeAt = done;
+      features.set(out, rowStart * dim);
+    });
+    // Unhandled until awaited below or by the next flush: keep a rejection from surfacing as unhandled.
+    inFlight.catch(() => undefined);
+    await previous;
   };
 
   const decode = async (item: ShardItem): Promise<Decoded> => {
@@ -86,13 +101,14 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
     if ('error' in result) {
       errors.push({ key: result.item.key, reason: result.error });
     } else {
-      writeNormalized(batch, pending.length * imageLength, result.pixels, normalization);
+      batch.set(result.pixels, pending.length * imageLength);
       pending.push(result.item);
       if (pending.length === options.batchSize) await flush();
     }
     options.onProgress?.(rows.length + pending.length + errors.length, errors.length);
   }
   await flush();
+  await inFlight;
 
   const momentsStarted = performance.now();
   const moments =

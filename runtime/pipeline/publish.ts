@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { stringify } from 'csv-stringify';
 import { CsvResultWriter, ParquetResultWriter } from '../output/table-writers';
-import { projectRows } from '../pca/project';
+import type { Projector } from '../pca/project';
 import type { PcaModel } from '../pca/fit';
 import { getJson, type Storage } from '../storage';
 import { readFeatures, type ShardMeta } from './extract';
@@ -20,7 +20,7 @@ export interface PublishCounts {
  * append the rows to pca.csv and pca.parquet; gather every shard's errors into errors.csv. Files are built in
  * a temp folder one shard at a time, then uploaded (in parts when large), so memory stays one shard.
  */
-export async function publishTables(run: Storage, shards: number, model: PcaModel, metadata: Record<string, string>): Promise<PublishCounts> {
+export async function publishTables(run: Storage, shards: number, model: PcaModel, metadata: Record<string, string>, project: Projector): Promise<PublishCounts> {
   const tmp = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-publish-'));
   try {
     const k = model.nComponents;
@@ -42,7 +42,7 @@ export async function publishTables(run: Storage, shards: number, model: PcaMode
       const block = {
         keys: meta.rows.map((row) => row.key),
         labels: meta.rows.map((row) => row.label),
-        values: projectRows(features, meta.rows.length, model),
+        values: await project(features, meta.rows.length, model),
       };
       await csv.write(block);
       await parquet.write(block);

@@ -82,7 +82,7 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
     throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
   }
 
-  const { model, coMoment } = await timer.time('model_load', () => loadModel(config, modelCache, deps));
+  const { model, coMoment, project } = await timer.time('model_load', () => loadModel(config, modelCache, deps));
   await guardModelIdentity(run, config, model);
   reporter.info(`model ${model.identity.name}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}; ${describeEngine(model.engine)}`);
 
@@ -133,7 +133,7 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
 
   throwIfAborted(deps.signal);
   const counts = await timer.time('publish', () =>
-    publishTables(run, plan.shards, pca, { orchard_run_id: config.runId, orchard_model: model.identity.name }),
+    publishTables(run, plan.shards, pca, { orchard_run_id: config.runId, orchard_model: model.identity.name }, project),
   );
   const errorRate = counts.errors / plan.images;
   const status: RunStatus = errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';

@@ -24,13 +24,14 @@ export interface GraphResult {
 
 /**
  * Keys of a compiled graph in the model cache, beside the web models' weights:
- * `onnx/<weights sha256>/v<compiler>-<input size>-<feature layer>.onnx` and its `.json` entry. The weights' hash
+ * `onnx/<weights sha256>/v<compiler>-<input size>-<feature layer>-<tag>.onnx` and its `.json` entry. The weights' hash
  * comes first, so a changed model never meets an old graph; the rest names what else shapes the graph.
  */
 export function graphCacheKeys(files: ModelFiles, options: CompileOptions): { graph: string; entry: string } {
   const layer = options.featureLayer ?? 'output';
   const slug = layer.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 60);
-  const tag = createHash('sha256').update(layer).digest('hex').slice(0, 8);
+  // The layer's own spelling and the normalisation, which the slug cannot show, tell graphs apart.
+  const tag = createHash('sha256').update(JSON.stringify([layer, options.normalization.scale, options.normalization.offset])).digest('hex').slice(0, 8);
   const base = `onnx/${files.weightsSha256}/v${COMPILER_VERSION}-${options.inputSize}-${slug}-${tag}`;
   return { graph: `${base}.onnx`, entry: `${base}.json` };
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Tf } from '../backend';
 import type { ModelFiles } from '../artifacts';
+import type { Normalization } from '../presets';
 import { compileGraphModel } from './from-graph';
 import { compileLayersModel } from './from-layers';
 import { Network } from './network';
@@ -14,12 +15,14 @@ export const COMPILER_VERSION = 1;
 
 export interface CompileOptions {
   readonly inputSize: number;
+  /** How pixel bytes become model input; the graph takes uint8 and applies it. */
+  readonly normalization: Normalization;
   /** Layer (layers model) or node (graph model) whose output is the feature vector; the model's output if absent. */
   readonly featureLayer?: string;
 }
 
 export interface CompiledGraph {
-  /** The serialised ONNX model (opset 13): input `images` [batch, size, size, 3] NHWC, output `features` [batch, dim]. */
+  /** The serialised ONNX model (opset 13): input `images` [batch, size, size, 3] NHWC uint8, output `features` [batch, dim]. */
   readonly bytes: Uint8Array;
   readonly featureDim: number;
   readonly format: 'layers-model' | 'graph-model';
@@ -34,7 +37,7 @@ export interface CompiledGraph {
  */
 export function compileToOnnx(tf: Tf, files: ModelFiles, options: CompileOptions): CompiledGraph {
   const weights = decodeWeights(tf, files);
-  const network = new Network(options.inputSize);
+  const network = new Network(options.inputSize, options.normalization);
   const format = isGraphModel(files) ? 'graph-model' : 'layers-model';
   const output =
     format === 'graph-model'
@@ -46,6 +49,7 @@ export function compileToOnnx(tf: Tf, files: ModelFiles, options: CompileOptions
     'orchard.source': files.loadedFrom,
     'orchard.feature_layer': options.featureLayer ?? '',
     'orchard.input_size': String(options.inputSize),
+    'orchard.normalization': `${options.normalization.scale},${options.normalization.offset}`,
   });
   return { bytes, featureDim, format, sha256: createHash('sha256').update(bytes).digest('hex'), nodes: network.graph.nodeCount };
 }
