@@ -22,6 +22,11 @@ const DEFAULT_BOOTSTRAP_TIMEOUT = Duration.minutes(30);
 /** AL2023's root device. */
 const ROOT_DEVICE = '/dev/xvda';
 const HTTPS = 443;
+/** The Amazon Linux 2023 image for each architecture the bundle's native modules have builds for. */
+const AMI_CPU: Partial<Record<ec2.InstanceArchitecture, ec2.AmazonLinuxCpuType>> = {
+  [ec2.InstanceArchitecture.X86_64]: ec2.AmazonLinuxCpuType.X86_64,
+  [ec2.InstanceArchitecture.ARM_64]: ec2.AmazonLinuxCpuType.ARM_64,
+};
 
 export interface PipelineHostProps {
   /** A folder built by `buildRuntimeBundle()`: the bundle, its package.json and the instance scripts. */
@@ -29,7 +34,9 @@ export interface PipelineHostProps {
   /** The data bucket, passed to `bootstrap.sh` (it checks S3 access and caches the default model under `models/`). */
   readonly bucketName: string;
   /**
-   * Must be x86_64: the bundle's native modules (sharp, tfjs-node) are installed for x86_64 glibc.
+   * x86_64 or arm64 (Graviton): the bootstrap installs the native modules for the instance's own CPU (sharp and
+   * onnxruntime-node have both builds; @tensorflow/tfjs-node, optional, installs on x86_64 only), and the AMI
+   * follows the instance type's architecture.
    *
    * @default c7i.xlarge (see DEFAULT_INSTANCE_TYPE)
    */
@@ -81,8 +88,9 @@ export class PipelineHost extends Construct {
   constructor(scope: Construct, id: string, props: PipelineHostProps) {
     super(scope, id);
     const instanceType = props.instanceType ?? DEFAULT_INSTANCE_TYPE;
-    if (instanceType.architecture !== ec2.InstanceArchitecture.X86_64) {
-      throw new Error(`expected an x86_64 instance type for the pipeline host but got ${instanceType} (${instanceType.architecture})`);
+    const cpuType = AMI_CPU[instanceType.architecture];
+    if (!cpuType) {
+      throw new Error(`expected an x86_64 or arm64 instance type for the pipeline host but got ${instanceType} (${instanceType.architecture})`);
     }
 
     this.vpc = new ec2.Vpc(this, 'Vpc', {
@@ -132,7 +140,7 @@ export class PipelineHost extends Construct {
       securityGroup: this.securityGroup,
       role: this.role,
       instanceType,
-      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType: ec2.AmazonLinuxCpuType.X86_64 }),
+      machineImage: ec2.MachineImage.latestAmazonLinux2023({ cpuType }),
       blockDevices: [
         {
           deviceName: ROOT_DEVICE,

@@ -3,10 +3,10 @@ import { createSession, type OrtRuntime, type OrtSession } from '../onnx/runtime
 import type { AsyncCoMomentKernel } from './moments';
 
 /**
- * Rows per product: the centred rows are float64, so a 1024 × 1280 chunk is 10 MB in and 13 MB out; chunks
+ * Rows per product: the centred rows are float64, so a 2048 × 1280 chunk is 21 MB in and 13 MB out; chunks
  * keep that bounded whatever the shard size, and their sums are added in float64.
  */
-export const CHUNK_ROWS = 1024;
+export const CHUNK_ROWS = 2048;
 
 /**
  * The co-moment on ONNX Runtime (the onnx engine): Dᵀ D of the rows centred in float64, by one float64 Gemm per

@@ -102,8 +102,12 @@ describe('instance', () => {
     computeWith({ [CONTEXT.instanceType]: 'm7i.2xlarge' }).template.hasResourceProperties('AWS::EC2::Instance', { InstanceType: 'm7i.2xlarge' });
   });
 
-  test('refuses an Arm instance type: the native modules are installed for x86_64', () => {
-    expect(() => computeWith({ [CONTEXT.instanceType]: 'c7g.xlarge' })).toThrow(/expected an x86_64 instance type .* but got c7g.xlarge/);
+  test('runs a Graviton (arm64) instance type on the arm64 Amazon Linux 2023 image', () => {
+    const arm = computeWith({ [CONTEXT.instanceType]: 'c7g.xlarge' }).template;
+    const [armInstance] = Object.values(arm.findResources('AWS::EC2::Instance'));
+    expect(armInstance!.Properties.InstanceType).toBe('c7g.xlarge');
+    const parameterId = armInstance!.Properties.ImageId.Ref as string;
+    expect(arm.toJSON().Parameters[parameterId].Default).toMatch(/^\/aws\/service\/ami-amazon-linux-latest\/al2023-ami-kernel-[^/]+-arm64$/);
   });
 
   test('requires IMDSv2 through its launch template', () => {
