@@ -26,6 +26,7 @@ export async function createOnnxFeatureModel(
   files: ModelFiles,
   options: OnnxModelOptions,
 ): Promise<FeatureModel> {
+  checkFeatureDim(preset, graph.featureDim);
   let worker: PredictWorker;
   try {
     worker = await PredictWorker.start(graph.bytes, { threads: options.threads }, INPUT_NAME, OUTPUT_NAME);
@@ -40,8 +41,12 @@ export async function createOnnxFeatureModel(
   const size = preset.inputSize;
   const perImage = size * size * 3;
   const predict = (pixels: Uint8Array, n: number): Promise<Float32Array> => worker.run(pixels, [n, size, size, 3]);
-  checkFeatureDim(preset, graph.featureDim);
-  await predict(new Uint8Array(options.batchSize * perImage), options.batchSize);
+  try {
+    await predict(new Uint8Array(options.batchSize * perImage), options.batchSize);
+  } catch (error) {
+    await worker.close();
+    throw error;
+  }
   return {
     identity: {
       name: preset.name,

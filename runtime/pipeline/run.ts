@@ -83,13 +83,13 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   }
 
   const { model, coMoment, project } = await timer.time('model_load', () => loadModel(config, modelCache, deps));
-  await guardModelIdentity(run, config, model);
-  reporter.info(`model ${model.identity.name}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}; ${describeEngine(model.engine)}`);
-
   let shardsResumed = 0;
   let predictSeconds = 0;
   let momentsSeconds = 0;
   try {
+    await guardModelIdentity(run, config, model);
+    reporter.info(`model ${model.identity.name}: ${model.identity.featureDim} features from ${model.identity.loadedFrom}; ${describeEngine(model.engine)}`);
+
     const task = reporter.task('extract', plan.images);
     let done = 0;
     let failed = 0;
