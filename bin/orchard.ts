@@ -6,13 +6,14 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { OrchardComputeStack } from '../lib/compute-stack';
 import { OrchardDataStack } from '../lib/data-stack';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
+import { STACK_NAMES } from '../runtime/contracts/deployment';
 
 /** CloudFormation stack names: the trigger and upload commands find the outputs by these names. */
-export const STACK_NAMES = { data: 'OrchardData', compute: 'OrchardCompute' } as const;
+export { STACK_NAMES };
 
 /** Context keys the app reads (cdk.json holds the defaults; `-c key=value` overrides them). */
 export const CONTEXT = {
-  /** EC2 instance type of the pipeline host, x86_64 (default in cdk.json: c7i.xlarge, see pipeline-host.ts). */
+  /** EC2 instance type of the pipeline host, x86_64 or arm64 (default in cdk.json: c7i.xlarge, see pipeline-host.ts). */
   instanceType: 'orchard:instanceType',
   /** `true`: `cdk destroy` deletes the data bucket with its objects. Default false: the bucket is kept. */
   destroyData: 'orchard:destroyData',

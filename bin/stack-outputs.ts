@@ -1,20 +1,14 @@
 import { CloudFormationClient, DescribeStacksCommand } from '@aws-sdk/client-cloudformation';
 import { ExitCode, OrchardError, describeError } from '../runtime/errors';
 
-/** CloudFormation stack names of the app (bin/orchard.ts); `--stack` / `--data-stack` override them. */
-export const STACKS = { data: 'OrchardData', compute: 'OrchardCompute' } as const;
+import { BUCKET_PREFIXES, STACK_NAMES, STACK_OUTPUTS } from '../runtime/contracts/deployment';
 
+/** CloudFormation stack names of the app; `--stack` / `--data-stack` override them. */
+export const STACKS = STACK_NAMES;
 /** Output keys the stacks declare (CfnOutput ids): the contract between the stacks and the scripts in bin/. */
-export const OUTPUT = {
-  bucketName: 'BucketName',
-  instanceId: 'InstanceId',
-  documentName: 'DocumentName',
-  logGroupName: 'LogGroupName',
-  sendCommand: 'SendCommand',
-} as const;
-
+export const OUTPUT = STACK_OUTPUTS;
 /** Bucket prefixes the stacks grant and the SSM document defaults to. */
-export const PREFIXES = { images: 'images/', results: 'results/', models: 'models/' } as const;
+export const PREFIXES = BUCKET_PREFIXES;
 
 /** A deployed stack's outputs by key, with what is needed to explain a missing one. */
 export interface StackOutputs {

@@ -1,6 +1,7 @@
 import { Aws, CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type * as ec2 from 'aws-cdk-lib/aws-ec2';
 import type { Construct } from 'constructs';
+import { STACK_OUTPUTS } from '../runtime/contracts/deployment';
 import { type DataBucket, PREFIXES } from './constructs/data-bucket';
 import { PipelineHost } from './constructs/pipeline-host';
 import { RunDocument } from './constructs/run-document';
@@ -40,11 +41,11 @@ export class OrchardComputeStack extends Stack {
 
     const documentName = this.runDocument.document.ref;
     const logGroupName = this.runDocument.logGroup.logGroupName;
-    new CfnOutput(this, 'BucketName', { value: bucketName, description: 'Data bucket: images/ in, results/ out, models/ cache' });
-    new CfnOutput(this, 'InstanceId', { value: this.host.instance.instanceId, description: 'Pipeline host (stopped between runs)' });
-    new CfnOutput(this, 'DocumentName', { value: documentName, description: 'SSM Command document that runs the pipeline' });
-    new CfnOutput(this, 'LogGroupName', { value: logGroupName, description: 'CloudWatch log group of the Run Command output' });
-    new CfnOutput(this, 'SendCommand', {
+    new CfnOutput(this, STACK_OUTPUTS.bucketName, { value: bucketName, description: 'Data bucket: images/ in, results/ out, models/ cache' });
+    new CfnOutput(this, STACK_OUTPUTS.instanceId, { value: this.host.instance.instanceId, description: 'Pipeline host (stopped between runs)' });
+    new CfnOutput(this, STACK_OUTPUTS.documentName, { value: documentName, description: 'SSM Command document that runs the pipeline' });
+    new CfnOutput(this, STACK_OUTPUTS.logGroupName, { value: logGroupName, description: 'CloudWatch log group of the Run Command output' });
+    new CfnOutput(this, STACK_OUTPUTS.sendCommand, {
       description: 'Starts a run with the default parameters (start the instance first, or use npm run trigger)',
       value: [
         'aws ssm send-command',

@@ -1,5 +1,6 @@
 import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
+import { STACK_OUTPUTS } from '../runtime/contracts/deployment';
 import { DataBucket } from './constructs/data-bucket';
 
 export interface OrchardDataStackProps extends StackProps {
@@ -24,6 +25,6 @@ export class OrchardDataStack extends Stack {
     this.data = new DataBucket(this, 'Data', {
       removalPolicy: props.destroyData ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
     });
-    new CfnOutput(this, 'BucketName', { value: this.data.bucket.bucketName, description: 'Data bucket: images/ in, results/ out, models/ cache' });
+    new CfnOutput(this, STACK_OUTPUTS.bucketName, { value: this.data.bucket.bucketName, description: 'Data bucket: images/ in, results/ out, models/ cache' });
   }
 }

@@ -1,17 +1,15 @@
 import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { fraction, positiveInt, rate, runIdArg, wholeNumberUpTo } from './cli-args';
+import { fraction, positiveInt, rate, runIdArg, shardList, wholeNumber, wholeNumberUpTo } from './cli-args';
+import { OUTPUTS, type Manifest, type RunResult } from './contracts/results';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
-import { DEFAULTS, defaultRunId, defaultThreads, type RunConfig } from './pipeline/config';
-import type { Manifest, RunResult } from './pipeline/run';
+import { DEFAULTS, buildRunConfig, defaultThreads, type RunSettings } from './pipeline/config';
 import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
 import type { BackendPreference } from './model/backend';
 import { describeEngine, type EnginePreference } from './model/feature-model';
-import type { ComponentsSpec } from './pca/fit';
 import type { DoctorConfig } from './doctor';
 import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
-import { OUTPUTS } from './pipeline/layout';
 
 /**
  * 8 classes x 125 = 1,000 images: the demo's embedded S3 server (s3rver) cannot page a listing past 1,000 keys
@@ -33,27 +31,15 @@ interface CommonOptions {
   jsonLogs?: boolean;
 }
 
-interface RunOptions extends CommonOptions {
-  input: string;
+/** `run` and `plan` take every setting of a run; commander gives them under the settings' own names. */
+type RunOptions = CommonOptions & Omit<RunSettings, 'normalize'> & { normalize?: Normalization };
+
+/** What a stage task is given: where the run is, and its machine's own settings. */
+interface StageOptions extends CommonOptions {
   output: string;
-  components?: number;
-  variance?: number;
-  model: string;
-  runId?: string;
-  batchSize: number;
-  concurrency: number;
-  shardSize: number;
-  maxErrorRate: number;
-  labelFrom: 'parent' | 'none';
-  keepFeatures?: boolean;
-  engine: EnginePreference;
-  backend: BackendPreference;
-  threads: number;
-  featureLayer?: string;
-  inputSize?: number;
-  normalize?: Normalization;
-  maxPixels: number;
-  modelCache?: string;
+  runId: string;
+  threads?: number;
+  concurrency?: number;
 }
 
 /** The process environment the CLI may read; nothing below the CLI reads process.env. */
@@ -78,39 +64,71 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .option('-q, --quiet', 'print warnings and the result only')
       .option('--json-logs', 'log one JSON object per line (no progress bar)');
 
-  withCommon(
-    program
-      .command('run')
-      .description('Run the pipeline: list → extract features → fit PCA → write the outputs under <output>/<run-id>/')
-      .requiredOption('-i, --input <uri>', 'images: s3://bucket/prefix/ or a local folder (Class/image.jpg layout)')
-      .requiredOption('-o, --output <uri>', 'where results go: s3://bucket/prefix/ or a local folder')
-      .addOption(new Option('-k, --components <n>', 'number of principal components').argParser(positiveInt('--components')).conflicts('variance'))
-      .addOption(new Option('--variance <fraction>', `keep the fewest components explaining more than this share of variance (default ${DEFAULTS.variance})`).argParser(fraction('--variance')))
-      .option('-m, --model <name|uri>', `model preset (${Object.keys(PRESETS).join(', ')}) or a tfjs model URL / s3:// URI / folder`, DEFAULT_MODEL)
-      .option('--run-id <id>', 'name of this run; rerun with the same id to resume (default: a timestamp)', runIdArg)
-      .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
-      .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'), DEFAULTS.concurrency)
-      .option('--shard-size <n>', 'images per shard (the unit of resume)', positiveInt('--shard-size'), DEFAULTS.shardSize)
-      .option('--max-error-rate <fraction>', 'share of failed images still counted a success', rate('--max-error-rate'), DEFAULTS.maxErrorRate)
-      .addOption(new Option('--label-from <mode>', 'label of an image: its parent folder name, or none').choices(['parent', 'none']).default('parent'))
-      .option('--keep-features', 'keep the feature shards (_work/) after a successful run')
-      .addOption(ENGINE_OPTION())
-      .addOption(new Option('--backend <name>', 'TensorFlow.js backend, when TensorFlow.js runs the model').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
-      .option('--threads <n>', 'threads ONNX Runtime computes on', positiveInt('--threads'), defaultThreads())
-      .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
-      .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
-      .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
-      .option('--max-pixels <n>', 'largest width×height decoded (decompression-bomb guard)', positiveInt('--max-pixels'), DEFAULTS.maxPixels)
-      .option('--model-cache <uri>', 'where downloaded models are cached (default: s3://<output bucket>/models/ or ~/.cache/orchard/models)')
-      .addHelpText('after', EXIT_CODES),
-  ).action(async (options: RunOptions) => {
-    const config = toRunConfig(options);
-    const { runPipeline } = require('./pipeline/run') as typeof import('./pipeline/run');
-    const reporter = reporterFor(options, io);
-    const result = await withInterrupt((signal) => runPipeline(config, { reporter, signal }), config.runId, io);
-    printResult(result, options, io);
-    io.exit(result.exitCode);
-  });
+  withCommon(withRunSettings(program.command('run').description('Run the pipeline: list → extract features → fit PCA → project → write the outputs under <output>/<run-id>/')))
+    .addHelpText('after', EXIT_CODES)
+    .action(async (options: RunOptions) => {
+      const config = buildRunConfig(toRunSettings(options), s3Options(options));
+      const { runPipeline } = require('./pipeline/run') as typeof import('./pipeline/run');
+      const reporter = reporterFor(options, io);
+      const result = await withInterrupt((signal) => runPipeline(config, { reporter, signal }), config.runId, io);
+      printResult(result, options, io);
+      io.exit(result.exitCode);
+    });
+
+  withCommon(withRunSettings(program.command('plan').description('First stage of a run split into tasks: check everything, list the input into shards, store the settings, fill the model cache, write the extract work items')))
+    .addHelpText('after', STAGE_HELP)
+    .action(async (options: RunOptions) => {
+      const config = buildRunConfig(toRunSettings(options), s3Options(options));
+      const { planStage } = require('./pipeline/plan') as typeof import('./pipeline/plan');
+      const { openRun } = require('./pipeline/context') as typeof import('./pipeline/context');
+      const run = openRun(config);
+      const planned = await planStage(run, reporterFor(options, io));
+      const summary = { runId: config.runId, runUri: run.folder.uri(), images: planned.plan.images, shards: planned.plan.shards, pending: planned.pending.length, items: run.folder.uri(planned.itemsKey) };
+      io.out(options.jsonLogs ? `${JSON.stringify(summary)}\n` : `planned ${summary.images} images in ${summary.shards} shard(s), ${summary.pending} to extract: ${summary.items}\n`);
+      io.exit(ExitCode.Ok);
+    });
+
+  withCommon(withStageTask(program.command('extract').description('Extract the features and statistics of some shards of a planned run')))
+    .requiredOption('--shards <list>', 'shards to extract: e.g. 0-9,12, or all', shardList)
+    .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
+      const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
+      const reporter = reporterFor(options, io);
+      const done = await withInterrupt((signal) => stages.extractCommand(run, options.shards, { reporter, signal }), options.runId, io);
+      io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `extracted ${done.shards} shard(s) (${done.resumed} already done): ${done.images} images, ${done.failed} failed\n`);
+      io.exit(ExitCode.Ok);
+    });
+
+  withCommon(withStageTask(program.command('fit').description('Merge every shard\'s statistics and fit the PCA of a planned, extracted run')))
+    .action(async (options: StageOptions) => {
+      const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
+      const fitted = await stages.fitCommand(run, { reporter: reporterFor(options, io) });
+      const summary = { k: fitted.model.nComponents, seconds: fitted.seconds, reused: fitted.reused, pending: fitted.pending.length, items: run.folder.uri(fitted.itemsKey) };
+      io.out(options.jsonLogs ? `${JSON.stringify(summary)}\n` : `fitted k=${summary.k}${fitted.reused ? ' (already fitted)' : ''}; ${summary.pending} shard(s) to project: ${summary.items}\n`);
+      io.exit(ExitCode.Ok);
+    });
+
+  withCommon(withStageTask(program.command('project').description('Project some shards of a fitted run onto its components (one Parquet part per shard)')))
+    .requiredOption('--shards <list>', 'shards to project: e.g. 0-9,12, or all', shardList)
+    .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
+      const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
+      const reporter = reporterFor(options, io);
+      const done = await withInterrupt((signal) => stages.projectCommand(run, options.shards, { reporter, signal }), options.runId, io);
+      io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `projected ${done.shards} shard(s) (${done.resumed} already done): ${done.rows} rows\n`);
+      io.exit(ExitCode.Ok);
+    });
+
+  withCommon(withStageTask(program.command('publish').description('Write the outputs of a projected run: tables, model, errors, report, manifest, _SUCCESS last')))
+    .addHelpText('after', EXIT_CODES)
+    .action(async (options: StageOptions) => {
+      const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
+      const result = await stages.publishCommand(run, { reporter: reporterFor(options, io) });
+      printResult(result, options, io);
+      io.exit(result.exitCode);
+    });
 
   withCommon(
     program
@@ -267,37 +285,61 @@ Exit status:
   3    finished and outputs written, but too many images failed (no _SUCCESS)
   130  interrupted; rerun with the same --run-id to resume`;
 
-/** Turns parsed flags into the validated run configuration: the one place that knows about both. */
-export function toRunConfig(options: RunOptions): RunConfig {
-  const components: ComponentsSpec =
-    options.components !== undefined
-      ? { kind: 'components', count: options.components }
-      : { kind: 'variance', fraction: options.variance ?? DEFAULTS.variance };
-  return {
-    input: parseLocation(options.input, '--input'),
-    output: parseLocation(options.output, '--output'),
-    runId: options.runId ?? defaultRunId(),
-    components,
-    model: {
-      ref: options.model,
-      featureLayer: options.featureLayer,
-      inputSize: options.inputSize,
-      normalization: options.normalize,
-    },
-    modelCache: options.modelCache ? parseLocation(options.modelCache, '--model-cache') : undefined,
-    backend: options.backend,
-    batchSize: options.batchSize,
-    concurrency: Math.max(options.concurrency, options.batchSize),
-    shardSize: options.shardSize,
-    maxErrorRate: options.maxErrorRate,
-    labelFrom: options.labelFrom,
-    keepFeatures: options.keepFeatures ?? false,
-    maxPixels: options.maxPixels,
-    engine: options.engine,
-    threads: options.threads,
-    s3: s3Options(options),
-  };
+/** Every setting of a run as a flag (`run`, `plan`). */
+function withRunSettings(command: Command): Command {
+  return command
+    .requiredOption('-i, --input <uri>', 'images: s3://bucket/prefix/ or a local folder (Class/image.jpg layout)')
+    .requiredOption('-o, --output <uri>', 'where results go: s3://bucket/prefix/ or a local folder')
+    .addOption(new Option('-k, --components <n>', 'number of principal components').argParser(positiveInt('--components')).conflicts('variance'))
+    .addOption(new Option('--variance <fraction>', `keep the fewest components explaining more than this share of variance (default ${DEFAULTS.variance})`).argParser(fraction('--variance')))
+    .option('-m, --model <name|uri>', `model preset (${Object.keys(PRESETS).join(', ')}) or a tfjs model URL / s3:// URI / folder`, DEFAULT_MODEL)
+    .option('--run-id <id>', 'name of this run; rerun with the same id to resume (default: a timestamp)', runIdArg)
+    .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
+    .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'), DEFAULTS.concurrency)
+    .option('--shard-size <n>', 'images per shard (the unit of resume and of a task)', positiveInt('--shard-size'), DEFAULTS.shardSize)
+    .option('--max-error-rate <fraction>', 'share of failed images still counted a success', rate('--max-error-rate'), DEFAULTS.maxErrorRate)
+    .addOption(new Option('--label-from <mode>', 'label of an image: its parent folder name, or none').choices(['parent', 'none']).default('parent'))
+    .option('--keep-features', 'keep the intermediate files (_work/: feature shards, statistics) after a successful run')
+    .addOption(ENGINE_OPTION())
+    .addOption(new Option('--backend <name>', 'TensorFlow.js backend, when TensorFlow.js runs the model').choices(['auto', 'tensorflow', 'wasm']).default('auto'))
+    .option('--threads <n>', 'threads ONNX Runtime computes on', positiveInt('--threads'), defaultThreads())
+    .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
+    .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
+    .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
+    .option('--max-pixels <n>', 'largest width×height decoded (decompression-bomb guard)', positiveInt('--max-pixels'), DEFAULTS.maxPixels)
+    .option('--single-file-max-rows <n>', 'write pca.csv and pca.parquet when at most this many images are processed (0: never)', wholeNumber('--single-file-max-rows'), DEFAULTS.singleFileMaxRows)
+    .option('--model-cache <uri>', 'where downloaded models and compiled graphs are cached (default: s3://<output bucket>/models/ or ~/.cache/orchard/models)');
 }
+
+/** What a stage task is given: the run's output and id (the rest was stored by plan), and its machine's settings. */
+function withStageTask(command: Command): Command {
+  return command
+    .requiredOption('-o, --output <uri>', 'the output the run was planned with: s3://bucket/prefix/ or a local folder')
+    .requiredOption('--run-id <id>', 'the planned run', runIdArg)
+    .option('--threads <n>', 'threads ONNX Runtime computes on (default: this machine\'s cores)', positiveInt('--threads'))
+    .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'));
+}
+
+function machineSettings(options: StageOptions): { threads?: number; concurrency?: number } {
+  return { threads: options.threads ?? defaultThreads(), concurrency: options.concurrency };
+}
+
+/** Turns parsed flags into run settings; `buildRunConfig` validates them. */
+export function toRunSettings(options: RunOptions): RunSettings {
+  const { endpoint: _endpoint, region: _region, quiet: _quiet, jsonLogs: _jsonLogs, normalize, ...settings } = options;
+  return { ...settings, normalize: normalize === undefined ? undefined : normalize === SIGNED_RANGE ? '-1,1' : '0,1' };
+}
+
+const STAGE_HELP = `
+A run split into tasks: plan once, then extract any shards in any number of processes (each needs only
+--output, --run-id and its --shards), fit once, project shards likewise, publish once. Every stage is
+idempotent: complete shards are skipped, so a task can be retried. \`orchard run\` does all of it in one process.
+
+  orchard plan -i s3://b/images/ -o s3://b/results/ --run-id r1
+  orchard extract -o s3://b/results/ --run-id r1 --shards 0-9,12
+  orchard fit -o s3://b/results/ --run-id r1
+  orchard project -o s3://b/results/ --run-id r1 --shards all
+  orchard publish -o s3://b/results/ --run-id r1`;
 
 const ENGINE_OPTION = () =>
   new Option('--engine <name>', 'inference engine: onnx (ONNX Runtime), tfjs (TensorFlow.js), or auto: onnx unless it cannot run the model')

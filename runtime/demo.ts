@@ -3,8 +3,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { generateSampleImages, SAMPLE_CLASSES } from './images/generate';
 import { describeEngine, type EnginePreference } from './model/feature-model';
-import { DEFAULTS, defaultRunId, defaultThreads } from './pipeline/config';
-import { runPipeline, type RunResult } from './pipeline/run';
+import { DEFAULTS, buildRunConfig } from './pipeline/config';
+import type { RunResult } from './contracts/results';
+import { runPipeline } from './pipeline/run';
 import type { Reporter } from './progress';
 import { S3Storage, createS3Client } from './storage';
 import { startEmbeddedS3 } from './storage/embedded-s3';
@@ -41,27 +42,11 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
     const uploaded = await uploadTree({ sourceDir: imagesDir, target });
     reporter.info(`demo: uploaded ${uploaded.uploaded} images to ${target.uri()}`);
 
-    const run = await runPipeline(
-      {
-        input: { kind: 's3', bucket: BUCKET, prefix: 'images/' },
-        output: { kind: 'local', dir: path.resolve(options.outputDir) },
-        runId: defaultRunId(),
-        components: { kind: 'variance', fraction: DEFAULTS.variance },
-        model: { ref: options.model },
-        engine: options.engine,
-        backend: 'auto',
-        threads: defaultThreads(),
-        batchSize: options.batchSize,
-        concurrency: DEFAULTS.concurrency,
-        shardSize: DEFAULTS.shardSize,
-        maxErrorRate: DEFAULTS.maxErrorRate,
-        labelFrom: 'parent',
-        keepFeatures: false,
-        maxPixels: DEFAULTS.maxPixels,
-        s3: server.options,
-      },
-      { reporter },
+    const config = buildRunConfig(
+      { input: `s3://${BUCKET}/images/`, output: path.resolve(options.outputDir), model: options.model, engine: options.engine, batchSize: options.batchSize },
+      server.options,
     );
+    const run = await runPipeline(config, { reporter });
     const { manifest } = run;
     const summary = [
       `orchard demo: ${manifest.status}`,

@@ -5,7 +5,8 @@ import { loadEngine } from './model/engine';
 import { describeEngine, type EnginePreference } from './model/feature-model';
 import { resolveModel } from './model/resolve';
 import { loadOrt } from './onnx/runtime';
-import { DEFAULTS, defaultModelCache, defaultThreads, type ModelChoice } from './pipeline/config';
+import type { ModelChoice } from './model/choice';
+import { DEFAULTS, defaultModelCache, defaultThreads } from './pipeline/config';
 import { openStorage, type Location, type S3Options } from './storage';
 
 /**

@@ -72,7 +72,7 @@ describe('node orchard.cjs from the isolated folder', () => {
   test('--help lists the commands', async () => {
     const result = await orchard('--help');
     expect(result.code).toBe(0);
-    for (const command of ['run', 'doctor', 'upload', 'report']) expect(result.out).toMatch(new RegExp(`^\\s+${command} `, 'm'));
+    for (const command of ['run', 'plan', 'extract', 'fit', 'project', 'publish', 'doctor', 'upload', 'report']) expect(result.out).toMatch(new RegExp(`^\\s+${command} `, 'm'));
   });
 
   test('doctor passes every check against the S3 server, with the tiny model on the wasm backend', async () => {
@@ -113,6 +113,23 @@ describe('node orchard.cjs from the isolated folder', () => {
     expect(csv).toHaveLength(1 + CLASSES.length * PER_CLASS);
     const manifest = JSON.parse((await runFolder.get('manifest.json')).toString('utf8')) as { engine: { name: string } };
     expect(manifest.engine.name).toBe('onnx');
+  });
+});
+
+describe('a run split into stage tasks, from the isolated folder', () => {
+  test('plan, two extract tasks, fit, project, publish: _SUCCESS, the tables and one Parquet part per shard', async () => {
+    const where = ['--output', `s3://${BUCKET}/staged/`, '--run-id', 'staged', '--endpoint', s3.endpoint];
+    const planned = await orchard('plan', '--input', `s3://${BUCKET}/images/`, ...where, ...tinyModel(), '-k', '3', '--shard-size', '5', '--json-logs');
+    expect(planned.code).toBe(0);
+    expect(JSON.parse(planned.out.trim().split('\n').pop()!)).toMatchObject({ images: CLASSES.length * PER_CLASS, shards: 3, pending: 3 });
+    const extracted = await Promise.all([orchard('extract', ...where, '--shards', '0-1'), orchard('extract', ...where, '--shards', '2')]);
+    expect(extracted.map((result) => result.code)).toEqual([0, 0]);
+    for (const step of [['fit'], ['project', '--shards', 'all'], ['publish']]) expect((await orchard(step[0]!, ...where, ...step.slice(1))).code).toBe(0);
+    const runFolder = new S3Storage(createS3Client(s3.options), BUCKET, 'staged/staged/');
+    const listed: string[] = [];
+    for await (const object of runFolder.list()) listed.push(object.key);
+    expect(listed).toEqual(expect.arrayContaining(['_SUCCESS', 'pca.csv', 'pca.parquet', 'pca/part-00000.parquet', 'pca/part-00001.parquet', 'pca/part-00002.parquet']));
+    expect(listed.some((key) => key.startsWith('_work/'))).toBe(false);
   });
 });
 

@@ -5,6 +5,7 @@ import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { generateSampleImages } from '../runtime/images/generate';
 import type { RunConfig } from '../runtime/pipeline/config';
 import { runPipeline } from '../runtime/pipeline/run';
+import { RunFolder } from '../runtime/pipeline/run-folder';
 import { pcaModelFromJson } from '../runtime/pca/model-json';
 import { silentReporter } from '../runtime/progress';
 import { OrchardError } from '../runtime/errors';
@@ -57,10 +58,11 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     );
   });
 
-  it('succeeds and writes the eight outputs, _SUCCESS among them', () => {
+  it('succeeds and writes the outputs, _SUCCESS among them, and one Parquet part per shard', () => {
     expect(result.status).toBe('succeeded');
     const files = fs.readdirSync(path.join(output, 'e2e')).sort();
-    expect(files).toEqual(['_SUCCESS', '_work', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'report.html'].sort());
+    expect(files).toEqual(['_SUCCESS', '_work', 'errors.csv', 'manifest.json', 'pca', 'pca-model.json', 'pca.csv', 'pca.parquet', 'report.html'].sort());
+    expect(fs.readdirSync(path.join(output, 'e2e', 'pca'))).toEqual(['part-00000.parquet', 'part-00001.parquet', 'part-00002.parquet']);
   });
 
   it('lists the report among the outputs of the manifest', () => {
@@ -108,10 +110,11 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     connection.closeSync();
   });
 
-  it('projects the kept features onto the published model: CSV values = (x − mean) · components', () => {
+  it('projects the kept features onto the published model: CSV values = (x − mean) · components', async () => {
     const model = pcaModelFromJson(JSON.parse(fs.readFileSync(path.join(output, 'e2e', 'pca-model.json'), 'utf8')));
-    const meta = JSON.parse(fs.readFileSync(path.join(output, 'e2e', '_work', 'extract', '00001.meta.json'), 'utf8'));
-    const features = new Float32Array(new Uint8Array(fs.readFileSync(path.join(output, 'e2e', '_work', 'extract', '00001.features.f32'))).buffer);
+    const folder = new RunFolder(new LocalStorage(path.join(output, 'e2e')));
+    const meta = await folder.requireExtracted(1);
+    const features = await folder.readFeatures(meta);
     const csv = new Map(readCsv(path.join(output, 'e2e', 'pca.csv')).slice(1).map((row) => [row[0], row.slice(2).map(Number)]));
     meta.rows.forEach((row: { key: string }, i: number) => {
       for (let c = 0; c < model.nComponents; c++) {
@@ -154,7 +157,7 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     );
     const listed: string[] = [];
     for await (const item of new S3Storage(createS3Client(s3.options), BUCKET, 'results/to-s3/').list()) listed.push(item.key);
-    expect(listed.sort()).toEqual(['_SUCCESS', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'report.html']);
+    expect(listed.sort()).toEqual(['_SUCCESS', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'pca/part-00000.parquet', 'pca/part-00001.parquet', 'pca/part-00002.parquet', 'report.html']);
     expect(run.manifest.pca.explainedVariance).toBeGreaterThan(0.9);
   });
 });

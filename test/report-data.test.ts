@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import type { Manifest } from '../runtime/pipeline/run';
+import type { Manifest } from '../runtime/contracts/results';
 import { thumbnail } from '../runtime/report/build';
 import {
   ClassSampler,

@@ -48,6 +48,8 @@ function runArgs(runId: string, shardSize = SHARD_SIZE): string[] {
     '--model', 'mobilenet_v2_offline',
     '--shard-size', String(shardSize),
     '--batch-size', '4',
+    // TensorFlow.js on WebAssembly (~20 images/s) keeps the run long enough to be killed in the middle.
+    '--engine', 'tfjs',
     '--backend', 'wasm',
     '-k', '5',
     '--json-logs',

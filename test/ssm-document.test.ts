@@ -13,7 +13,7 @@ import { createOrchardApp } from '../bin/orchard';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
-import { OUTPUTS } from '../runtime/pipeline/layout';
+import { OUTPUTS } from '../runtime/contracts/results';
 import { S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { S3_CREDENTIALS_ENV, installBundleDependencies, isolatedEnv, run, type Finished } from './helpers/bundle';

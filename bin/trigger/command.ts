@@ -6,7 +6,7 @@ import {
   type GetCommandInvocationCommandOutput,
 } from '@aws-sdk/client-ssm';
 import { ExitCode, OrchardError, describeError } from '../../runtime/errors';
-import { OUTPUTS } from '../../runtime/pipeline/layout';
+import { OUTPUTS, PARTS_PREFIX } from '../../runtime/contracts/results';
 import { formatDuration, throwIfInterrupted, type Clock } from './clock';
 import type { Log } from './instance';
 
@@ -198,11 +198,12 @@ export function resultLine(invocation: Invocation): string | undefined {
     ?.trim();
 }
 
-/** The run folder and its result files, named as runtime/pipeline/layout.ts names them. */
+/** The run folder and its result files, named as runtime/contracts/results.ts names them. */
 export function resultUris(runFolder: string): [string, string][] {
   return [
     ['csv', runFolder + OUTPUTS.csv],
     ['parquet', runFolder + OUTPUTS.parquet],
+    ['parts', runFolder + PARTS_PREFIX],
     ['model', runFolder + OUTPUTS.model],
     ['errors', runFolder + OUTPUTS.errors],
     ['manifest', runFolder + OUTPUTS.manifest],

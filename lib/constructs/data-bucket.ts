@@ -2,16 +2,13 @@ import { Duration, Fn, RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct, type IConstruct } from 'constructs';
+import { BUCKET_PREFIXES as PREFIXES, INTERMEDIATE_TAG } from '../../runtime/contracts/deployment';
 import { acknowledgeWildcardResource } from '../nag';
 
-/** Where things live in the bucket: the contract with the SSM document, the trigger and the upload command. */
-export const PREFIXES = { images: 'images/', results: 'results/', models: 'models/' } as const;
-
-/**
- * The tag the runtime puts on the intermediate objects of a run (`<output>/<run-id>/_work/…`). A lifecycle filter
- * cannot match `results/*\/_work/` (prefixes take no wildcard), so the intermediate rule filters on this tag.
- */
-export const INTERMEDIATE_TAG = { key: 'orchard:intermediate', value: 'true' } as const;
+// Where things live in the bucket, and the tag the runtime puts on a run's intermediate objects (a lifecycle
+// filter cannot match `results/*\/_work/`, so the intermediate rule filters on the tag): facts shared with the
+// runtime, the SSM document, the trigger and the upload command, declared once in runtime/contracts.
+export { INTERMEDIATE_TAG, PREFIXES };
 
 /** A principal that is also a construct (a role), so that its stack is known. */
 export type Grantee = iam.IGrantable & IConstruct;

@@ -4,6 +4,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { acknowledgeWildcardResource } from '../nag';
+import { RUN_ID_PATTERN_SOURCE } from '../../runtime/contracts/deployment';
 import { INSTALL_DIR } from './pipeline-host';
 
 /**
@@ -36,7 +37,7 @@ export const RUN_PARAMETER_PATTERNS = {
   /** A preset name, an s3:// URI or an https:// URL of a tfjs model. */
   model: `^([a-z0-9_]{1,64}|${S3_URI}|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^"'\`$\\\\\\r\\n ]*)?)$`,
   /** Empty (a timestamp) or the runtime's run id syntax; rerun with the same id to resume. */
-  runId: '^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$',
+  runId: `^(${RUN_ID_PATTERN_SOURCE})?$`,
   /** A share from 0 to 1. */
   maxErrorRate: '^(0(\\.[0-9]+)?|\\.[0-9]+|1(\\.0+)?)$',
 } as const;

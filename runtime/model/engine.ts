@@ -1,7 +1,5 @@
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { loadOrt } from '../onnx/runtime';
-import { ortProjector } from '../pca/ort-project';
-import { projectInJs, type Projector } from '../pca/project';
 import { ortCoMoment } from '../stats/ort-comoment';
 import type { AsyncCoMomentKernel } from '../stats/moments';
 import { tensorCoMoment } from '../stats/tensor-comoment';
@@ -30,11 +28,10 @@ export interface EngineOptions {
   readonly tf?: TfRuntime;
 }
 
-/** The model, ready to predict, and the matrix products of the same engine for the statistics and projection. */
+/** The model, ready to predict, and the matrix product of the same engine for the shards' statistics. */
 export interface LoadedEngine {
   readonly model: FeatureModel;
   readonly coMoment: AsyncCoMomentKernel;
-  readonly project: Projector;
 }
 
 /**
@@ -55,7 +52,7 @@ export async function loadEngine(preset: ModelPreset, files: ModelFiles, options
         batchSize: options.batchSize,
         cached: compiled.cached,
       });
-      return { model, coMoment: ortCoMoment(runtime, options.threads), project: ortProjector(runtime, options.threads) };
+      return { model, coMoment: ortCoMoment(runtime, options.threads) };
     } catch (error) {
       const reason = engineFailure(error);
       if (reason === undefined) throw error;
@@ -71,7 +68,6 @@ export async function loadEngine(preset: ModelPreset, files: ModelFiles, options
   return {
     model: fallback === undefined ? model : { ...model, engine: { ...model.engine, fallback } },
     coMoment: tensorCoMoment(runtime.tf),
-    project: projectInJs,
   };
 }
 

@@ -1,5 +1,5 @@
 import { ExitCode, OrchardError } from '../errors';
-import type { ModelChoice } from '../pipeline/config';
+import type { ModelChoice } from './choice';
 import { PRESETS, UNIT_RANGE, type ModelPreset } from './presets';
 
 /**

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { once } from 'node:events';
 import { stringify, type Stringifier } from 'csv-stringify';
-import { ParquetWriter, fileWriter } from 'hyparquet-writer';
+import { ByteWriter, ParquetWriter, fileWriter } from 'hyparquet-writer';
 
 /** One block of result rows: keys, labels and an n × k matrix of principal-component values. */
 export interface ResultBlock {
@@ -64,14 +64,15 @@ export class ParquetResultWriter {
   private readonly writer: ParquetWriter;
   private rows = 0;
 
+  /** `target`: a file path, or a ByteWriter for a file built in memory (one shard's part). */
   constructor(
-    path: string,
+    target: string | ByteWriter,
     private readonly k: number,
     metadata: Record<string, string> = {},
   ) {
     const columns = resultColumns(k);
     this.writer = new ParquetWriter({
-      writer: fileWriter(path),
+      writer: typeof target === 'string' ? fileWriter(target) : target,
       schema: [
         { name: 'root', num_children: columns.length },
         { name: 'key', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'REQUIRED' },
@@ -106,4 +107,13 @@ export class ParquetResultWriter {
   async close(): Promise<void> {
     await this.writer.finish();
   }
+}
+
+/** One block as a whole Parquet file in memory (a shard's part of the dataset: a few hundred kB). */
+export async function parquetBytes(block: ResultBlock, k: number, metadata: Record<string, string> = {}): Promise<Buffer> {
+  const bytes = new ByteWriter();
+  const writer = new ParquetResultWriter(bytes, k, metadata);
+  await writer.write(block);
+  await writer.close();
+  return Buffer.from(bytes.getBuffer());
 }

@@ -1,26 +1,15 @@
 import { pMapIterable } from 'p-map';
+import sharp from 'sharp';
 import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
+import type { LoadedEngine } from '../model/engine';
 import type { FeatureModel } from '../model/feature-model';
-import { emptyMoments, encodeMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
-import { NotFoundError, getJson, putJson, type Storage } from '../storage';
-import { DEFAULTS } from './config';
-import { INTERMEDIATE, shardFeatures, shardKeys, shardMeta, shardMoments } from './layout';
-import { labelOf, type ShardItem } from './list';
-
-/** What a finished shard records; its presence marks the shard as complete. */
-export interface ShardMeta {
-  readonly shard: number;
-  readonly dim: number;
-  /** Successful images, in feature-row order. */
-  readonly rows: { readonly key: string; readonly label: string }[];
-  readonly errors: { readonly key: string; readonly reason: string }[];
-  readonly seconds: number;
-  /** Seconds the model computed (reading, decoding and writing overlap with it). */
-  readonly predictSeconds: number;
-  /** Seconds spent on the shard's statistics (mean and co-moment) for PCA. */
-  readonly momentsSeconds: number;
-}
+import type { Reporter } from '../progress';
+import { emptyMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
+import { NotFoundError, type Storage } from '../storage';
+import { DEFAULTS, type RunConfig } from './config';
+import { labelOf } from './list';
+import { hostDescription, newAttempt, type ExtractMeta, type ExtractedWith, type RunFolder, type ShardItem } from './run-folder';
 
 export interface ExtractOptions {
   readonly batchSize: number;
@@ -37,20 +26,21 @@ export interface ExtractOptions {
 type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonly item: ShardItem; readonly error: string };
 
 /**
- * The extract stage for one shard: read, decode and preprocess images ahead of the model (bounded by
- * `concurrency`, in key order), run the CNN in batches, then write the shard's features, its mergeable
- * statistics and — last — its meta file. A bad image becomes an error row; only systemic failures throw.
+ * One shard: read, decode and preprocess images ahead of the model (bounded by `concurrency`, in key order), run
+ * the CNN in batches, then commit the shard's features, its mergeable statistics and — last — its meta through
+ * the run folder. A bad image becomes an error row; only systemic failures throw.
  */
-export async function extractShard(shard: number, input: Storage, run: Storage, model: FeatureModel, options: ExtractOptions): Promise<ShardMeta> {
+export async function extractShard(shard: number, input: Storage, folder: RunFolder, model: FeatureModel, options: ExtractOptions): Promise<ExtractMeta> {
   const started = performance.now();
-  const { items } = await getJson<{ items: ShardItem[] }>(run, shardKeys(shard));
+  const attempt = newAttempt();
+  const items = await folder.readShardItems(shard);
   const { featureDim: dim, inputSize: size } = model.identity;
   const imageLength = size * size * 3;
   const features = new Float32Array(items.length * dim);
   const batch = new Uint8Array(options.batchSize * imageLength);
   const pending: ShardItem[] = [];
-  const rows: ShardMeta['rows'] = [];
-  const errors: ShardMeta['errors'] = [];
+  const rows: { key: string; label: string }[] = [];
+  const errors: { key: string; reason: string }[] = [];
   let predictSeconds = 0;
   // One batch is computed while the next is filled: `predict` reads the buffer before it returns, and the
   // batch before is awaited only when the next one is ready to go, so the model never waits for decoding
@@ -60,12 +50,12 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
 
   const flush = async () => {
     if (pending.length === 0) return;
-    const items = pending.splice(0);
+    const batchItems = pending.splice(0);
     const rowStart = rows.length;
-    for (const item of items) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
+    for (const item of batchItems) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
     const previous = inFlight;
     const t0 = performance.now();
-    const computed = model.predict(batch, items.length);
+    const computed = model.predict(batch, batchItems.length);
     inFlight = computed.then((out) => {
       // The model's own time for this batch: from when it could start (sent, and the batch before done) to done.
       const done = performance.now();
@@ -95,9 +85,7 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
   };
 
   for await (const result of pMapIterable(items, decode, { concurrency: options.concurrency })) {
-    if (options.signal?.aborted) {
-      throw new OrchardError('Interrupted', 'ERR_INTERRUPTED', ExitCode.Interrupted);
-    }
+    throwIfAborted(options.signal);
     if ('error' in result) {
       errors.push({ key: result.item.key, reason: result.error });
     } else {
@@ -111,29 +99,122 @@ export async function extractShard(shard: number, input: Storage, run: Storage, 
   await inFlight;
 
   const momentsStarted = performance.now();
-  const moments =
-    rows.length > 0
-      ? await momentsWith(features.subarray(0, rows.length * dim), rows.length, dim, options.coMoment ?? (async (...args) => exactCoMoment(...args)))
-      : emptyMoments(dim);
+  const coMoment = options.coMoment ?? (async (...args: Parameters<AsyncCoMomentKernel>) => exactCoMoment(...args));
+  const moments = rows.length > 0 ? await momentsWith(features.subarray(0, rows.length * dim), rows.length, dim, coMoment) : emptyMoments(dim);
   const momentsSeconds = (performance.now() - momentsStarted) / 1000;
-  await run.put(shardFeatures(shard), Buffer.from(features.buffer, 0, rows.length * dim * 4), INTERMEDIATE);
-  await run.put(shardMoments(shard), encodeMoments(moments), INTERMEDIATE);
-  const meta: ShardMeta = { shard, dim, rows, errors, seconds: (performance.now() - started) / 1000, predictSeconds, momentsSeconds };
-  await putJson(run, shardMeta(shard), meta, INTERMEDIATE);
+  const meta: ExtractMeta = {
+    shard,
+    attempt,
+    dim,
+    rows,
+    errors,
+    seconds: (performance.now() - started) / 1000,
+    predictSeconds,
+    momentsSeconds,
+    engine: model.engine,
+    versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, [engineVersionKey(model)]: model.engine.version },
+    host: hostDescription(),
+    finishedAt: new Date().toISOString(),
+  };
+  await folder.commitExtract(meta, features, moments);
   return meta;
 }
 
-/** Reads a feature shard back as float32 rows (copying only when the buffer is not 4-byte aligned). */
-export async function readFeatures(run: Storage, shard: number, rows: number, dim: number): Promise<Float32Array> {
-  const data = await run.get(shardFeatures(shard));
-  if (data.length !== rows * dim * 4) {
-    throw new OrchardError(
-      `${run.uri(shardFeatures(shard))} holds ${data.length} bytes, expected ${rows} × ${dim} float32 values`,
-      'ERR_CORRUPT_SHARD',
-    );
-  }
-  return data.byteOffset % 4 === 0
-    ? new Float32Array(data.buffer, data.byteOffset, rows * dim)
-    : new Float32Array(new Uint8Array(data).buffer);
+export interface ExtractSummary {
+  readonly shards: number;
+  /** Shards already complete, skipped. */
+  readonly resumed: number;
+  /** Images done in this process (processed and failed), and of those the failed. */
+  readonly images: number;
+  readonly failed: number;
+  readonly predictSeconds: number;
+  readonly momentsSeconds: number;
 }
 
+export interface ExtractDependencies {
+  readonly reporter: Reporter;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The extract stage over some shards of a planned run (every shard for `orchard run`, a task's for `orchard
+ * extract --shards`): complete shards are skipped, the others extracted one after the other with one model.
+ */
+export async function extractStage(
+  folder: RunFolder,
+  config: RunConfig,
+  input: Storage,
+  shards: readonly number[],
+  engine: LoadedEngine,
+  deps: ExtractDependencies,
+): Promise<ExtractSummary> {
+  const { model, coMoment } = engine;
+  await guardModelIdentity(folder, config, model);
+  const { reporter } = deps;
+  const todo: number[] = [];
+  let resumed = 0;
+  for (const shard of shards) {
+    if (await folder.extracted(shard)) resumed += 1;
+    else todo.push(shard);
+  }
+  if (resumed > 0) reporter.info(`extract: ${resumed} of ${shards.length} shard(s) were already complete`);
+  const total = (await Promise.all(todo.map((shard) => folder.readShardItems(shard).then((items) => items.length)))).reduce((a, b) => a + b, 0);
+  const task = reporter.task('extract', total);
+  let images = 0;
+  let failed = 0;
+  let predictSeconds = 0;
+  let momentsSeconds = 0;
+  try {
+    for (const shard of todo) {
+      const meta = await extractShard(shard, input, folder, model, {
+        batchSize: config.batchSize,
+        concurrency: config.concurrency,
+        labelFrom: config.labelFrom,
+        maxPixels: config.maxPixels,
+        coMoment,
+        signal: deps.signal,
+        onProgress: (done, shardFailed) => task.update(images + done, failed + shardFailed),
+      });
+      images += meta.rows.length + meta.errors.length;
+      failed += meta.errors.length;
+      predictSeconds += meta.predictSeconds;
+      momentsSeconds += meta.momentsSeconds;
+    }
+  } finally {
+    task.stop();
+  }
+  return { shards: todo.length, resumed, images, failed, predictSeconds, momentsSeconds };
+}
+
+/**
+ * Shards of one run must come from one network run one way: a resumed run whose model files changed (same
+ * --model, other weights), or that would run on another engine or another compiled graph, is refused rather
+ * than merging features computed two ways.
+ */
+async function guardModelIdentity(folder: RunFolder, config: RunConfig, model: FeatureModel): Promise<void> {
+  const now: ExtractedWith = { ...model.identity, engine: model.engine.name, graphSha256: model.engine.graph?.sha256 };
+  const previous = await folder.readExtractedWith();
+  if (!previous) {
+    await folder.writeExtractedWith(now);
+    return;
+  }
+  const refuse = (what: string) =>
+    new OrchardError(`Cannot resume run ${config.runId}: its shards were extracted ${what}. Use another --run-id`, 'ERR_RESUME_MISMATCH', ExitCode.Usage);
+  if (previous.weightsSha256 !== now.weightsSha256 || previous.featureDim !== now.featureDim) {
+    throw refuse(`with other model weights (sha256 ${previous.weightsSha256.slice(0, 12)}…, now ${now.weightsSha256.slice(0, 12)}…)`);
+  }
+  if ((previous.engine ?? 'tfjs') !== now.engine) {
+    throw refuse(`on the ${previous.engine ?? 'tfjs'} engine, and this run would use ${now.engine} (give --engine ${previous.engine ?? 'tfjs'})`);
+  }
+  if (previous.graphSha256 !== now.graphSha256) {
+    throw refuse(`with another compiled ONNX graph (sha256 ${previous.graphSha256?.slice(0, 12)}…, now ${now.graphSha256?.slice(0, 12)}…)`);
+  }
+}
+
+function engineVersionKey(model: FeatureModel): string {
+  return model.engine.name === 'onnx' ? 'onnxruntime-node' : 'tfjs-core';
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new OrchardError('Interrupted', 'ERR_INTERRUPTED', ExitCode.Interrupted);
+}

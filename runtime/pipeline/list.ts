@@ -1,67 +1,81 @@
 import * as path from 'node:path';
-import { ExitCode, OrchardError } from '../errors';
-import type { Reporter } from '../progress';
-import { getJsonIfExists, putJson, type Storage } from '../storage';
-import { INTERMEDIATE, PLAN, WORK, shardKeys } from './layout';
-
-export interface ShardItem {
-  readonly key: string;
-  readonly size: number;
-}
-
-export interface Plan {
-  readonly shards: number;
-  readonly images: number;
-  readonly shardSize: number;
-}
+import pMap, { pMapIterable } from 'p-map';
+import type { ObjectInfo, Storage } from '../storage';
+import type { ShardItem } from './run-folder';
 
 export interface ListOptions {
   readonly shardSize: number;
   /** Prefixes of the input to leave out (the output and the model cache, when they lie inside the input). */
   readonly exclude?: readonly string[];
+  /** Folders listed at once (S3), and shard files written at once. @default 8 */
+  readonly concurrency?: number;
+  /**
+   * List folder by folder, several at once (stores that can). Only where delimiter listings are exact: AWS S3
+   * (s3rver, for one, finds no folder whose objects are all two levels down, so a run would miss them).
+   * @default false
+   */
+  readonly parallel?: boolean;
+}
+
+export interface Listed {
+  readonly shards: number;
+  readonly images: number;
+}
+
+const CONCURRENCY = 8;
+
+/**
+ * Every object under the input, in key order (the order S3 lists in: UTF-8 bytes). In parallel on S3, the first
+ * level is listed with a delimiter and each folder (`Apple Braeburn/`, …) is then listed by its own requests,
+ * several at once: a bucket of a million keys in 131 class folders is 131 listings in parallel instead of 1,000
+ * pages one after the other. On AWS S3 the order, and so the shards, are those of a plain listing.
+ */
+export async function* listInput(input: Storage, concurrency = CONCURRENCY, parallel = true): AsyncIterable<ObjectInfo> {
+  if (!input.listLevel || !parallel) {
+    yield* input.list();
+    return;
+  }
+  const top = await input.listLevel('');
+  // Sorted here rather than trusted: some S3-compatible servers sort common prefixes as UTF-16 strings.
+  const entries = mergeByKey([...top.objects].sort((a, b) => utf8Order(a.key, b.key)), [...top.folders].sort(utf8Order));
+  const listFolder = async (entry: Entry): Promise<readonly ObjectInfo[]> => {
+    if (entry.folder === undefined) return [entry.object];
+    const inside: ObjectInfo[] = [];
+    for await (const object of input.list(entry.folder)) inside.push(object);
+    return inside;
+  };
+  for await (const objects of pMapIterable(entries, listFolder, { concurrency })) yield* objects;
 }
 
 /**
- * The list stage: streams the input listing into shard files of `shardSize` keys, so that memory stays one
- * shard however many objects there are. Hidden files and folders (`.DS_Store`, `.ipynb_checkpoints/`) are not inputs. The plan is
- * written last; an existing plan is reused, which keeps the shard boundaries of a resumed run identical.
+ * The list stage: the input's images cut into shards of `shardSize` keys, each shard's key list written as soon
+ * as it is full (several at once), so that memory stays a few shards however many objects there are. Hidden files
+ * and folders (`.DS_Store`, `.ipynb_checkpoints/`) are not inputs.
  */
-export async function planShards(input: Storage, run: Storage, options: ListOptions, reporter: Reporter): Promise<Plan> {
-  const existing = await getJsonIfExists<Plan>(run, PLAN);
-  if (existing) {
-    reporter.info(`list: reusing the plan of this run (${existing.images} images in ${existing.shards} shards)`);
-    return existing;
-  }
-  // Shards without a plan: the plan expired (lifecycle) or was deleted. Listing again could cut different shards
-  // than the ones already extracted, so the run cannot be resumed safely.
-  for await (const leftover of run.list(`${WORK}extract/`)) {
-    throw new OrchardError(
-      `${run.uri()} holds extracted shards (${leftover.key}) but no ${PLAN}: its intermediate files expired or were ` +
-        'deleted. Start again with another --run-id',
-      'ERR_RESUME_MISMATCH',
-      ExitCode.Usage,
-    );
-  }
-  let shard = 0;
+export async function listShards(
+  input: Storage,
+  options: ListOptions,
+  writeShard: (shard: number, items: readonly ShardItem[]) => Promise<void>,
+): Promise<Listed> {
+  const concurrency = options.concurrency ?? CONCURRENCY;
   let images = 0;
-  let items: ShardItem[] = [];
-  const flush = async () => {
-    await putJson(run, shardKeys(shard), { shard, items }, INTERMEDIATE);
-    shard += 1;
-    items = [];
-  };
-  for await (const object of input.list()) {
-    if (options.exclude?.some((prefix) => object.key.startsWith(prefix))) continue;
-    if (object.key.split('/').some((segment) => segment.startsWith('.'))) continue;
-    items.push({ key: object.key, size: object.size });
-    images += 1;
-    if (items.length === options.shardSize) await flush();
+  let shards = 0;
+  async function* cut(): AsyncIterable<{ shard: number; items: ShardItem[] }> {
+    let items: ShardItem[] = [];
+    for await (const object of listInput(input, concurrency, options.parallel ?? false)) {
+      if (options.exclude?.some((prefix) => object.key.startsWith(prefix))) continue;
+      if (object.key.split('/').some((segment) => segment.startsWith('.'))) continue;
+      items.push({ key: object.key, size: object.size });
+      images += 1;
+      if (items.length === options.shardSize) {
+        yield { shard: shards++, items };
+        items = [];
+      }
+    }
+    if (items.length > 0) yield { shard: shards++, items };
   }
-  if (items.length > 0) await flush();
-  const plan: Plan = { shards: shard, images, shardSize: options.shardSize };
-  await putJson(run, PLAN, plan, INTERMEDIATE);
-  reporter.info(`list: ${images} objects in ${shard} shard(s) under ${input.uri()}`);
-  return plan;
+  await pMap(cut(), ({ shard, items }) => writeShard(shard, items), { concurrency });
+  return { shards, images };
 }
 
 /** The label of a key: the name of the folder that holds it (Fruits-360: `Test/Apple Braeburn/3_100.jpg`). */
@@ -69,4 +83,25 @@ export function labelOf(key: string, from: 'parent' | 'none'): string {
   if (from === 'none') return '';
   const parent = path.posix.dirname(key);
   return parent === '.' ? '' : path.posix.basename(parent);
+}
+
+type Entry = { readonly key: string; readonly object: ObjectInfo; readonly folder?: undefined } | { readonly key: string; readonly folder: string; readonly object?: undefined };
+
+/** A level's objects and folders, each sorted by key, merged in UTF-8 byte order (S3's, which JavaScript's string order is not). */
+function mergeByKey(objects: readonly ObjectInfo[], folders: readonly string[]): Entry[] {
+  const out: Entry[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < objects.length || j < folders.length) {
+    if (j >= folders.length || (i < objects.length && utf8Order(objects[i]!.key, folders[j]!) <= 0)) {
+      out.push({ key: objects[i]!.key, object: objects[i++]! });
+    } else {
+      out.push({ key: folders[j]!, folder: folders[j++]! });
+    }
+  }
+  return out;
+}
+
+function utf8Order(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }

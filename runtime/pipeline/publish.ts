@@ -3,56 +3,196 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { stringify } from 'csv-stringify';
+import pMap, { pMapIterable } from 'p-map';
+import { OUTPUTS, PARTS_PREFIX, type Manifest, type RunResult, type RunStatus } from '../contracts/results';
+import { ExitCode, OrchardError, describeError } from '../errors';
 import { CsvResultWriter, ParquetResultWriter } from '../output/table-writers';
-import type { Projector } from '../pca/project';
 import type { PcaModel } from '../pca/fit';
-import { getJson, type Storage } from '../storage';
-import { readFeatures, type ShardMeta } from './extract';
-import { OUTPUTS, shardMeta } from './layout';
+import type { Reporter } from '../progress';
+import { buildReport } from '../report/build';
+import { formatLocation, putJson, type Storage } from '../storage';
+import { settingsOf, type RunConfig } from './config';
+import type { ExtractMeta, Plan, ProjectMeta, RunFolder } from './run-folder';
 
-export interface PublishCounts {
-  readonly rows: number;
-  readonly errors: number;
+/** Shard metas and projections read at once. */
+const READ_CONCURRENCY = 16;
+
+/** Every shard's extract meta, in shard order (all must be complete). */
+export async function extractedShards(folder: RunFolder, plan: Plan): Promise<ExtractMeta[]> {
+  return pMap(range(plan.shards), (shard) => folder.requireExtracted(shard), { concurrency: READ_CONCURRENCY });
+}
+
+export interface PublishOptions {
+  readonly reporter: Reporter;
+  /** The storage of the input images, for the report's thumbnails. */
+  readonly input?: Storage;
+  /**
+   * Wall-clock seconds per stage, and when the run started (`performance.now()`), when one process ran them all
+   * (`orchard run`). Without them the manifest says what the shards recorded (their own seconds, summed) and the
+   * time from plan to publish.
+   */
+  readonly timings?: { readonly stages: Record<string, number>; readonly startedAt: number };
+  readonly shardsResumed?: number;
 }
 
 /**
- * The project and publish stages: for each shard in order, project its features onto the k components and
- * append the rows to pca.csv and pca.parquet; gather every shard's errors into errors.csv. Files are built in
- * a temp folder one shard at a time, then uploaded (in parts when large), so memory stays one shard.
+ * The publish stage: errors.csv, the single-file tables when the run is small enough, pca-model.json, the
+ * report, manifest.json, and `_SUCCESS` last — so that a reader waiting for `_SUCCESS` sees every other output
+ * complete. The manifest is built from the shards' own records (counts, timings, engine, versions), whichever
+ * processes or machines extracted them. `_work/` is deleted after a successful run unless --keep-features.
  */
-export async function publishTables(run: Storage, shards: number, model: PcaModel, metadata: Record<string, string>, project: Projector): Promise<PublishCounts> {
+export async function publishStage(folder: RunFolder, config: RunConfig, fitted: PcaModel, options: PublishOptions): Promise<RunResult> {
+  const started = performance.now();
+  const run = folder.storage;
+  const plan = await folder.requirePlan();
+  const extracted = await extractedShards(folder, plan);
+  const projected = await pMap(range(plan.shards), (shard) => folder.requireProjected(shard), { concurrency: READ_CONCURRENCY });
+  const processed = extracted.reduce((sum, meta) => sum + meta.rows.length, 0);
+  const failed = extracted.reduce((sum, meta) => sum + meta.errors.length, 0);
+  const single = projected.every((meta) => meta.kept) && processed <= config.singleFileMaxRows;
+
   const tmp = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-publish-'));
   try {
-    const k = model.nComponents;
-    const csv = new CsvResultWriter(path.join(tmp, OUTPUTS.csv), k);
-    const parquet = new ParquetResultWriter(path.join(tmp, OUTPUTS.parquet), k, metadata);
-    const errorsFile = fs.createWriteStream(path.join(tmp, OUTPUTS.errors));
-    const errors = stringify({ header: true, columns: ['key', 'reason'] });
-    errors.pipe(errorsFile);
-    let rows = 0;
-    let failed = 0;
-    for (let shard = 0; shard < shards; shard++) {
-      const meta = await getJson<ShardMeta>(run, shardMeta(shard));
-      for (const error of meta.errors) {
-        if (!errors.write([error.key, error.reason])) await once(errors, 'drain');
-      }
-      failed += meta.errors.length;
-      if (meta.rows.length === 0) continue;
-      const features = await readFeatures(run, shard, meta.rows.length, meta.dim);
-      const block = {
-        keys: meta.rows.map((row) => row.key),
-        labels: meta.rows.map((row) => row.label),
-        values: await project(features, meta.rows.length, model),
-      };
-      await csv.write(block);
-      await parquet.write(block);
-      rows += meta.rows.length;
+    await writeErrors(path.join(tmp, OUTPUTS.errors), extracted);
+    const files: string[] = [OUTPUTS.errors];
+    if (single) {
+      await writeTables(tmp, folder, extracted, projected, fitted.nComponents, { orchard_run_id: config.runId, orchard_model: (await folder.readExtractedWith())?.name ?? '' });
+      files.push(OUTPUTS.csv, OUTPUTS.parquet);
     }
-    errors.end();
-    await Promise.all([csv.close(), parquet.close(), once(errorsFile, 'finish')]);
-    for (const name of [OUTPUTS.csv, OUTPUTS.parquet, OUTPUTS.errors]) await run.putFile(name, path.join(tmp, name));
-    return { rows, errors: failed };
+    for (const name of files) await run.putFile(name, path.join(tmp, name));
   } finally {
     await fs.promises.rm(tmp, { recursive: true, force: true });
   }
+  const fit = await folder.requireFit();
+  await run.put(OUTPUTS.model, `${JSON.stringify(fit.record.model, null, 2)}\n`);
+
+  const errorRate = plan.images === 0 ? 0 : failed / plan.images;
+  const status: RunStatus = errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';
+  let outputs: Manifest['outputs'] = {
+    ...(single ? { csv: run.uri(OUTPUTS.csv), parquet: run.uri(OUTPUTS.parquet) } : {}),
+    parts: run.uri(PARTS_PREFIX),
+    model: run.uri(OUTPUTS.model),
+    errors: run.uri(OUTPUTS.errors),
+    report: run.uri(OUTPUTS.report),
+    manifest: run.uri(OUTPUTS.manifest),
+    success: run.uri(OUTPUTS.success),
+  };
+  const finishedAt = new Date();
+  const first = extracted.find((meta) => meta.rows.length > 0) ?? extracted[0];
+  const inProcess = options.timings;
+  const total = inProcess ? (performance.now() - inProcess.startedAt) / 1000 : (finishedAt.getTime() - new Date(plan.startedAt).getTime()) / 1000;
+  const timings: Record<string, number> = inProcess ? { ...inProcess.stages, publish: (performance.now() - started) / 1000, total } : {
+    list: plan.listSeconds,
+    extract: sum(extracted, (meta) => meta.seconds),
+    fit: fit.record.seconds,
+    project: sum(projected, (meta) => meta.seconds),
+    publish: (performance.now() - started) / 1000,
+    total,
+  };
+  const identity = await folder.readExtractedWith();
+  if (!identity) throw new OrchardError(`${folder.uri()} does not record the model its shards were extracted with`, 'ERR_SHARD_INCOMPLETE');
+  const cumulative = fitted.explainedVarianceRatio.reduce((a, b) => a + b, 0);
+  let manifest: Manifest = {
+    orchard: ORCHARD_VERSION,
+    runId: config.runId,
+    status,
+    startedAt: plan.startedAt,
+    finishedAt: finishedAt.toISOString(),
+    input: formatLocation(config.input),
+    output: run.uri(),
+    config: { ...settingsOf(config), endpoint: config.s3.endpoint },
+    counts: { listed: plan.images, processed, failed, errorRate, shards: plan.shards, shardsResumed: options.shardsResumed ?? 0 },
+    pca: { components: fitted.nComponents, explainedVariance: cumulative, spec: config.components },
+    timings: { ...roundAll(timings), predict: round(sum(extracted, (meta) => meta.predictSeconds)), moments: round(sum(extracted, (meta) => meta.momentsSeconds)) },
+    imagesPerSecond: round(plan.images / Math.max(total, 1e-9)),
+    engine: first!.engine,
+    model: stripExtractedWith(identity),
+    versions: first!.versions,
+    outputs,
+  };
+  // The report shows the manifest, so it is built from the manifest object before manifest.json is written;
+  // a report that cannot be built costs a warning, never the run (and leaves the outputs list).
+  try {
+    await buildReport(run, { input: options.input, manifest, reporter: options.reporter, maxPixels: config.maxPixels });
+  } catch (error) {
+    options.reporter.warn(`report: could not build ${outputs.report}: ${describeError(error)}`);
+    const { report: _unbuilt, ...rest } = outputs;
+    outputs = rest;
+    manifest = { ...manifest, outputs };
+  }
+  await putJson(run, OUTPUTS.manifest, manifest);
+  if (status === 'succeeded') {
+    await run.put(OUTPUTS.success, '');
+    if (!config.keepFeatures) await folder.deleteWork();
+  } else {
+    options.reporter.warn(
+      `${failed} of ${plan.images} images failed (${(errorRate * 100).toFixed(2)}% > --max-error-rate ${config.maxErrorRate * 100}%); see ${outputs.errors}`,
+    );
+  }
+  return { status, exitCode: status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors, runUri: run.uri(), outputs, manifest };
 }
+
+/** errors.csv: every shard's failed images, in shard order. */
+async function writeErrors(file: string, extracted: readonly ExtractMeta[]): Promise<void> {
+  const out = fs.createWriteStream(file);
+  const csv = stringify({ header: true, columns: ['key', 'reason'] });
+  csv.pipe(out);
+  for (const meta of extracted) {
+    for (const error of meta.errors) if (!csv.write([error.key, error.reason])) await once(csv, 'drain');
+  }
+  csv.end();
+  await once(out, 'finish');
+}
+
+/**
+ * pca.csv and pca.parquet (one row group per shard), from the projections the project stage kept, read several
+ * at once and written in shard order; memory stays a few shards.
+ */
+async function writeTables(
+  dir: string,
+  folder: RunFolder,
+  extracted: readonly ExtractMeta[],
+  projected: readonly ProjectMeta[],
+  k: number,
+  metadata: Record<string, string>,
+): Promise<void> {
+  const csv = new CsvResultWriter(path.join(dir, OUTPUTS.csv), k);
+  const parquet = new ParquetResultWriter(path.join(dir, OUTPUTS.parquet), k, metadata);
+  const blocks = pMapIterable(
+    projected,
+    async (meta) => (meta.rows > 0 ? await folder.readProjections(meta) : new Float32Array(0)),
+    { concurrency: READ_CONCURRENCY },
+  );
+  let shard = 0;
+  for await (const values of blocks) {
+    const meta = extracted[shard++]!;
+    if (meta.rows.length === 0) continue;
+    const block = { keys: meta.rows.map((row) => row.key), labels: meta.rows.map((row) => row.label), values };
+    await csv.write(block);
+    await parquet.write(block);
+  }
+  await Promise.all([csv.close(), parquet.close()]);
+}
+
+/** The model's identity as the manifest shows it (without the run folder's engine bookkeeping). */
+function stripExtractedWith(identity: object): Manifest['model'] {
+  const { engine: _engine, graphSha256: _graph, ...model } = identity as Record<string, unknown>;
+  return model as unknown as Manifest['model'];
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+function sum<T>(items: readonly T[], value: (item: T) => number): number {
+  return items.reduce((total, item) => total + value(item), 0);
+}
+
+const round = (value: number) => Math.round(value * 1000) / 1000;
+
+function roundAll(timings: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(timings).map(([name, value]) => [name, round(value)]));
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const ORCHARD_VERSION: string = (require('../../package.json') as { version: string }).version;

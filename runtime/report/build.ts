@@ -1,14 +1,15 @@
 /**
- * Builds `report.html` for a run from its published outputs: streams pca.csv and errors.csv (memory stays
- * bounded by the sampling caps of data.ts, whatever the number of images), reads pca-model.json and the
- * manifest, makes a few thumbnails per class from the input images, and writes the page into the run folder.
+ * Builds `report.html` for a run from its published outputs: streams pca.csv (or, for a run too large for it,
+ * the Parquet parts one at a time) and errors.csv (memory stays bounded by the sampling caps of data.ts,
+ * whatever the number of images), reads pca-model.json and the manifest, makes a few thumbnails per class from
+ * the input images, and writes the page into the run folder.
  */
 import { parse } from 'csv-parse';
+import { parquetReadObjects } from 'hyparquet';
 import pMap from 'p-map';
 import sharp from 'sharp';
-import { DEFAULTS } from '../pipeline/config';
-import { OUTPUTS } from '../pipeline/layout';
-import type { Manifest } from '../pipeline/run';
+import { OUTPUTS, PARTS_PREFIX, type Manifest } from '../contracts/results';
+import { DEFAULT_MAX_PIXELS } from '../images/limits';
 import { OrchardError, describeError } from '../errors';
 import type { Reporter } from '../progress';
 import { NotFoundError, getJson, type Storage } from '../storage';
@@ -47,15 +48,19 @@ export async function buildReport(run: Storage, options: BuildReportOptions = {}
   const model = await getJson<PcaModelCurveFields>(run, OUTPUTS.model);
 
   const sampler = new ClassSampler();
-  await readCsv(run, OUTPUTS.csv, (header) => {
-    const keyAt = header.indexOf('key');
-    const labelAt = header.indexOf('label');
-    const pcAt = Array.from({ length: SCATTER_COMPONENTS }, (_, i) => header.indexOf(`pc_${i + 1}`)).filter((at) => at >= 0);
-    if (keyAt < 0 || labelAt < 0 || pcAt.length === 0) {
-      throw new Error(`${run.uri(OUTPUTS.csv)} has no key, label and pc_1 columns (header: ${header.join(',')})`);
-    }
-    return (record) => sampler.add(record[keyAt]!, record[labelAt]!, pcAt.map((at) => Number(record[at])));
-  });
+  if (await run.head(OUTPUTS.csv)) {
+    await readCsv(run, OUTPUTS.csv, (header) => {
+      const keyAt = header.indexOf('key');
+      const labelAt = header.indexOf('label');
+      const pcAt = Array.from({ length: SCATTER_COMPONENTS }, (_, i) => header.indexOf(`pc_${i + 1}`)).filter((at) => at >= 0);
+      if (keyAt < 0 || labelAt < 0 || pcAt.length === 0) {
+        throw new Error(`${run.uri(OUTPUTS.csv)} has no key, label and pc_1 columns (header: ${header.join(',')})`);
+      }
+      return (record) => sampler.add(record[keyAt]!, record[labelAt]!, pcAt.map((at) => Number(record[at])));
+    });
+  } else {
+    await readParts(run, Math.min(SCATTER_COMPONENTS, manifest.pca?.components ?? SCATTER_COMPONENTS), (key, label, pcs) => sampler.add(key, label, pcs));
+  }
   const errors = new ErrorCollector();
   await readCsv(run, OUTPUTS.errors, () => (record) => errors.add(record[0] ?? '', record[1] ?? ''), { optional: true });
 
@@ -101,6 +106,18 @@ async function readCsv(
   }
 }
 
+/** The rows of the Parquet dataset (`pca/part-*.parquet`), part after part, with their first `k` components. */
+async function readParts(run: Storage, k: number, onRow: (key: string, label: string, pcs: number[]) => void): Promise<void> {
+  const columns = ['key', 'label', ...Array.from({ length: k }, (_, i) => `pc_${i + 1}`)];
+  for await (const object of run.list(PARTS_PREFIX)) {
+    const data = await run.get(object.key);
+    const file = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) as ArrayBuffer;
+    for (const row of (await parquetReadObjects({ file, columns })) as Record<string, unknown>[]) {
+      onRow(String(row.key), String(row.label), columns.slice(2).map((name) => Number(row[name])));
+    }
+  }
+}
+
 /** Up to THUMBNAILS_PER_CLASS small JPEGs per class; an image that cannot be read or decoded is skipped. */
 async function makeThumbnails(input: Storage, classes: readonly ClassSample[], options: BuildReportOptions): Promise<Map<string, Thumbnail[]>> {
   const jobs = classes.flatMap((c) => c.thumbnailKeys.map((key) => ({ label: c.label, key })));
@@ -110,7 +127,7 @@ async function makeThumbnails(input: Storage, classes: readonly ClassSample[], o
     async (job) => {
       if (storageDown) return undefined;
       try {
-        return { ...job, src: await thumbnail(await input.get(job.key), options.maxPixels ?? DEFAULTS.maxPixels) };
+        return { ...job, src: await thumbnail(await input.get(job.key), options.maxPixels ?? DEFAULT_MAX_PIXELS) };
       } catch (error) {
         if (error instanceof OrchardError && STORAGE_DOWN.has(error.code) && !storageDown) {
           storageDown = true;

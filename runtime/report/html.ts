@@ -12,7 +12,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describeEngine } from '../model/feature-model';
-import type { Manifest } from '../pipeline/run';
+import type { Manifest } from '../contracts/results';
 import { roundForPlot, type ClassSample, type ErrorList, type VarianceCurve } from './data';
 
 export interface Thumbnail {

@@ -1,6 +1,8 @@
-import type { Tf } from '../model/backend';
 import { BLOCK_ROWS, blockedCoMoment } from './blocked-comoment';
 import type { AsyncCoMomentKernel } from './moments';
+
+/** TensorFlow.js, as the tfjs engine loaded it (model/backend.ts). */
+type Tf = typeof import('@tensorflow/tfjs');
 
 /**
  * The co-moment on the TensorFlow.js backend that runs the model (the tfjs engine): D^T D per block by matMul

@@ -85,6 +85,29 @@ export class S3Storage implements Storage {
     } while (token);
   }
 
+  async listLevel(prefix = ''): Promise<{ objects: ObjectInfo[]; folders: string[] }> {
+    const objects: ObjectInfo[] = [];
+    const folders: string[] = [];
+    let token: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix + prefix, Delimiter: '/', ContinuationToken: token }),
+        );
+      } catch (error) {
+        throw this.fatal(error, this.uri(prefix));
+      }
+      for (const item of page.Contents ?? []) {
+        if (!item.Key || item.Key.endsWith('/')) continue;
+        objects.push({ key: item.Key.slice(this.prefix.length), size: item.Size ?? 0, etag: item.ETag?.replace(/"/g, '') });
+      }
+      for (const folder of page.CommonPrefixes ?? []) if (folder.Prefix) folders.push(folder.Prefix.slice(this.prefix.length));
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return { objects, folders };
+  }
+
   async get(key: string): Promise<Buffer> {
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));

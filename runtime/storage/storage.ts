@@ -19,8 +19,13 @@ export interface Storage {
   uri(key?: string): string;
   /** Fails with a clear OrchardError when the root cannot be reached (missing bucket, no permission, …). */
   check(): Promise<void>;
-  /** Every object below `prefix` (recursively), streamed page by page, in a stable order. */
+  /** Every object below `prefix` (recursively), streamed page by page, in key order (UTF-8 byte order). */
   list(prefix?: string): AsyncIterable<ObjectInfo>;
+  /**
+   * One level below `prefix`: its objects and its sub-folders (`Class/`), each in key order. Only stores where
+   * listing one folder at a time is what makes a big listing parallel (S3) have it.
+   */
+  listLevel?(prefix?: string): Promise<{ readonly objects: readonly ObjectInfo[]; readonly folders: readonly string[] }>;
   /** Throws NotFoundError when the key does not exist. */
   get(key: string): Promise<Buffer>;
   /** The object as a stream, for files too large to hold (pca.csv of a big run). Throws NotFoundError. */

@@ -1,5 +1,5 @@
-import { DEFAULTS, type RunConfig } from '../../runtime/pipeline/config';
-import type { S3Options, Storage } from '../../runtime/storage';
+import { buildRunConfig, type RunConfig } from '../../runtime/pipeline/config';
+import { formatLocation, type S3Options, type Storage } from '../../runtime/storage';
 import type { Tf } from '../../runtime/model/backend';
 
 export const TINY_INPUT = 32;
@@ -52,26 +52,31 @@ export async function saveTinyModel(tf: Tf, storage: Storage, prefix = '', optio
   model.dispose();
 }
 
-/** A run configuration with the tiny model (saved in `modelDir`) and small, fast settings; tests override the rest. */
+/**
+ * A run configuration with the tiny model (saved in `modelDir`) and small, fast settings, made by the one builder
+ * the CLI and the demo use; tests override the rest (locations as parsed objects).
+ */
 export function tinyRunConfig(
   modelDir: string,
   s3: S3Options,
   overrides: Partial<RunConfig> & Pick<RunConfig, 'input' | 'output' | 'runId'>,
 ): RunConfig {
-  return {
-    components: { kind: 'components', count: 4 },
-    model: { ref: modelDir, featureLayer: 'features', inputSize: TINY_INPUT },
-    engine: 'auto',
-    backend: 'wasm',
-    threads: 2,
-    batchSize: 4,
-    concurrency: 8,
-    shardSize: 7,
-    maxErrorRate: DEFAULTS.maxErrorRate,
-    labelFrom: 'parent',
-    keepFeatures: false,
-    maxPixels: DEFAULTS.maxPixels,
+  const base = buildRunConfig(
+    {
+      input: formatLocation(overrides.input),
+      output: formatLocation(overrides.output),
+      runId: overrides.runId,
+      components: 4,
+      model: modelDir,
+      featureLayer: 'features',
+      inputSize: TINY_INPUT,
+      backend: 'wasm',
+      threads: 2,
+      batchSize: 4,
+      concurrency: 8,
+      shardSize: 7,
+    },
     s3,
-    ...overrides,
-  };
+  );
+  return { ...base, ...overrides };
 }

@@ -1,6 +1,9 @@
 import { Template } from 'aws-cdk-lib/assertions';
 import { createOrchardApp } from '../../bin/orchard';
 import { INTERMEDIATE_TAG, PREFIXES } from '../../lib/constructs/data-bucket';
+import { PREFIXES as TRIGGER_PREFIXES } from '../../bin/stack-outputs';
+import { RunFolder, WORK } from '../../runtime/pipeline/run-folder';
+import { LocalStorage, type PutOptions, type Storage } from '../../runtime/storage';
 import { type SynthesizedOrchard, fakeBundle, logicalId, resource, scratchDir, synthOrchard } from './app';
 
 let orchard: SynthesizedOrchard;
@@ -102,6 +105,27 @@ describe('data bucket', () => {
       ExpirationInDays: 7,
       NoncurrentVersionExpiration: { NoncurrentDays: 1 },
     });
+  });
+
+  test('filters on the very tag the runtime puts on every _work/ object of a run (the deploy boundary)', async () => {
+    const rule = (bucket().Properties.LifecycleConfiguration.Rules as { Id: string; Prefix?: string; TagFilters?: { Key: string; Value: string }[] }[]).find(
+      (candidate) => candidate.Id === 'expire-intermediate-shards',
+    )!;
+    const tagsPut = new Set<string>();
+    const local = new LocalStorage(scratchDir('orchard-tags-'));
+    const recording = Object.assign(Object.create(local) as Storage, {
+      put: (key: string, body: Buffer | string, options?: PutOptions) => {
+        if (key.startsWith(WORK)) tagsPut.add(JSON.stringify(options?.tags ?? {}));
+        return local.put(key, body, options);
+      },
+    });
+    const folder = new RunFolder(recording);
+    await folder.writeConfig({});
+    await folder.writePlan({ shards: 0, images: 0, shardSize: 1, startedAt: '', listSeconds: 0 });
+    await folder.writeWorkItems('extract', []);
+    expect([...tagsPut]).toEqual([JSON.stringify(Object.fromEntries(rule.TagFilters!.map((filter) => [filter.Key, filter.Value])))]);
+    // The run folders the rule must reach sit under the results/ prefix the trigger gives as --output.
+    expect(rule.Prefix).toBe(TRIGGER_PREFIXES.results);
   });
 
   test('expires noncurrent versions after 30 days and removes expired delete markers', () => {

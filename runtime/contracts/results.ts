@@ -1,0 +1,62 @@
+/**
+ * The results contract: what a run folder holds once published, and the manifest that describes it. The
+ * pipeline writes it, the report and the CLI read it; both import it from here, so neither imports the other.
+ * It imports types only, and only from the layers below the pipeline (model, PCA, errors).
+ */
+import type { ExitCode } from '../errors';
+import type { EngineInfo, ModelIdentity } from '../model/feature-model';
+import type { ComponentsSpec } from '../pca/fit';
+
+/** Result files in `<output>/<run-id>/`. */
+export const OUTPUTS = {
+  /** One row per image; written when the run has at most `singleFileMaxRows` processed images. */
+  csv: 'pca.csv',
+  /** The same rows in one Parquet file, under the same condition. */
+  parquet: 'pca.parquet',
+  model: 'pca-model.json',
+  errors: 'errors.csv',
+  /** Charts, classes, thumbnails and errors in one self-contained page (runtime/report/). */
+  report: 'report.html',
+  manifest: 'manifest.json',
+  success: '_SUCCESS',
+} as const;
+
+/**
+ * The projected rows as a dataset of one Parquet part per shard (`pca/part-00000.parquet`, …), the layout Spark,
+ * DuckDB (`read_parquet('…/pca/*.parquet')`) and pandas read as one table. Written for every run.
+ */
+export const PARTS_PREFIX = 'pca/';
+export const partKey = (shard: number) => `${PARTS_PREFIX}part-${String(shard).padStart(5, '0')}.parquet`;
+
+export type OutputName = keyof typeof OUTPUTS | 'parts';
+
+export type RunStatus = 'succeeded' | 'too_many_errors';
+
+export interface Manifest {
+  readonly orchard: string;
+  readonly runId: string;
+  readonly status: RunStatus;
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly input: string;
+  readonly output: string;
+  readonly config: Record<string, unknown>;
+  readonly counts: { listed: number; processed: number; failed: number; errorRate: number; shards: number; shardsResumed: number };
+  readonly pca: { components: number; explainedVariance: number; spec: ComponentsSpec };
+  readonly timings: Record<string, number>;
+  readonly imagesPerSecond: number;
+  /** The inference engine that ran: name, version, threads, batch size (and the compiled graph for onnx). */
+  readonly engine: EngineInfo;
+  readonly model: ModelIdentity;
+  readonly versions: Record<string, string>;
+  /** URIs of the outputs written, by name (`parts` is the prefix of the Parquet dataset). */
+  readonly outputs: Partial<Record<OutputName, string>>;
+}
+
+export interface RunResult {
+  readonly status: RunStatus;
+  readonly exitCode: ExitCode;
+  readonly runUri: string;
+  readonly outputs: Manifest['outputs'];
+  readonly manifest: Manifest;
+}

@@ -1,0 +1,163 @@
+import * as path from 'node:path';
+import pMap from 'p-map';
+import { OUTPUTS } from '../contracts/results';
+import { ExitCode, OrchardError, describeError } from '../errors';
+import { readModelFiles } from '../model/artifacts';
+import { tfForWeights } from '../model/backend';
+import { resolveModel } from '../model/resolve';
+import { loadOrCompileGraph } from '../model/to-onnx/cache';
+import type { Reporter } from '../progress';
+import { exists, formatLocation, openStorage, type Location } from '../storage';
+import { RESUME_INVARIANTS, settingsOf, type RunConfig, type RunSettings } from './config';
+import type { OpenRun } from './context';
+import { listShards } from './list';
+import type { Plan, RunFolder } from './run-folder';
+
+export interface PlanResult {
+  readonly plan: Plan;
+  /** True when an earlier attempt had already listed the input (its shards are kept). */
+  readonly reused: boolean;
+  /** Shards not yet extracted, and the key of the work-item file that lists them (for an engine's map). */
+  readonly pending: readonly number[];
+  readonly itemsKey: string;
+}
+
+/**
+ * The plan stage: checks the storages, refuses a run id that is complete or was started with other settings,
+ * stores the run's settings, lists the input into shards (once: a resumed run keeps its shards), fills the model
+ * cache (the weights, and the compiled ONNX graph unless the engine is tfjs) so that extract tasks need no
+ * internet and compile nothing, and writes the work items: the shards not yet extracted.
+ */
+export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanResult> {
+  const { config, input, folder } = run;
+  const started = new Date();
+  await input.check();
+  await folder.storage.check();
+  await guardRunFolder(folder, config);
+  reporter.info(`run ${config.runId}: ${formatLocation(config.input)} → ${folder.uri()}`);
+
+  let plan = await folder.readPlan();
+  const reused = plan !== undefined;
+  if (plan) {
+    reporter.info(`list: reusing the plan of this run (${plan.images} images in ${plan.shards} shards)`);
+  } else {
+    // Shards without a plan: the plan expired (lifecycle) or was deleted. Listing again could cut different shards
+    // than the ones already extracted, so the run cannot be resumed safely.
+    const leftover = await folder.hasExtractData();
+    if (leftover) {
+      throw new OrchardError(
+        `${folder.uri()} holds extracted shards (${leftover}) but no _work/plan.json: its intermediate files expired or were ` +
+          'deleted. Start again with another --run-id',
+        'ERR_RESUME_MISMATCH',
+        ExitCode.Usage,
+      );
+    }
+    const exclude = [config.output, run.modelCache].flatMap((location) => excludedPrefix(config.input, location) ?? []);
+    const listStarted = performance.now();
+    // Folder by folder in parallel on AWS S3; through another endpoint one plain listing (see ListOptions.parallel).
+    const parallel = config.input.kind === 's3' && config.s3.endpoint === undefined;
+    const listed = await listShards(input, { shardSize: config.shardSize, exclude, parallel }, (shard, items) => folder.writeShardItems(shard, items));
+    plan = { ...listed, shardSize: config.shardSize, startedAt: started.toISOString(), listSeconds: (performance.now() - listStarted) / 1000 };
+    await folder.writePlan(plan);
+    reporter.info(`list: ${plan.images} objects in ${plan.shards} shard(s) under ${input.uri()}`);
+  }
+  if (plan.images === 0) throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
+
+  await fillModelCache(run, reporter);
+  const done = await pMap(Array.from({ length: plan.shards }, (_, shard) => shard), async (shard) => (await folder.extracted(shard)) !== undefined, { concurrency: 16 });
+  const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
+  const itemsKey = await folder.writeWorkItems('extract', pending);
+  return { plan, reused, pending, itemsKey };
+}
+
+/**
+ * The model's files into the cache (a web model is downloaded once), and its ONNX graph compiled into it. A model
+ * the compiler cannot translate is left to the extract tasks, which run it on TensorFlow.js under `--engine auto`.
+ */
+async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<void> {
+  const { config } = run;
+  const preset = resolveModel(config.model);
+  const cache = openStorage(run.modelCache, config.s3);
+  const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
+  if (config.engine === 'tfjs') return;
+  try {
+    const compiled = await loadOrCompileGraph(
+      tfForWeights,
+      files,
+      { inputSize: preset.inputSize, normalization: preset.normalization, featureLayer: preset.featureLayer },
+      cache,
+      (message) => reporter.warn(message),
+    );
+    if (!compiled.cached) reporter.info(`model: compiled ${preset.name} to an ONNX graph of ${compiled.graph.nodes} nodes in ${compiled.seconds.toFixed(2)} s`);
+  } catch (error) {
+    if (config.engine === 'onnx') throw error;
+    reporter.info(`model: ${preset.name} is not compiled to ONNX (${describeError(error)}); extract decides the engine`);
+  }
+}
+
+/**
+ * A completed run is never overwritten; a run folder started with other settings is not resumed with these; a
+ * new run stores its settings, which every later stage (in any process) reads.
+ */
+async function guardRunFolder(folder: RunFolder, config: RunConfig): Promise<void> {
+  if (await folder.isPublished()) {
+    throw new OrchardError(
+      `Run ${config.runId} already completed at ${folder.uri()}; it is never overwritten. Choose another --run-id`,
+      'ERR_RUN_EXISTS',
+      ExitCode.Usage,
+    );
+  }
+  const settings = settingsOf(config);
+  const previous = await folder.readConfig<RunSettings>();
+  if (!previous) {
+    if (await exists(folder.storage, OUTPUTS.manifest)) {
+      throw new OrchardError(`${folder.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+    }
+    await folder.writeConfig(settings);
+    return;
+  }
+  for (const field of RESUME_INVARIANTS) {
+    if (JSON.stringify(previous[field]) !== JSON.stringify(settings[field])) {
+      throw new OrchardError(
+        `Cannot resume run ${config.runId}: ${field} was ${JSON.stringify(previous[field])} and is now ${JSON.stringify(settings[field])}. ` +
+          'Use the same settings, or another --run-id',
+        'ERR_RESUME_MISMATCH',
+        ExitCode.Usage,
+      );
+    }
+  }
+}
+
+/**
+ * When a location (the output, the model cache) lies inside the input, its files are not inputs: the prefix to
+ * leave out, relative to the input. The output may not be the input folder itself (earlier runs would be read).
+ */
+function excludedPrefix(input: Location, inner: Location): string | undefined {
+  const withSlash = (location: Location) => formatLocation(location).split(path.sep).join('/').replace(/\/?$/, '/');
+  const base = withSlash(input);
+  const candidate = withSlash(inner);
+  if (!candidate.startsWith(base)) return undefined;
+  if (candidate === base) {
+    throw new OrchardError(
+      `--output ${formatLocation(inner)} is the --input folder itself; use a folder outside it or below it (e.g. ${base}results/)`,
+      'ERR_INVALID_PARAMETER',
+      ExitCode.Usage,
+    );
+  }
+  return candidate.slice(base.length);
+}
+
+/**
+ * The settings of a planned run, for a stage process that was given only the output and the run id. Its own
+ * machine settings (threads, concurrency) and S3 options replace the stored ones.
+ */
+export async function storedSettings(folder: RunFolder): Promise<RunSettings> {
+  const settings = await folder.readConfig<RunSettings>();
+  if (!settings && (await folder.isPublished())) {
+    throw new OrchardError(`Run at ${folder.uri()} is already published (its _work/ is gone); a published run is never changed`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+  }
+  if (!settings) {
+    throw new OrchardError(`${folder.uri()} holds no run (no _work/config.json): run \`orchard plan\` for this run id first`, 'ERR_NO_PLAN', ExitCode.Usage);
+  }
+  return settings;
+}

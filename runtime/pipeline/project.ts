@@ -1,0 +1,76 @@
+import { loadOrt } from '../onnx/runtime';
+import { ortProjector } from '../pca/ort-project';
+import { projectInJs, type Projector } from '../pca/project';
+import type { PcaModel } from '../pca/fit';
+import { parquetBytes } from '../output/table-writers';
+import type { Reporter } from '../progress';
+import type { RunConfig } from './config';
+import { throwIfAborted } from './extract';
+import { newAttempt, type ExtractMeta, type ProjectMeta, type RunFolder } from './run-folder';
+
+/**
+ * The projection every stage process uses, whatever engine extracted the features: ONNX Runtime's float64 Gemm
+ * where onnxruntime-node loads, else the JavaScript loop. Both sum in float64; the outputs are float32.
+ */
+export function projectorFor(threads: number): Projector {
+  try {
+    return ortProjector(loadOrt(), threads);
+  } catch {
+    return projectInJs;
+  }
+}
+
+export interface ProjectSummary {
+  readonly shards: number;
+  readonly resumed: number;
+  readonly rows: number;
+}
+
+export interface ProjectDependencies {
+  readonly reporter: Reporter;
+  readonly signal?: AbortSignal;
+  readonly project?: Projector;
+}
+
+/**
+ * The project stage over some shards of a fitted run: each shard's features onto the k components, written as
+ * the shard's part of the Parquet dataset (`pca/part-NNNNN.parquet`) and, when the run is small enough for the
+ * single-file outputs, kept as float32 rows for publish. Complete shards are skipped.
+ */
+export async function projectStage(
+  folder: RunFolder,
+  config: RunConfig,
+  model: PcaModel,
+  shards: readonly number[],
+  deps: ProjectDependencies,
+): Promise<ProjectSummary> {
+  const project = deps.project ?? projectorFor(config.threads);
+  // The fitted model counts every processed image: it decides whether publish writes the single files.
+  const keep = model.nSamples <= config.singleFileMaxRows;
+  const extractedWith = await folder.readExtractedWith();
+  const metadata = { orchard_run_id: config.runId, orchard_model: extractedWith?.name ?? '' };
+  const todo: ExtractMeta[] = [];
+  for (const shard of shards) {
+    if (!(await folder.projected(shard))) todo.push(await folder.requireExtracted(shard));
+  }
+  const resumed = shards.length - todo.length;
+  const task = deps.reporter.task('project', todo.reduce((sum, meta) => sum + meta.rows.length, 0));
+  let rows = 0;
+  try {
+    for (const extracted of todo) {
+      throwIfAborted(deps.signal);
+      const started = performance.now();
+      const n = extracted.rows.length;
+      const values = n > 0 ? await project(await folder.readFeatures(extracted), n, model) : new Float32Array(0);
+      const block = { keys: extracted.rows.map((row) => row.key), labels: extracted.rows.map((row) => row.label), values };
+      const part = await parquetBytes(block, model.nComponents, metadata);
+      const meta: ProjectMeta = { shard: extracted.shard, attempt: newAttempt(), rows: n, components: model.nComponents, kept: keep, seconds: (performance.now() - started) / 1000 };
+      await folder.commitProject(meta, part, keep ? values : undefined);
+      rows += n;
+      task.update(rows, 0);
+    }
+  } finally {
+    task.stop();
+  }
+  return { shards: todo.length, resumed, rows };
+}

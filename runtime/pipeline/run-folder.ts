@@ -1,0 +1,329 @@
+import { randomBytes } from 'node:crypto';
+import * as os from 'node:os';
+import { INTERMEDIATE_TAG } from '../contracts/deployment';
+import { OUTPUTS, partKey } from '../contracts/results';
+import { OrchardError } from '../errors';
+import type { EngineInfo, ModelIdentity } from '../model/feature-model';
+import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
+import type { PcaModel } from '../pca/fit';
+import { decodeMoments, encodeMoments, type Moments } from '../stats/moments';
+import { NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptions, type Storage } from '../storage';
+
+/**
+ * The shard contract: the one owner of a run folder's `_work/` layout. Every stage reads and writes shards
+ * through it and nothing else builds a key, decides when a shard is complete, or knows where an attempt's data
+ * sits.
+ *
+ * Layout (all under `<output>/<run-id>/`, every `_work/` object tagged for the bucket's lifecycle rule):
+ *
+ *   _work/config.json                      the run's settings, frozen by plan (children read them)
+ *   _work/plan.json                        shard count and sizes, written last by plan
+ *   _work/shards/NNNNN.json                the keys (and sizes) of one shard's images
+ *   _work/model.json                       the network and engine the shards were extracted with
+ *   _work/items/<stage>.json               work items for an engine: [{"shard": n}, …], shards not yet done
+ *   _work/extract/NNNNN/<attempt>.features.f32   n × dim float32, row-major, rows in the meta's order
+ *   _work/extract/NNNNN/<attempt>.moments.bin    the shard's statistics (runtime/stats/moments.ts)
+ *   _work/extract/NNNNN.meta.json          rows, errors, timings, engine, and the attempt that holds the data
+ *   _work/fit/LL-NNNNN.moments.bin         partial merges of the fit's tree (level LL ≥ 1, group NNNNN)
+ *   _work/fit/pca.json                     the fitted PCA model (float64 exact), written last by fit
+ *   _work/project/NNNNN/<attempt>.pcs.f32  n × k float32 projections, for the single-file outputs
+ *   _work/project/NNNNN.meta.json          rows projected, and the attempt that holds them
+ *   pca/part-NNNNN.parquet                 the shard's rows in the published Parquet dataset
+ *
+ * Commit protocol: an attempt writes its data under keys of its own (a random attempt id), then the meta,
+ * which names the attempt, last. A shard is complete when its meta exists and names data that exists with the
+ * expected sizes. Two overlapping attempts of one shard (a retried task whose first try was not dead) never mix
+ * their files: whichever meta lands last names a whole set of data of one attempt. The Parquet part is the only
+ * shared key; every attempt writes the same bytes to it (projection is deterministic).
+ */
+
+export const WORK = '_work/';
+const TAGGED: PutOptions = { tags: { [INTERMEDIATE_TAG.key]: INTERMEDIATE_TAG.value } };
+
+const pad = (n: number) => String(n).padStart(5, '0');
+const KEYS = {
+  config: `${WORK}config.json`,
+  plan: `${WORK}plan.json`,
+  model: `${WORK}model.json`,
+  items: (stage: WorkStage) => `${WORK}items/${stage}.json`,
+  shardItems: (shard: number) => `${WORK}shards/${pad(shard)}.json`,
+  extractPrefix: `${WORK}extract/`,
+  extractMeta: (shard: number) => `${WORK}extract/${pad(shard)}.meta.json`,
+  features: (shard: number, attempt: string) => `${WORK}extract/${pad(shard)}/${attempt}.features.f32`,
+  moments: (shard: number, attempt: string) => `${WORK}extract/${pad(shard)}/${attempt}.moments.bin`,
+  merge: (level: number, group: number) => `${WORK}fit/${String(level).padStart(2, '0')}-${pad(group)}.moments.bin`,
+  fit: `${WORK}fit/pca.json`,
+  projectMeta: (shard: number) => `${WORK}project/${pad(shard)}.meta.json`,
+  projections: (shard: number, attempt: string) => `${WORK}project/${pad(shard)}/${attempt}.pcs.f32`,
+} as const;
+
+export type WorkStage = 'extract' | 'project';
+
+export interface ShardItem {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface Plan {
+  readonly shards: number;
+  readonly images: number;
+  readonly shardSize: number;
+  /** When plan started (the run's start, for the manifest's total time). */
+  readonly startedAt: string;
+  readonly listSeconds: number;
+}
+
+/** The network and engine a run's shards come from; a resume on anything else is refused. */
+export interface ExtractedWith extends ModelIdentity {
+  readonly engine: EngineInfo['name'];
+  readonly graphSha256?: string;
+}
+
+/** What a finished extract shard records. */
+export interface ExtractMeta {
+  readonly shard: number;
+  readonly attempt: string;
+  readonly dim: number;
+  /** Successful images, in feature-row order. */
+  readonly rows: readonly { readonly key: string; readonly label: string }[];
+  readonly errors: readonly { readonly key: string; readonly reason: string }[];
+  readonly seconds: number;
+  /** Seconds the model computed (reading, decoding and writing overlap with it). */
+  readonly predictSeconds: number;
+  /** Seconds spent on the shard's statistics (mean and co-moment) for PCA. */
+  readonly momentsSeconds: number;
+  readonly engine: EngineInfo;
+  readonly versions: Readonly<Record<string, string>>;
+  /** Machine and process of the attempt, for the manifest and for debugging overlaps. */
+  readonly host: string;
+  readonly finishedAt: string;
+}
+
+export interface ProjectMeta {
+  readonly shard: number;
+  readonly attempt: string;
+  readonly rows: number;
+  readonly components: number;
+  /** Whether the attempt kept its projections for the single-file outputs. */
+  readonly kept: boolean;
+  readonly seconds: number;
+}
+
+export interface FitRecord {
+  readonly model: object;
+  readonly seconds: number;
+  readonly shards: number;
+}
+
+/** A new attempt id: sortable by time, unique across machines. */
+export function newAttempt(now = new Date()): string {
+  return `${now.toISOString().replace(/[-:.]/g, '').slice(0, 15)}-${randomBytes(4).toString('hex')}`;
+}
+
+export function hostDescription(): string {
+  return `${os.hostname()} pid ${process.pid}`;
+}
+
+export class RunFolder {
+  constructor(readonly storage: Storage) {}
+
+  uri(key = ''): string {
+    return this.storage.uri(key);
+  }
+
+  // ----- settings and plan --------------------------------------------------------------------------------------
+
+  readConfig<T>(): Promise<T | undefined> {
+    return getJsonIfExists<T>(this.storage, KEYS.config);
+  }
+
+  writeConfig(settings: object): Promise<void> {
+    return putJson(this.storage, KEYS.config, settings, TAGGED);
+  }
+
+  readPlan(): Promise<Plan | undefined> {
+    return getJsonIfExists<Plan>(this.storage, KEYS.plan);
+  }
+
+  /** The plan, or an error saying that `orchard plan` must run first. */
+  async requirePlan(): Promise<Plan> {
+    const plan = await this.readPlan();
+    if (!plan) {
+      throw new OrchardError(`${this.uri()} has no ${KEYS.plan}: run \`orchard plan\` (or \`orchard run\`) for this run id first`, 'ERR_NO_PLAN');
+    }
+    return plan;
+  }
+
+  writePlan(plan: Plan): Promise<void> {
+    return putJson(this.storage, KEYS.plan, plan, TAGGED);
+  }
+
+  /** Whether any extract data exists (shards cut by a plan that is now gone). */
+  async hasExtractData(): Promise<string | undefined> {
+    for await (const object of this.storage.list(KEYS.extractPrefix)) return object.key;
+    return undefined;
+  }
+
+  writeShardItems(shard: number, items: readonly ShardItem[]): Promise<void> {
+    return putJson(this.storage, KEYS.shardItems(shard), { shard, items }, TAGGED);
+  }
+
+  async readShardItems(shard: number): Promise<ShardItem[]> {
+    return (await getJson<{ items: ShardItem[] }>(this.storage, KEYS.shardItems(shard))).items;
+  }
+
+  readExtractedWith(): Promise<ExtractedWith | undefined> {
+    return getJsonIfExists<ExtractedWith>(this.storage, KEYS.model);
+  }
+
+  writeExtractedWith(identity: ExtractedWith): Promise<void> {
+    return putJson(this.storage, KEYS.model, identity, TAGGED);
+  }
+
+  /** Writes the work items of a stage (the shards still to do) and returns the key, for an engine's item reader. */
+  async writeWorkItems(stage: WorkStage, shards: readonly number[]): Promise<string> {
+    await this.storage.put(KEYS.items(stage), `${JSON.stringify(shards.map((shard) => ({ shard })))}\n`, TAGGED);
+    return KEYS.items(stage);
+  }
+
+  // ----- extract --------------------------------------------------------------------------------------------------
+
+  /** Data first, meta last: see the commit protocol above. */
+  async commitExtract(meta: ExtractMeta, features: Float32Array, moments: Moments): Promise<void> {
+    const { shard, attempt } = meta;
+    await this.storage.put(KEYS.features(shard, attempt), Buffer.from(features.buffer, features.byteOffset, meta.rows.length * meta.dim * 4), TAGGED);
+    await this.storage.put(KEYS.moments(shard, attempt), encodeMoments(moments), TAGGED);
+    await putJson(this.storage, KEYS.extractMeta(shard), meta, TAGGED);
+  }
+
+  /** The meta of a complete extract shard (its data present with the expected sizes), else undefined. */
+  async extracted(shard: number): Promise<ExtractMeta | undefined> {
+    const meta = await getJsonIfExists<ExtractMeta>(this.storage, KEYS.extractMeta(shard));
+    if (!meta?.attempt) return undefined;
+    const [features, moments] = await Promise.all([
+      this.storage.head(KEYS.features(shard, meta.attempt)),
+      this.storage.head(KEYS.moments(shard, meta.attempt)),
+    ]);
+    // Lifecycle expiry is per object and may have taken some of the data and left the meta.
+    if (!features || !moments || features.size !== meta.rows.length * meta.dim * 4) return undefined;
+    return meta;
+  }
+
+  /** The meta of a shard that must be complete (fit, project and publish need every shard). */
+  async requireExtracted(shard: number): Promise<ExtractMeta> {
+    const meta = await this.extracted(shard);
+    if (!meta) throw incomplete('extract', shard, this.uri(KEYS.extractMeta(shard)));
+    return meta;
+  }
+
+  /** A complete shard's feature rows (float32, row-major). */
+  async readFeatures(meta: ExtractMeta): Promise<Float32Array> {
+    const key = KEYS.features(meta.shard, meta.attempt);
+    const data = await this.storage.get(key);
+    if (data.length !== meta.rows.length * meta.dim * 4) {
+      throw new OrchardError(`${this.uri(key)} holds ${data.length} bytes, expected ${meta.rows.length} × ${meta.dim} float32 values`, 'ERR_CORRUPT_SHARD');
+    }
+    return float32View(data);
+  }
+
+  async readMoments(meta: ExtractMeta): Promise<Moments> {
+    const key = KEYS.moments(meta.shard, meta.attempt);
+    return decodeMoments(await this.storage.get(key), this.uri(key));
+  }
+
+  // ----- fit --------------------------------------------------------------------------------------------------------
+
+  writeMerge(level: number, group: number, moments: Moments): Promise<void> {
+    return this.storage.put(KEYS.merge(level, group), encodeMoments(moments), TAGGED);
+  }
+
+  async readMerge(level: number, group: number): Promise<Moments | undefined> {
+    const key = KEYS.merge(level, group);
+    try {
+      return decodeMoments(await this.storage.get(key), this.uri(key));
+    } catch (error) {
+      if (error instanceof NotFoundError) return undefined;
+      throw error;
+    }
+  }
+
+  writeFit(model: PcaModel, seconds: number, shards: number, extra: Record<string, unknown>): Promise<void> {
+    const record: FitRecord = { model: pcaModelToJson(model, extra), seconds, shards };
+    return putJson(this.storage, KEYS.fit, record, TAGGED);
+  }
+
+  /** The fitted model, or undefined before fit has finished. */
+  async readFit(): Promise<{ model: PcaModel; record: FitRecord } | undefined> {
+    const record = await getJsonIfExists<FitRecord>(this.storage, KEYS.fit);
+    return record ? { model: pcaModelFromJson(record.model, this.uri(KEYS.fit)), record } : undefined;
+  }
+
+  async requireFit(): Promise<{ model: PcaModel; record: FitRecord }> {
+    const fit = await this.readFit();
+    if (!fit) throw new OrchardError(`${this.uri()} has no fitted model (${KEYS.fit}): run \`orchard fit\` first`, 'ERR_NOT_FITTED');
+    return fit;
+  }
+
+  // ----- project ------------------------------------------------------------------------------------------------
+
+  /** The part first, then the projections an attempt keeps for the single files, then the meta. */
+  async commitProject(meta: ProjectMeta, part: Buffer, projections: Float32Array | undefined): Promise<void> {
+    await this.storage.put(partKey(meta.shard), part);
+    if (meta.kept && projections) {
+      await this.storage.put(KEYS.projections(meta.shard, meta.attempt), Buffer.from(projections.buffer, projections.byteOffset, projections.byteLength), TAGGED);
+    }
+    await putJson(this.storage, KEYS.projectMeta(meta.shard), meta, TAGGED);
+  }
+
+  async projected(shard: number): Promise<ProjectMeta | undefined> {
+    const meta = await getJsonIfExists<ProjectMeta>(this.storage, KEYS.projectMeta(shard));
+    if (!meta?.attempt) return undefined;
+    if (!(await exists(this.storage, partKey(shard)))) return undefined;
+    if (meta.kept) {
+      const values = await this.storage.head(KEYS.projections(shard, meta.attempt));
+      if (!values || values.size !== meta.rows * meta.components * 4) return undefined;
+    }
+    return meta;
+  }
+
+  async requireProjected(shard: number): Promise<ProjectMeta> {
+    const meta = await this.projected(shard);
+    if (!meta) throw incomplete('project', shard, this.uri(KEYS.projectMeta(shard)));
+    return meta;
+  }
+
+  async readProjections(meta: ProjectMeta): Promise<Float32Array> {
+    const key = KEYS.projections(meta.shard, meta.attempt);
+    const data = await this.storage.get(key);
+    if (data.length !== meta.rows * meta.components * 4) {
+      throw new OrchardError(`${this.uri(key)} holds ${data.length} bytes, expected ${meta.rows} × ${meta.components} float32 values`, 'ERR_CORRUPT_SHARD');
+    }
+    return float32View(data);
+  }
+
+  // ----- results ----------------------------------------------------------------------------------------------
+
+  isPublished(): Promise<boolean> {
+    return exists(this.storage, OUTPUTS.success);
+  }
+
+  /** Deletes `_work/` (after a successful publish, unless the user keeps the features). */
+  deleteWork(): Promise<void> {
+    return this.storage.deletePrefix(WORK);
+  }
+}
+
+function incomplete(stage: WorkStage, shard: number, where: string): OrchardError {
+  return new OrchardError(
+    `Shard ${shard} has not been ${stage === 'extract' ? 'extracted' : 'projected'} (${where} is missing or its data is incomplete): ` +
+      `run \`orchard ${stage} --shards ${shard}\` (or rerun \`orchard run\` with this run id) first`,
+    'ERR_SHARD_INCOMPLETE',
+  );
+}
+
+/** float32 rows over a buffer, copying only when the buffer is not 4-byte aligned. */
+function float32View(data: Buffer): Float32Array {
+  return data.byteOffset % 4 === 0
+    ? new Float32Array(data.buffer, data.byteOffset, data.length / 4)
+    : new Float32Array(new Uint8Array(data).buffer);
+}

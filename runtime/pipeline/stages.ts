@@ -1,0 +1,98 @@
+import pMap from 'p-map';
+import type { RunResult } from '../contracts/results';
+import { ExitCode, OrchardError } from '../errors';
+import type { TfRuntime } from '../model/backend';
+import type { Reporter } from '../progress';
+import { childLocation, formatLocation, openStorage, parseLocation, type S3Options } from '../storage';
+import { MACHINE_SETTINGS, buildRunConfig, type RunSettings } from './config';
+import { extractStage, type ExtractSummary } from './extract';
+import { fitStage, type FitResult } from './fit';
+import { loadModel, openRun, type OpenRun } from './context';
+import { storedSettings } from './plan';
+import { projectStage, type ProjectSummary } from './project';
+import { extractedShards, publishStage } from './publish';
+import { RunFolder } from './run-folder';
+
+/**
+ * The stage commands (`orchard extract | fit | project | publish`) as functions, for the CLI and for any engine
+ * that runs the stages as separate tasks. A task needs only the run's output, its id and its shards: the rest of
+ * the settings were stored by `orchard plan`; the machine's own settings (threads, read-ahead) and S3 options
+ * are the task's.
+ */
+
+export type MachineSettings = Partial<Pick<RunSettings, (typeof MACHINE_SETTINGS)[number]>>;
+
+export interface StageDependencies {
+  readonly reporter: Reporter;
+  readonly signal?: AbortSignal;
+  readonly tf?: TfRuntime;
+}
+
+/** A planned run, opened from its output and id with the settings plan stored. */
+export async function openPlannedRun(output: string, runId: string, machine: MachineSettings, s3: S3Options): Promise<OpenRun> {
+  const location = parseLocation(output, '--output');
+  const folder = new RunFolder(openStorage(childLocation(location, runId), s3));
+  const stored = await storedSettings(folder);
+  if (stored.runId !== undefined && stored.runId !== runId) {
+    throw new OrchardError(`${folder.uri()} holds run ${stored.runId}, not ${runId}`, 'ERR_RESUME_MISMATCH', ExitCode.Usage);
+  }
+  const chosen = Object.fromEntries(Object.entries(machine).filter(([, value]) => value !== undefined));
+  // The run folder stays where it was found, whatever spelling of the output the task was given.
+  const config = buildRunConfig({ ...stored, ...chosen, output: formatLocation(location), runId }, s3);
+  return openRun(config);
+}
+
+/** The shards asked for, checked against the plan; `all` is every shard. */
+export async function shardsOf(run: OpenRun, asked: readonly number[] | 'all'): Promise<number[]> {
+  const plan = await run.folder.requirePlan();
+  if (asked === 'all') return Array.from({ length: plan.shards }, (_, shard) => shard);
+  const beyond = asked.filter((shard) => shard >= plan.shards);
+  if (beyond.length > 0) {
+    throw new OrchardError(
+      `Run ${run.config.runId} has ${plan.shards} shard(s) (0-${plan.shards - 1}); there is no shard ${beyond.join(', ')}`,
+      'ERR_INVALID_PARAMETER',
+      ExitCode.Usage,
+    );
+  }
+  return [...asked];
+}
+
+export async function extractCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ExtractSummary> {
+  const chosen = await shardsOf(run, shards);
+  const engine = await loadModel(run, deps);
+  try {
+    return await extractStage(run.folder, run.config, run.input, chosen, engine, deps);
+  } finally {
+    engine.model.dispose();
+  }
+}
+
+export interface FitCommandResult extends FitResult {
+  /** Shards to project, and the key of the work-item file that lists them. */
+  readonly pending: readonly number[];
+  readonly itemsKey: string;
+}
+
+export async function fitCommand(run: OpenRun, deps: StageDependencies): Promise<FitCommandResult> {
+  const plan = await run.folder.requirePlan();
+  const metas = await extractedShards(run.folder, plan);
+  const fitted = await fitStage(run.folder, run.config, metas, deps.reporter);
+  const done = await pMap(metas, async (meta) => (await run.folder.projected(meta.shard)) !== undefined, { concurrency: 16 });
+  const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
+  const itemsKey = await run.folder.writeWorkItems('project', pending);
+  return { ...fitted, pending, itemsKey };
+}
+
+export async function projectCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ProjectSummary> {
+  const chosen = await shardsOf(run, shards);
+  const { model } = await run.folder.requireFit();
+  return projectStage(run.folder, run.config, model, chosen, deps);
+}
+
+export async function publishCommand(run: OpenRun, deps: StageDependencies): Promise<RunResult> {
+  if (await run.folder.isPublished()) {
+    throw new OrchardError(`Run ${run.config.runId} is already published at ${run.folder.uri()}`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+  }
+  const { model } = await run.folder.requireFit();
+  return publishStage(run.folder, run.config, model, { reporter: deps.reporter, input: run.input });
+}
