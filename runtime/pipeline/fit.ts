@@ -4,7 +4,7 @@ import { fitPca, type PcaModel } from '../pca/fit';
 import type { Reporter } from '../progress';
 import { emptyMoments, mergeMoments, type Moments } from '../stats/moments';
 import type { RunConfig } from './config';
-import type { ExtractMeta, RunFolder } from './run-folder';
+import { modelIdentityOf, type ExtractMeta, type RunFolder } from './run-folder';
 
 /** Shard statistics read at once: each is 6.3 MB at 1280 features, 13 MB once decoded. */
 export const READ_CONCURRENCY = 8;
@@ -84,6 +84,7 @@ export async function fitStage(folder: RunFolder, config: RunConfig, metas: read
   const seconds = (performance.now() - started) / 1000;
   const cumulative = model.explainedVarianceRatio.reduce((sum, value) => sum + value, 0);
   reporter.info(`fit: k=${model.nComponents} explains ${(cumulative * 100).toFixed(2)}% of the variance`);
-  await folder.writeFit(model, seconds, metas.length, { run_id: config.runId });
+  const identity = await folder.readExtractedWith();
+  await folder.writeFit(model, seconds, metas.length, { ...(identity ? { model: modelIdentityOf(identity) } : {}), run_id: config.runId });
   return { model, seconds, reused: false };
 }

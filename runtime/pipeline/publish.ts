@@ -12,7 +12,7 @@ import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
 import { formatLocation, putJson, type Storage } from '../storage';
 import { settingsOf, type RunConfig } from './config';
-import type { ExtractMeta, Plan, ProjectMeta, RunFolder } from './run-folder';
+import { modelIdentityOf, type ExtractMeta, type Plan, type ProjectMeta, type RunFolder } from './run-folder';
 
 /** Shard metas and projections read at once. */
 const READ_CONCURRENCY = 16;
@@ -106,7 +106,7 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     timings: { ...roundAll(timings), predict: round(sum(extracted, (meta) => meta.predictSeconds)), moments: round(sum(extracted, (meta) => meta.momentsSeconds)) },
     imagesPerSecond: round(plan.images / Math.max(total, 1e-9)),
     engine: first!.engine,
-    model: stripExtractedWith(identity),
+    model: modelIdentityOf(identity),
     versions: first!.versions,
     outputs,
   };
@@ -172,12 +172,6 @@ async function writeTables(
     await parquet.write(block);
   }
   await Promise.all([csv.close(), parquet.close()]);
-}
-
-/** The model's identity as the manifest shows it (without the run folder's engine bookkeeping). */
-function stripExtractedWith(identity: object): Manifest['model'] {
-  const { engine: _engine, graphSha256: _graph, ...model } = identity as Record<string, unknown>;
-  return model as unknown as Manifest['model'];
 }
 
 function range(n: number): number[] {

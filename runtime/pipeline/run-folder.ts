@@ -79,6 +79,12 @@ export interface ExtractedWith extends ModelIdentity {
   readonly graphSha256?: string;
 }
 
+/** The network alone (what the manifest and pca-model.json show), without the engine bookkeeping. */
+export function modelIdentityOf(extractedWith: ExtractedWith): ModelIdentity {
+  const { engine: _engine, graphSha256: _graph, ...identity } = extractedWith;
+  return identity;
+}
+
 /** What a finished extract shard records. */
 export interface ExtractMeta {
   readonly shard: number;
