@@ -180,8 +180,8 @@ async function main(): Promise<void> {
     const large = await orchardRun({ ...run, input: largeDir, output: results, runId: 'rss-large', images: largeFiles.length });
     const lt = large.manifest.timings;
     log(`peak RSS ${large.peakRssMb?.toFixed(0)} MB at ${largeFiles.length} images, ${(largeFiles.length / lt.total!).toFixed(2)} images/s`);
-    // PCA's work in a run: the shards' statistics (inside extract), the fit, and publish (projection plus writing).
-    const pcaShare = ((lt.moments ?? 0) + (lt.fit ?? 0) + (lt.publish ?? 0)) / lt.total!;
+    // PCA's work in a run: the shards' statistics (inside extract), the fit, the projection and publish (writing).
+    const pcaShare = ((lt.moments ?? 0) + (lt.fit ?? 0) + (lt.project ?? 0) + (lt.publish ?? 0)) / lt.total!;
 
     const out = {
       model_img_per_s: round(model.imgPerS),
@@ -243,7 +243,7 @@ async function main(): Promise<void> {
         { name: 'pca_s', value: out.pca_s, note: `moments ${ours.momentsS.toFixed(2)} s, fit ${ours.fitS.toFixed(2)} s, project ${ours.projectS.toFixed(2)} s` },
         { name: 'sklearn_pca_s', value: out.sklearn_pca_s, note: pyPca.ok ? `svd_solver='full', k=${k}` : pyPca.message },
         { name: 'pca_vs_sklearn', value: out.pca_vs_sklearn, target: { op: '<=', limit: 3 } },
-        { name: 'pca_share', value: out.pca_share, target: { op: '<=', limit: 0.03 }, note: `(moments + fit + publish) / total, ${largeFiles.length}-image run` },
+        { name: 'pca_share', value: out.pca_share, target: { op: '<=', limit: 0.03 }, note: `(moments + fit + project + publish) / total, ${largeFiles.length}-image run` },
         { name: 'rss_small_mb', value: out.rss_small_mb, note: `${smallFiles.length} images` },
         { name: 'rss_large_mb', value: out.rss_large_mb, target: { op: '<=', limit: 1024 }, note: `${largeFiles.length} images` },
         { name: 'rss_growth', value: out.rss_growth, target: { op: '<=', limit: 1.15 } },
