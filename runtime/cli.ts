@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { fraction, positiveInt, rate, runIdArg, shardList, wholeNumber, wholeNumberUpTo } from './cli-args';
@@ -9,7 +10,7 @@ import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Norm
 import type { BackendPreference } from './model/backend';
 import { describeEngine, type EnginePreference } from './model/feature-model';
 import type { DoctorConfig } from './doctor';
-import { S3Storage, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
+import { InvalidJsonError, NotFoundError, S3RetryCounter, S3Storage, UnreadableObjectError, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
 
 /**
  * 8 classes x 125 = 1,000 images: the demo's embedded S3 server (s3rver) cannot page a listing past 1,000 keys
@@ -59,17 +60,18 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
 
   const withCommon = (command: Command) =>
     command
-      .addOption(new Option('--endpoint <url>', 'S3-compatible endpoint (e.g. a local S3 server)').env('AWS_ENDPOINT_URL'))
+      .addOption(new Option('--endpoint <url>', 'S3-compatible endpoint (e.g. a local S3 server)').env('AWS_ENDPOINT_URL').argParser(endpointUrl))
       .addOption(new Option('--region <region>', 'AWS region of the buckets').default(env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1'))
       .option('-q, --quiet', 'print warnings and the result only')
-      .option('--json-logs', 'log one JSON object per line (no progress bar)');
+      .option('--json-logs', 'log one JSON object per line (no progress bar)')
+      .option('--debug', 'print the stack trace of an unexpected error');
 
   withCommon(withRunSettings(program.command('run').description('Run the pipeline: list → extract features → fit PCA → project → write the outputs under <output>/<run-id>/')))
     .addHelpText('after', EXIT_CODES)
     .action(async (options: RunOptions) => {
-      const config = buildRunConfig(toRunSettings(options), s3Options(options));
-      const { runPipeline } = require('./pipeline/run') as typeof import('./pipeline/run');
       const reporter = reporterFor(options, io);
+      const config = buildRunConfig(toRunSettings(options), s3Options(options, reporter));
+      const { runPipeline } = require('./pipeline/run') as typeof import('./pipeline/run');
       const result = await withInterrupt((signal) => runPipeline(config, { reporter, signal }), config.runId, io);
       printResult(result, options, io);
       io.exit(result.exitCode);
@@ -78,11 +80,12 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
   withCommon(withRunSettings(program.command('plan').description('First stage of a run split into tasks: check everything, list the input into shards, store the settings, fill the model cache, write the extract work items')))
     .addHelpText('after', STAGE_HELP)
     .action(async (options: RunOptions) => {
-      const config = buildRunConfig(toRunSettings(options), s3Options(options));
-      const { planStage } = require('./pipeline/plan') as typeof import('./pipeline/plan');
+      const reporter = reporterFor(options, io);
+      const config = buildRunConfig(toRunSettings(options), s3Options(options, reporter));
+      const { planCommand } = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const { openRun } = require('./pipeline/context') as typeof import('./pipeline/context');
       const run = openRun(config);
-      const planned = await planStage(run, reporterFor(options, io));
+      const planned = await planCommand(run, { reporter });
       const summary = { runId: config.runId, runUri: run.folder.uri(), images: planned.plan.images, shards: planned.plan.shards, pending: planned.pending.length, items: run.folder.uri(planned.itemsKey) };
       io.out(options.jsonLogs ? `${JSON.stringify(summary)}\n` : `planned ${summary.images} images in ${summary.shards} shard(s), ${summary.pending} to extract: ${summary.items}\n`);
       io.exit(ExitCode.Ok);
@@ -92,8 +95,8 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .requiredOption('--shards <list>', 'shards to extract: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
-      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
       const reporter = reporterFor(options, io);
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.extractCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `extracted ${done.shards} shard(s) (${done.resumed} already done): ${done.images} images, ${done.failed} failed\n`);
       io.exit(ExitCode.Ok);
@@ -102,8 +105,14 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
   withCommon(withStageTask(program.command('fit').description('Merge every shard\'s statistics and fit the PCA of a planned, extracted run')))
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
-      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
-      const fitted = await stages.fitCommand(run, { reporter: reporterFor(options, io) });
+      const reporter = reporterFor(options, io);
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
+      const fitted = await stages.fitCommand(run, { reporter });
+      if ('published' in fitted) {
+        printResult(fitted.published, options, io);
+        io.exit(fitted.published.exitCode);
+        return;
+      }
       const summary = { k: fitted.model.nComponents, seconds: fitted.seconds, reused: fitted.reused, pending: fitted.pending.length, items: run.folder.uri(fitted.itemsKey) };
       io.out(options.jsonLogs ? `${JSON.stringify(summary)}\n` : `fitted k=${summary.k}${fitted.reused ? ' (already fitted)' : ''}; ${summary.pending} shard(s) to project: ${summary.items}\n`);
       io.exit(ExitCode.Ok);
@@ -113,8 +122,8 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .requiredOption('--shards <list>', 'shards to project: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
-      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
       const reporter = reporterFor(options, io);
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.projectCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `projected ${done.shards} shard(s) (${done.resumed} already done): ${done.rows} rows\n`);
       io.exit(ExitCode.Ok);
@@ -124,8 +133,9 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .addHelpText('after', EXIT_CODES)
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
-      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options));
-      const result = await stages.publishCommand(run, { reporter: reporterFor(options, io) });
+      const reporter = reporterFor(options, io);
+      const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
+      const result = await stages.publishCommand(run, { reporter });
       printResult(result, options, io);
       io.exit(result.exitCode);
     });
@@ -154,7 +164,8 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .argument('<run-uri>', 'the run folder: s3://bucket/results/<run-id>/ or a local folder')
       .option('-i, --input <uri>', 'where the images are, for thumbnails (default: the input recorded in the manifest)'),
   ).action(async (runUri: string, options: CommonOptions & { input?: string }) => {
-    const s3 = s3Options(options);
+    const reporter = reporterFor(options, io);
+    const s3 = s3Options(options, reporter);
     const run = openStorage(parseLocation(runUri, '<run-uri>'), s3);
     await run.check();
     const manifest = await getJsonIfExists<Manifest>(run, OUTPUTS.manifest);
@@ -162,7 +173,6 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       throw new OrchardError(`${run.uri()} holds no ${OUTPUTS.manifest}: not the folder of a finished run`, 'ERR_NOT_A_RUN', ExitCode.Usage);
     }
     const input = openStorage(parseLocation(options.input ?? manifest.input, '--input'), s3);
-    const reporter = reporterFor(options, io);
     const { buildReport } = require('./report/build') as typeof import('./report/build');
     const uri = await buildReport(run, { input, manifest, reporter });
     io.out(options.jsonLogs ? `${JSON.stringify({ report: uri })}\n` : `report  ${uri}  (open in a browser)\n`);
@@ -179,8 +189,8 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
   ).action(async (dir: string, uri: string, options: CommonOptions & { concurrency: number }) => {
     const location = parseLocation(uri, '<s3-uri>');
     if (location.kind !== 's3') throw new OrchardError(`Expected an s3:// URI for <s3-uri> but got ${JSON.stringify(uri)}`, 'ERR_INVALID_PARAMETER', ExitCode.Usage);
-    const target = new S3Storage(createS3Client(s3Options(options)), location.bucket, location.prefix);
     const reporter = reporterFor(options, io);
+    const target = new S3Storage(createS3Client(s3Options(options, reporter)), location.bucket, location.prefix);
     let task: ReturnType<Reporter['task']> | undefined;
     const { uploadTree } = require('./upload') as typeof import('./upload');
     const summary = await withInterrupt(
@@ -280,9 +290,11 @@ export function toDoctorConfig(options: DoctorOptions): DoctorConfig {
 const EXIT_CODES = `
 Exit status:
   0    finished; failed images within --max-error-rate
-  1    fatal error (storage, permissions, model); the message names the cause
+  1    fatal error (storage, permissions, model, damaged run state, run held by another process);
+       the message names the cause; rerun with the same --run-id once it is fixed
   2    invalid command line or configuration, or the run id is already complete
-  3    finished and outputs written, but too many images failed (no _SUCCESS)
+  3    finished, but too many images failed (outputs without _SUCCESS) or too few images were
+       readable for PCA (errors.csv, manifest and report only)
   130  interrupted; rerun with the same --run-id to resume`;
 
 /** Every setting of a run as a flag (`run`, `plan`). */
@@ -346,8 +358,33 @@ const ENGINE_OPTION = () =>
     .choices(['auto', 'onnx', 'tfjs'])
     .default('auto');
 
-function s3Options(options: CommonOptions): S3Options {
-  return { endpoint: options.endpoint, region: options.region };
+/**
+ * S3 options of a command: where, and a count of the requests the SDK retried, reported as warnings (a line per
+ * command at the 1st, 10th, 100th… retry) so that throttling or a flaky network is never silent.
+ */
+function s3Options(options: CommonOptions, reporter?: Reporter): S3Options {
+  const retries = new S3RetryCounter((event) =>
+    reporter?.warn(
+      `s3: a ${event.command} request ${event.failed ? 'failed after' : 'needed'} ${event.retries} retr${event.retries === 1 ? 'y' : 'ies'} ` +
+        `(${event.total} ${event.command} retries so far; throttling, server errors or reset connections)`,
+      { command: event.command, retries: event.total },
+    ),
+  );
+  return { endpoint: options.endpoint, region: options.region, retries };
+}
+
+/** `--endpoint`: an http(s) URL, named in the error when it is not one. */
+function endpointUrl(value: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+    throw new InvalidArgumentError(`expected an http:// or https:// URL for --endpoint but got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 function reporterFor(options: CommonOptions, io: CliIo): Reporter {
@@ -356,16 +393,23 @@ function reporterFor(options: CommonOptions, io: CliIo): Reporter {
   return createReporter({ quiet: options.quiet, json: options.jsonLogs, tty: io.isTty, stream });
 }
 
+/** The first word(s) of the result line, which the trigger reads from the command's output. */
+export const RESULT_WORDS: Readonly<Record<RunResult['status'], string>> = {
+  succeeded: 'done',
+  too_many_errors: 'finished with too many errors',
+  too_few_images: 'finished with too few images',
+};
+
 function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {
   const { manifest } = result;
   if (options.jsonLogs) {
     io.out(`${JSON.stringify({ status: result.status, runUri: result.runUri, counts: manifest.counts, pca: manifest.pca, outputs: result.outputs })}\n`);
     return;
   }
+  const pca = manifest.pca ? `k=${manifest.pca.components} (${(manifest.pca.explainedVariance * 100).toFixed(2)}% of variance)` : 'no PCA';
   io.out(
     [
-      `${result.status === 'succeeded' ? 'done' : 'finished with too many errors'}: ${manifest.counts.processed} images, ${manifest.counts.failed} failed, ` +
-        `k=${manifest.pca.components} (${(manifest.pca.explainedVariance * 100).toFixed(2)}% of variance), ` +
+      `${RESULT_WORDS[result.status]}: ${manifest.counts.processed} images, ${manifest.counts.failed} failed, ${pca}, ` +
         `${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s on the ${describeEngine(manifest.engine)}`,
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
@@ -376,6 +420,8 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
 /** SIGINT/SIGTERM stop the run after the current batch (completed shards are kept); a second one exits at once. */
 async function withInterrupt<T>(work: (signal: AbortSignal) => Promise<T>, runId: string | undefined, io: CliIo): Promise<T> {
   const controller = new AbortController();
+  // Every in-flight S3 request (16 uploads, 8 shard writes…) listens on this one signal: not a leak.
+  setMaxListeners(0, controller.signal);
   const onSignal = (name: string) => {
     if (controller.signal.aborted) io.exit(ExitCode.Interrupted);
     io.err(`\norchard: ${name} received, stopping after the current batch${runId ? `; resume with --run-id ${runId}` : ''}\n`);
@@ -426,13 +472,15 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<voi
       io.exit(error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage);
       return;
     }
-    if (error instanceof OrchardError) {
+    // Errors that name their object and reason (a damaged JSON file, one that cannot be read) need no stack either.
+    if (error instanceof OrchardError || error instanceof InvalidJsonError || error instanceof UnreadableObjectError || error instanceof NotFoundError) {
       io.err(`orchard: ${error.message}\n`);
-      io.exit(error.exitCode);
+      io.exit(error instanceof OrchardError ? error.exitCode : ExitCode.Fatal);
       return;
     }
     io.err(`orchard: unexpected error: ${describeError(error)}\n`);
-    if (error instanceof Error && error.stack) io.err(`${error.stack}\n`);
+    if (argv.includes('--debug') && error instanceof Error && error.stack) io.err(`${error.stack}\n`);
+    else io.err('orchard: rerun with --debug for the stack trace, and please report it if the message does not say what to fix\n');
     io.exit(ExitCode.Fatal);
   }
 }

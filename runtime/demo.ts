@@ -51,7 +51,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
     const summary = [
       `orchard demo: ${manifest.status}`,
       `  images         ${manifest.counts.processed} processed, ${manifest.counts.failed} failed (${SAMPLE_CLASSES.length} classes, from ${manifest.input} on the embedded S3 server)`,
-      `  PCA            k=${manifest.pca.components} components explain ${(manifest.pca.explainedVariance * 100).toFixed(2)}% of the variance (target ${DEFAULTS.variance * 100}%)`,
+      `  PCA            ${manifest.pca ? `k=${manifest.pca.components} components explain ${(manifest.pca.explainedVariance * 100).toFixed(2)}% of the variance (target ${DEFAULTS.variance * 100}%)` : 'none: too few images'}`,
       `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${describeEngine(manifest.engine)}`,
       `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
       `  outputs        ${run.runUri}`,

@@ -158,7 +158,7 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
     const listed: string[] = [];
     for await (const item of new S3Storage(createS3Client(s3.options), BUCKET, 'results/to-s3/').list()) listed.push(item.key);
     expect(listed.sort()).toEqual(['_SUCCESS', 'errors.csv', 'manifest.json', 'pca-model.json', 'pca.csv', 'pca.parquet', 'pca/part-00000.parquet', 'pca/part-00001.parquet', 'pca/part-00002.parquet', 'report.html']);
-    expect(run.manifest.pca.explainedVariance).toBeGreaterThan(0.9);
+    expect(run.manifest.pca!.explainedVariance).toBeGreaterThan(0.9);
   });
 });
 
@@ -267,7 +267,7 @@ describe('resuming with other model weights', () => {
     await generateSampleImages(input, { perClass: 2, seed: 6, classes: ['Kiwi', 'Lemon'] });
     const output = tempDir();
     fs.mkdirSync(path.join(output, 'm', '_work'), { recursive: true });
-    fs.writeFileSync(path.join(output, 'm', '_work', 'model.json'), JSON.stringify({ weightsSha256: '0'.repeat(64), featureDim: TINY_FEATURES }));
+    fs.writeFileSync(path.join(output, 'm', '_work', 'model.json'), JSON.stringify({ name: 'tiny', weightsSha256: '0'.repeat(64), featureDim: TINY_FEATURES }));
     const run = runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: output }, runId: 'm' }), {
       reporter: silentReporter(),
       tf,

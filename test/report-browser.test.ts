@@ -110,7 +110,7 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
     }, id);
 
   it('runs with k ≥ 3 and one failed file, so every part of the report has something to show', () => {
-    expect(result.manifest.pca.components).toBeGreaterThanOrEqual(3);
+    expect(result.manifest.pca!.components).toBeGreaterThanOrEqual(3);
     expect(result.manifest.counts.failed).toBe(1);
     expect(result.manifest.outputs.report).toBe(result.outputs.report);
   });
@@ -125,12 +125,12 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
 
   it('draws the scree plot as bars, the cumulative line, the chosen-k marker and the variance-target marker', async () => {
     const scree = await chart('scree');
-    const k = result.manifest.pca.components;
+    const k = result.manifest.pca!.components;
     expect(scree.datasets.map((d) => d.type)).toEqual(['bar', 'line', 'line', 'line']);
     expect(scree.legend).toEqual([
       'explained variance per component',
       'cumulative explained variance',
-      `chosen k = ${k} (${(result.manifest.pca.explainedVariance * 100).toFixed(2)}%)`,
+      `chosen k = ${k} (${(result.manifest.pca!.explainedVariance * 100).toFixed(2)}%)`,
       'variance target 99%',
     ]);
     expect(scree.datasets[0]!.points).toBeGreaterThan(k);

@@ -159,6 +159,7 @@ function fakeManifest(k: number, images: number, failed: number): Manifest {
     engine: { name: 'tfjs', version: '4.22.0', backend: 'tensorflow', threads: 4, batchSize: 8 },
     model: { name: 'mobilenet_v2', featureDim: 1280 } as Manifest['model'],
     versions: {},
+    s3Retries: {},
     outputs: {},
   };
 }

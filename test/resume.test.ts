@@ -133,6 +133,8 @@ describe('a run killed mid-extract and rerun with the same --run-id', () => {
 
   it('finishes on the rerun: exit 0 and _SUCCESS', () => {
     expect(resumed.stderr).not.toMatch(/"level":"warn"/);
+    // The killed process's lease names a process that no longer runs: taken over at once, not after its expiry.
+    expect(resumed.stderr).toMatch(/taking over from orchard run resume1 on .* \(pid \d+\) since .*: process \d+ no longer runs/);
     expect(resumed.code).toBe(0);
     expect(fs.existsSync(path.join(runDir('resume1'), '_SUCCESS'))).toBe(true);
   });

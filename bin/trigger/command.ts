@@ -194,7 +194,7 @@ function lastLines(content: string, count: number): string[] {
 export function resultLine(invocation: Invocation): string | undefined {
   return (invocation.StandardOutputContent ?? '')
     .split('\n')
-    .find((line) => /^(done|finished with too many errors): /.test(line.trim()))
+    .find((line) => /^(done|finished with too (many errors|few images)): /.test(line.trim()))
     ?.trim();
 }
 

@@ -30,7 +30,12 @@ export const partKey = (shard: number) => `${PARTS_PREFIX}part-${String(shard).p
 
 export type OutputName = keyof typeof OUTPUTS | 'parts';
 
-export type RunStatus = 'succeeded' | 'too_many_errors';
+/**
+ * `succeeded`: every output written, `_SUCCESS` last. `too_many_errors`: outputs written, but more images failed
+ * than --max-error-rate allows. `too_few_images`: fewer than 2 images could be processed, so there is no PCA;
+ * errors.csv, the report and the manifest say why. Neither of the last two writes `_SUCCESS`.
+ */
+export type RunStatus = 'succeeded' | 'too_many_errors' | 'too_few_images';
 
 export interface Manifest {
   readonly orchard: string;
@@ -42,13 +47,16 @@ export interface Manifest {
   readonly output: string;
   readonly config: Record<string, unknown>;
   readonly counts: { listed: number; processed: number; failed: number; errorRate: number; shards: number; shardsResumed: number };
-  readonly pca: { components: number; explainedVariance: number; spec: ComponentsSpec };
+  /** Absent when there is no PCA (status `too_few_images`). */
+  readonly pca?: { components: number; explainedVariance: number; spec: ComponentsSpec };
   readonly timings: Record<string, number>;
   readonly imagesPerSecond: number;
   /** The inference engine that ran: name, version, threads, batch size (and the compiled graph for onnx). */
   readonly engine: EngineInfo;
   readonly model: ModelIdentity;
   readonly versions: Record<string, string>;
+  /** S3 requests the SDK had to retry (throttling, server errors, reset connections), per command. */
+  readonly s3Retries: Record<string, number>;
   /** URIs of the outputs written, by name (`parts` is the prefix of the Parquet dataset). */
   readonly outputs: Partial<Record<OutputName, string>>;
 }

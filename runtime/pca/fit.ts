@@ -96,9 +96,14 @@ export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
   let eigen = new Float64Array(0);
   let allExplainedVarianceRatio = new Float64Array(0);
   let k = 0;
+  // The centred data of n rows has rank at most n - 1: eigenvalues past it are rounding noise, and so are
+  // negative ones. Both are zero here, and the ratios are shares of what remains, so that they sum to 1 as
+  // scikit-learn's do (its total is the sum of its explained variances), and the curve never passes 1.
+  const rank = Math.min(n - 1, p);
   const { vectors } = symmetricEigen(cov, p, (values) => {
-    eigen = values.map((v) => Math.max(0, v));
-    allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / total);
+    eigen = values.map((v, i) => (i < rank ? Math.max(0, v) : 0));
+    const sum = eigen.reduce((a, b) => a + b, 0);
+    allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / sum);
     k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
     return k;
   });

@@ -34,7 +34,8 @@ export function pcaModelToJson(model: PcaModel, extra: Record<string, unknown>):
   }
   const cumulative: number[] = [];
   let sum = 0;
-  for (const r of model.allExplainedVarianceRatio) cumulative.push((sum += r));
+  // Rounding in the running sum may pass 1 by an ulp or two; a share of variance never does.
+  for (const r of model.allExplainedVarianceRatio) cumulative.push(Math.min(1, (sum += r)));
   return {
     n_components_: model.nComponents,
     n_features_in_: p,

@@ -6,9 +6,10 @@ import type { LoadedEngine } from '../model/engine';
 import type { FeatureModel } from '../model/feature-model';
 import type { Reporter } from '../progress';
 import { emptyMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
-import { NotFoundError, type Storage } from '../storage';
+import { NotFoundError, UnreadableObjectError, type S3RetryCounter, type Storage } from '../storage';
 import { DEFAULTS, type RunConfig } from './config';
 import { labelOf } from './list';
+import { describeHolder, workThroughShards } from './lease';
 import { hostDescription, newAttempt, type ExtractMeta, type ExtractedWith, type RunFolder, type ShardItem } from './run-folder';
 
 export interface ExtractOptions {
@@ -21,6 +22,8 @@ export interface ExtractOptions {
   readonly signal?: AbortSignal;
   /** Called after every image with the counts so far in this shard. */
   readonly onProgress?: (done: number, failed: number) => void;
+  /** The process's count of retried S3 requests: the shard's meta records those made while it was extracted. */
+  readonly retries?: S3RetryCounter;
 }
 
 type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonly item: ShardItem; readonly error: string };
@@ -33,6 +36,7 @@ type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonl
 export async function extractShard(shard: number, input: Storage, folder: RunFolder, model: FeatureModel, options: ExtractOptions): Promise<ExtractMeta> {
   const started = performance.now();
   const attempt = newAttempt();
+  const retriesBefore = options.retries?.totals() ?? {};
   const items = await folder.readShardItems(shard);
   const { featureDim: dim, inputSize: size } = model.identity;
   const imageLength = size * size * 3;
@@ -77,9 +81,12 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
       const image = await preprocessImage(data, { size, maxPixels: options.maxPixels });
       return { item, pixels: image.pixels };
     } catch (error) {
+      // About this one image: a row of errors.csv, and the run goes on. Anything else (access denied, the
+      // network, throttling past the retries, a full disk) is about the environment: it stops the run before the
+      // shard is committed, so that a rerun with the same run id does the shard again once the cause is fixed.
       if (isImageError(error)) return { item, error: error.reason };
+      if (error instanceof UnreadableObjectError) return { item, error: `unreadable: ${error.reason}` };
       if (error instanceof NotFoundError) return { item, error: 'unreadable: the object disappeared after listing' };
-      if (error instanceof OrchardError && error.code === 'ERR_ACCESS_DENIED') return { item, error: 'unreadable: access denied' };
       throw error;
     }
   };
@@ -115,6 +122,7 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, [engineVersionKey(model)]: model.engine.version },
     host: hostDescription(),
     finishedAt: new Date().toISOString(),
+    s3Retries: retriesSince(retriesBefore, options.retries?.totals() ?? {}),
   };
   await folder.commitExtract(meta, features, moments);
   return meta;
@@ -134,6 +142,8 @@ export interface ExtractSummary {
 export interface ExtractDependencies {
   readonly reporter: Reporter;
   readonly signal?: AbortSignal;
+  /** Called if a shard's lease is lost to another process while this one works on it. */
+  readonly onLeaseLost?: (error: OrchardError) => void;
 }
 
 /**
@@ -154,36 +164,47 @@ export async function extractStage(
   const todo: number[] = [];
   let resumed = 0;
   for (const shard of shards) {
-    if (await folder.extracted(shard)) resumed += 1;
+    const status = await folder.extractState(shard);
+    if (status.state === 'complete') resumed += 1;
     else todo.push(shard);
+    if (status.state === 'damaged') reporter.warn(`extract: shard ${shard} is incomplete (${status.why}): extracting it again`);
   }
   if (resumed > 0) reporter.info(`extract: ${resumed} of ${shards.length} shard(s) were already complete`);
-  const total = (await Promise.all(todo.map((shard) => folder.readShardItems(shard).then((items) => items.length)))).reduce((a, b) => a + b, 0);
-  const task = reporter.task('extract', total);
+  const sizes = new Map(await Promise.all(todo.map(async (shard) => [shard, (await folder.readShardItems(shard)).length] as const)));
+  const task = reporter.task('extract', [...sizes.values()].reduce((a, b) => a + b, 0));
   let images = 0;
   let failed = 0;
   let predictSeconds = 0;
   let momentsSeconds = 0;
   try {
-    for (const shard of todo) {
-      const meta = await extractShard(shard, input, folder, model, {
-        batchSize: config.batchSize,
-        concurrency: config.concurrency,
-        labelFrom: config.labelFrom,
-        maxPixels: config.maxPixels,
-        coMoment,
-        signal: deps.signal,
-        onProgress: (done, shardFailed) => task.update(images + done, failed + shardFailed),
-      });
-      images += meta.rows.length + meta.errors.length;
-      failed += meta.errors.length;
-      predictSeconds += meta.predictSeconds;
-      momentsSeconds += meta.momentsSeconds;
-    }
+    const done = await workThroughShards(folder.storage, todo, {
+      isDone: async (shard) => (await folder.extracted(shard)) !== undefined,
+      leaseKey: (shard) => folder.leaseKey({ stage: 'extract', shard }),
+      purpose: (shard) => `extract shard ${shard}`,
+      onLost: deps.onLeaseLost,
+      onHeld: (shard, holder) => reporter.info(`extract: shard ${shard} is being extracted by ${describeHolder(holder)}; waiting for it`),
+      signal: deps.signal,
+      work: async (shard) => {
+        const meta = await extractShard(shard, input, folder, model, {
+          batchSize: config.batchSize,
+          concurrency: config.concurrency,
+          labelFrom: config.labelFrom,
+          maxPixels: config.maxPixels,
+          coMoment,
+          signal: deps.signal,
+          onProgress: (doneInShard, shardFailed) => task.update(images + doneInShard, failed + shardFailed),
+        });
+        images += meta.rows.length + meta.errors.length;
+        failed += meta.errors.length;
+        predictSeconds += meta.predictSeconds;
+        momentsSeconds += meta.momentsSeconds;
+      },
+    });
+    throwIfAborted(deps.signal);
+    return { shards: done.length, resumed: shards.length - done.length, images, failed, predictSeconds, momentsSeconds };
   } finally {
     task.stop();
   }
-  return { shards: todo.length, resumed, images, failed, predictSeconds, momentsSeconds };
 }
 
 /**
@@ -209,6 +230,10 @@ async function guardModelIdentity(folder: RunFolder, config: RunConfig, model: F
   if (previous.graphSha256 !== now.graphSha256) {
     throw refuse(`with another compiled ONNX graph (sha256 ${previous.graphSha256?.slice(0, 12)}…, now ${now.graphSha256?.slice(0, 12)}…)`);
   }
+}
+
+function retriesSince(before: Record<string, number>, now: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(now).flatMap(([command, total]) => (total > (before[command] ?? 0) ? [[command, total - (before[command] ?? 0)]] : [])));
 }
 
 function engineVersionKey(model: FeatureModel): string {

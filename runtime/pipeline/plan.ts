@@ -11,6 +11,7 @@ import { exists, formatLocation, openStorage, type Location } from '../storage';
 import { RESUME_INVARIANTS, settingsOf, type RunConfig, type RunSettings } from './config';
 import type { OpenRun } from './context';
 import { listShards } from './list';
+import { Lease, describeHolder, staleBecause } from './lease';
 import type { Plan, RunFolder } from './run-folder';
 
 export interface PlanResult {
@@ -23,24 +24,42 @@ export interface PlanResult {
 }
 
 /**
- * The plan stage: checks the storages, refuses a run id that is complete or was started with other settings,
- * stores the run's settings, lists the input into shards (once: a resumed run keeps its shards), fills the model
- * cache (the weights, and the compiled ONNX graph unless the engine is tfjs) so that extract tasks need no
- * internet and compile nothing, and writes the work items: the shards not yet extracted.
+ * Every check a run can make before it writes anything: the settings (a known model, an output that is not the
+ * input), the input (it exists and can be read), the output (reachable), and the run folder (not completed, not
+ * started with other settings, not holding shards without their plan). Nothing is written, whatever fails.
  */
-export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanResult> {
+export async function validateRun(run: OpenRun): Promise<void> {
   const { config, input, folder } = run;
-  const started = new Date();
-  await input.check();
+  resolveModel(config.model);
+  excludedPrefixes(run);
+  await input.check({ mustExist: true });
   await folder.storage.check();
-  await guardRunFolder(folder, config);
-  reporter.info(`run ${config.runId}: ${formatLocation(config.input)} → ${folder.uri()}`);
-
-  let plan = await folder.readPlan();
-  const reused = plan !== undefined;
-  if (plan) {
-    reporter.info(`list: reusing the plan of this run (${plan.images} images in ${plan.shards} shards)`);
+  if (await folder.isPublished()) {
+    throw new OrchardError(
+      `Run ${config.runId} already completed at ${folder.uri()}; it is never overwritten. Choose another --run-id`,
+      'ERR_RUN_EXISTS',
+      ExitCode.Usage,
+    );
+  }
+  const previous = await folder.readConfig<RunSettings>();
+  if (!previous) {
+    if (await exists(folder.storage, OUTPUTS.manifest)) {
+      throw new OrchardError(`${folder.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+    }
   } else {
+    const settings = settingsOf(config);
+    for (const field of RESUME_INVARIANTS) {
+      if (JSON.stringify(previous[field]) !== JSON.stringify(settings[field])) {
+        throw new OrchardError(
+          `Cannot resume run ${config.runId}: ${field} was ${JSON.stringify(previous[field])} and is now ${JSON.stringify(settings[field])}. ` +
+            'Use the same settings, or another --run-id',
+          'ERR_RESUME_MISMATCH',
+          ExitCode.Usage,
+        );
+      }
+    }
+  }
+  if (!(await folder.readPlan())) {
     // Shards without a plan: the plan expired (lifecycle) or was deleted. Listing again could cut different shards
     // than the ones already extracted, so the run cannot be resumed safely.
     const leftover = await folder.hasExtractData();
@@ -52,16 +71,47 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
         ExitCode.Usage,
       );
     }
-    const exclude = [config.output, run.modelCache].flatMap((location) => excludedPrefix(config.input, location) ?? []);
+  }
+}
+
+/** Takes the run's lease (plan, fit, publish and `orchard run` hold it): one process at a time works on a run. */
+export function acquireRunLease(run: OpenRun, purpose: string, onLost: (error: OrchardError) => void, reporter: Reporter): Promise<Lease> {
+  return Lease.acquire(run.folder.storage, run.folder.leaseKey('run'), {
+    purpose: `${purpose} ${run.config.runId}`,
+    onLost,
+    onTakeOver: (previous) =>
+      reporter.info(`run ${run.config.runId}: taking over from ${describeHolder(previous)}: ${staleBecause(previous, Date.now()) ?? 'it is gone'}`),
+  });
+}
+
+/**
+ * The plan stage: everything `validateRun` checks, then the listing of the input into shards (once: a resumed
+ * run keeps its shards), and only when images were found, the run's settings and plan. Then the model cache is
+ * filled (the weights, and the compiled ONNX graph unless the engine is tfjs) so that extract tasks need no
+ * internet and compile nothing, and the work items are written: the shards not yet extracted.
+ */
+export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanResult> {
+  const { config, input, folder } = run;
+  const started = new Date();
+  await validateRun(run);
+  reporter.info(`run ${config.runId}: ${formatLocation(config.input)} → ${folder.uri()}`);
+
+  let plan = await folder.readPlan();
+  const reused = plan !== undefined;
+  if (plan) {
+    reporter.info(`list: reusing the plan of this run (${plan.images} images in ${plan.shards} shards)`);
+  } else {
     const listStarted = performance.now();
     // Folder by folder in parallel on AWS S3; through another endpoint one plain listing (see ListOptions.parallel).
     const parallel = config.input.kind === 's3' && config.s3.endpoint === undefined;
-    const listed = await listShards(input, { shardSize: config.shardSize, exclude, parallel }, (shard, items) => folder.writeShardItems(shard, items));
+    const listed = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items));
+    // Nothing is kept of a listing that found nothing: the same run id lists again once images are there.
+    if (listed.images === 0) throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
     plan = { ...listed, shardSize: config.shardSize, startedAt: started.toISOString(), listSeconds: (performance.now() - listStarted) / 1000 };
+    if (!(await folder.readConfig())) await folder.writeConfig(settingsOf(config));
     await folder.writePlan(plan);
     reporter.info(`list: ${plan.images} objects in ${plan.shards} shard(s) under ${input.uri()}`);
   }
-  if (plan.images === 0) throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
 
   await fillModelCache(run, reporter);
   const done = await pMap(Array.from({ length: plan.shards }, (_, shard) => shard), async (shard) => (await folder.extracted(shard)) !== undefined, { concurrency: 16 });
@@ -95,37 +145,9 @@ async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<void> {
   }
 }
 
-/**
- * A completed run is never overwritten; a run folder started with other settings is not resumed with these; a
- * new run stores its settings, which every later stage (in any process) reads.
- */
-async function guardRunFolder(folder: RunFolder, config: RunConfig): Promise<void> {
-  if (await folder.isPublished()) {
-    throw new OrchardError(
-      `Run ${config.runId} already completed at ${folder.uri()}; it is never overwritten. Choose another --run-id`,
-      'ERR_RUN_EXISTS',
-      ExitCode.Usage,
-    );
-  }
-  const settings = settingsOf(config);
-  const previous = await folder.readConfig<RunSettings>();
-  if (!previous) {
-    if (await exists(folder.storage, OUTPUTS.manifest)) {
-      throw new OrchardError(`${folder.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
-    }
-    await folder.writeConfig(settings);
-    return;
-  }
-  for (const field of RESUME_INVARIANTS) {
-    if (JSON.stringify(previous[field]) !== JSON.stringify(settings[field])) {
-      throw new OrchardError(
-        `Cannot resume run ${config.runId}: ${field} was ${JSON.stringify(previous[field])} and is now ${JSON.stringify(settings[field])}. ` +
-          'Use the same settings, or another --run-id',
-        'ERR_RESUME_MISMATCH',
-        ExitCode.Usage,
-      );
-    }
-  }
+/** Prefixes of the input that are not inputs: the output and the model cache, when they lie inside it. */
+function excludedPrefixes(run: OpenRun): string[] {
+  return [run.config.output, run.modelCache].flatMap((location) => excludedPrefix(run.config.input, location) ?? []);
 }
 
 /**

@@ -6,6 +6,8 @@ import { parquetBytes } from '../output/table-writers';
 import type { Reporter } from '../progress';
 import type { RunConfig } from './config';
 import { throwIfAborted } from './extract';
+import type { OrchardError } from '../errors';
+import { workThroughShards } from './lease';
 import { newAttempt, type ExtractMeta, type ProjectMeta, type RunFolder } from './run-folder';
 
 /**
@@ -30,6 +32,7 @@ export interface ProjectDependencies {
   readonly reporter: Reporter;
   readonly signal?: AbortSignal;
   readonly project?: Projector;
+  readonly onLeaseLost?: (error: OrchardError) => void;
 }
 
 /**
@@ -53,24 +56,33 @@ export async function projectStage(
   for (const shard of shards) {
     if (!(await folder.projected(shard))) todo.push(await folder.requireExtracted(shard));
   }
-  const resumed = shards.length - todo.length;
+  const byShard = new Map(todo.map((meta) => [meta.shard, meta]));
   const task = deps.reporter.task('project', todo.reduce((sum, meta) => sum + meta.rows.length, 0));
   let rows = 0;
+  let done: number[];
   try {
-    for (const extracted of todo) {
-      throwIfAborted(deps.signal);
-      const started = performance.now();
-      const n = extracted.rows.length;
-      const values = n > 0 ? await project(await folder.readFeatures(extracted), n, model) : new Float32Array(0);
-      const block = { keys: extracted.rows.map((row) => row.key), labels: extracted.rows.map((row) => row.label), values };
-      const part = await parquetBytes(block, model.nComponents, metadata);
-      const meta: ProjectMeta = { shard: extracted.shard, attempt: newAttempt(), rows: n, components: model.nComponents, kept: keep, seconds: (performance.now() - started) / 1000 };
-      await folder.commitProject(meta, part, keep ? values : undefined);
-      rows += n;
-      task.update(rows, 0);
-    }
+    done = await workThroughShards(folder.storage, [...byShard.keys()], {
+      isDone: async (shard) => (await folder.projected(shard)) !== undefined,
+      leaseKey: (shard) => folder.leaseKey({ stage: 'project', shard }),
+      purpose: (shard) => `project shard ${shard}`,
+      onLost: deps.onLeaseLost,
+      signal: deps.signal,
+      work: async (shard) => {
+        const extracted = byShard.get(shard)!;
+        const started = performance.now();
+        const n = extracted.rows.length;
+        const values = n > 0 ? await project(await folder.readFeatures(extracted), n, model) : new Float32Array(0);
+        const block = { keys: extracted.rows.map((row) => row.key), labels: extracted.rows.map((row) => row.label), values };
+        const part = await parquetBytes(block, model.nComponents, metadata);
+        const meta: ProjectMeta = { shard, attempt: newAttempt(), rows: n, components: model.nComponents, kept: keep, seconds: (performance.now() - started) / 1000 };
+        await folder.commitProject(meta, part, keep ? values : undefined);
+        rows += n;
+        task.update(rows, 0);
+      },
+    });
+    throwIfAborted(deps.signal);
   } finally {
     task.stop();
   }
-  return { shards: todo.length, resumed, rows };
+  return { shards: done.length, resumed: shards.length - done.length, rows };
 }

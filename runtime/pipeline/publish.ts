@@ -1,5 +1,4 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { once } from 'node:events';
 import { stringify } from 'csv-stringify';
@@ -12,7 +11,11 @@ import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
 import { formatLocation, putJson, type Storage } from '../storage';
 import { settingsOf, type RunConfig } from './config';
+import { withScratchDir } from './scratch-dir';
 import { modelIdentityOf, type ExtractMeta, type Plan, type ProjectMeta, type RunFolder } from './run-folder';
+
+/** The local folder where publish writes the single files before uploading them. */
+export const PUBLISH_SCRATCH_PREFIX = 'orchard-publish-';
 
 /** Shard metas and projections read at once. */
 const READ_CONCURRENCY = 16;
@@ -33,6 +36,8 @@ export interface PublishOptions {
    */
   readonly timings?: { readonly stages: Record<string, number>; readonly startedAt: number };
   readonly shardsResumed?: number;
+  /** Images extracted by this process (`orchard run`), for the manifest's images/s. @default every image */
+  readonly imagesDone?: number;
 }
 
 /**
@@ -41,37 +46,34 @@ export interface PublishOptions {
  * complete. The manifest is built from the shards' own records (counts, timings, engine, versions), whichever
  * processes or machines extracted them. `_work/` is deleted after a successful run unless --keep-features.
  */
-export async function publishStage(folder: RunFolder, config: RunConfig, fitted: PcaModel, options: PublishOptions): Promise<RunResult> {
+export async function publishStage(folder: RunFolder, config: RunConfig, fitted: PcaModel | undefined, options: PublishOptions): Promise<RunResult> {
   const started = performance.now();
   const run = folder.storage;
   const plan = await folder.requirePlan();
   const extracted = await extractedShards(folder, plan);
-  const projected = await pMap(range(plan.shards), (shard) => folder.requireProjected(shard), { concurrency: READ_CONCURRENCY });
+  // Without a PCA (too few images) there is nothing projected: the outputs say why, errors.csv first.
+  const projected = fitted ? await pMap(range(plan.shards), (shard) => folder.requireProjected(shard), { concurrency: READ_CONCURRENCY }) : [];
   const processed = extracted.reduce((sum, meta) => sum + meta.rows.length, 0);
   const failed = extracted.reduce((sum, meta) => sum + meta.errors.length, 0);
-  const single = projected.every((meta) => meta.kept) && processed <= config.singleFileMaxRows;
+  const single = fitted !== undefined && projected.every((meta) => meta.kept) && processed <= config.singleFileMaxRows;
 
-  const tmp = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-publish-'));
-  try {
+  await withScratchDir(PUBLISH_SCRATCH_PREFIX, async (tmp) => {
     await writeErrors(path.join(tmp, OUTPUTS.errors), extracted);
     const files: string[] = [OUTPUTS.errors];
     if (single) {
-      await writeTables(tmp, folder, extracted, projected, fitted.nComponents, { orchard_run_id: config.runId, orchard_model: (await folder.readExtractedWith())?.name ?? '' });
+      await writeTables(tmp, folder, extracted, projected, fitted!.nComponents, { orchard_run_id: config.runId, orchard_model: (await folder.readExtractedWith())?.name ?? '' });
       files.push(OUTPUTS.csv, OUTPUTS.parquet);
     }
     for (const name of files) await run.putFile(name, path.join(tmp, name));
-  } finally {
-    await fs.promises.rm(tmp, { recursive: true, force: true });
-  }
-  const fit = await folder.requireFit();
-  await run.put(OUTPUTS.model, `${JSON.stringify(fit.record.model, null, 2)}\n`);
+  });
+  const fit = fitted ? await folder.requireFit() : undefined;
+  if (fit) await run.put(OUTPUTS.model, `${JSON.stringify(fit.record.model, null, 2)}\n`);
 
   const errorRate = plan.images === 0 ? 0 : failed / plan.images;
-  const status: RunStatus = errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';
+  const status: RunStatus = !fitted ? 'too_few_images' : errorRate <= config.maxErrorRate ? 'succeeded' : 'too_many_errors';
   let outputs: Manifest['outputs'] = {
     ...(single ? { csv: run.uri(OUTPUTS.csv), parquet: run.uri(OUTPUTS.parquet) } : {}),
-    parts: run.uri(PARTS_PREFIX),
-    model: run.uri(OUTPUTS.model),
+    ...(fitted ? { parts: run.uri(PARTS_PREFIX), model: run.uri(OUTPUTS.model) } : {}),
     errors: run.uri(OUTPUTS.errors),
     report: run.uri(OUTPUTS.report),
     manifest: run.uri(OUTPUTS.manifest),
@@ -84,14 +86,16 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
   const timings: Record<string, number> = inProcess ? { ...inProcess.stages, publish: (performance.now() - started) / 1000, total } : {
     list: plan.listSeconds,
     extract: sum(extracted, (meta) => meta.seconds),
-    fit: fit.record.seconds,
+    fit: fit?.record.seconds ?? 0,
     project: sum(projected, (meta) => meta.seconds),
     publish: (performance.now() - started) / 1000,
     total,
   };
   const identity = await folder.readExtractedWith();
   if (!identity) throw new OrchardError(`${folder.uri()} does not record the model its shards were extracted with`, 'ERR_SHARD_INCOMPLETE');
-  const cumulative = fitted.explainedVarianceRatio.reduce((a, b) => a + b, 0);
+  // This process's count when it ran every stage; for a run split into tasks, what the extract tasks recorded.
+  const retries = () => (options.timings && config.s3.retries ? config.s3.retries.totals() : sumRetries(extracted));
+  const cumulative = fitted ? fitted.explainedVarianceRatio.reduce((a, b) => a + b, 0) : 0;
   let manifest: Manifest = {
     orchard: ORCHARD_VERSION,
     runId: config.runId,
@@ -102,12 +106,15 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     output: run.uri(),
     config: { ...settingsOf(config), endpoint: config.s3.endpoint },
     counts: { listed: plan.images, processed, failed, errorRate, shards: plan.shards, shardsResumed: options.shardsResumed ?? 0 },
-    pca: { components: fitted.nComponents, explainedVariance: cumulative, spec: config.components },
+    ...(fitted ? { pca: { components: fitted.nComponents, explainedVariance: cumulative, spec: config.components } } : {}),
     timings: { ...roundAll(timings), predict: round(sum(extracted, (meta) => meta.predictSeconds)), moments: round(sum(extracted, (meta) => meta.momentsSeconds)) },
-    imagesPerSecond: round(plan.images / Math.max(total, 1e-9)),
+    // Over the images this process (or, for a run split into tasks, this run since its plan) did: a resumed run's
+    // earlier shards are not counted as if done in no time.
+    imagesPerSecond: round((options.imagesDone ?? plan.images) / Math.max(total, 1e-9)),
     engine: first!.engine,
     model: modelIdentityOf(identity),
     versions: first!.versions,
+    s3Retries: retries(),
     outputs,
   };
   // The report shows the manifest, so it is built from the manifest object before manifest.json is written;
@@ -120,14 +127,18 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     outputs = rest;
     manifest = { ...manifest, outputs };
   }
+  // Counted again: the report's thumbnails read the input too.
+  manifest = { ...manifest, s3Retries: retries() };
   await putJson(run, OUTPUTS.manifest, manifest);
   if (status === 'succeeded') {
     await run.put(OUTPUTS.success, '');
     if (!config.keepFeatures) await folder.deleteWork();
-  } else {
+  } else if (status === 'too_many_errors') {
     options.reporter.warn(
       `${failed} of ${plan.images} images failed (${(errorRate * 100).toFixed(2)}% > --max-error-rate ${config.maxErrorRate * 100}%); see ${outputs.errors}`,
     );
+  } else {
+    options.reporter.warn(`only ${processed} of ${plan.images} images could be processed, too few for a PCA; see why in ${outputs.errors}`);
   }
   return { status, exitCode: status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors, runUri: run.uri(), outputs, manifest };
 }
@@ -172,6 +183,12 @@ async function writeTables(
     await parquet.write(block);
   }
   await Promise.all([csv.close(), parquet.close()]);
+}
+
+function sumRetries(extracted: readonly ExtractMeta[]): Record<string, number> {
+  const totals: Record<string, number> = {};
+  for (const meta of extracted) for (const [command, count] of Object.entries(meta.s3Retries ?? {})) totals[command] = (totals[command] ?? 0) + count;
+  return totals;
 }
 
 function range(n: number): number[] {

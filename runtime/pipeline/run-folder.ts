@@ -2,12 +2,12 @@ import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { INTERMEDIATE_TAG } from '../contracts/deployment';
 import { OUTPUTS, partKey } from '../contracts/results';
-import { OrchardError } from '../errors';
+import { ExitCode, OrchardError, describeError } from '../errors';
 import type { EngineInfo, ModelIdentity } from '../model/feature-model';
 import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
 import type { PcaModel } from '../pca/fit';
-import { decodeMoments, encodeMoments, type Moments } from '../stats/moments';
-import { NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptions, type Storage } from '../storage';
+import { decodeMoments, encodeMoments, encodedMomentsLength, type Moments } from '../stats/moments';
+import { InvalidJsonError, NotFoundError, exists, getJson, putJson, type PutOptions, type Storage } from '../storage';
 
 /**
  * The shard contract: the one owner of a run folder's `_work/` layout. Every stage reads and writes shards
@@ -28,6 +28,8 @@ import { NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptio
  *   _work/fit/pca.json                     the fitted PCA model (float64 exact), written last by fit
  *   _work/project/NNNNN/<attempt>.pcs.f32  n × k float32 projections, for the single-file outputs
  *   _work/project/NNNNN.meta.json          rows projected, and the attempt that holds them
+ *   _work/lease.json                       who is running the run's stages now (runtime/pipeline/lease.ts)
+ *   _work/leases/<stage>-NNNNN.json        who is working on one shard now
  *   pca/part-NNNNN.parquet                 the shard's rows in the published Parquet dataset
  *
  * Commit protocol: an attempt writes its data under keys of its own (a random attempt id), then the meta,
@@ -55,6 +57,8 @@ const KEYS = {
   fit: `${WORK}fit/pca.json`,
   projectMeta: (shard: number) => `${WORK}project/${pad(shard)}.meta.json`,
   projections: (shard: number, attempt: string) => `${WORK}project/${pad(shard)}/${attempt}.pcs.f32`,
+  runLease: `${WORK}lease.json`,
+  shardLease: (stage: WorkStage, shard: number) => `${WORK}leases/${stage}-${pad(shard)}.json`,
 } as const;
 
 export type WorkStage = 'extract' | 'project';
@@ -103,6 +107,8 @@ export interface ExtractMeta {
   /** Machine and process of the attempt, for the manifest and for debugging overlaps. */
   readonly host: string;
   readonly finishedAt: string;
+  /** S3 requests retried while the shard was extracted, per command. */
+  readonly s3Retries?: Readonly<Record<string, number>>;
 }
 
 export interface ProjectMeta {
@@ -114,6 +120,12 @@ export interface ProjectMeta {
   readonly kept: boolean;
   readonly seconds: number;
 }
+
+/** Where a shard stands: complete, never committed, or committed with data that is no longer whole. */
+export type ShardState<T> =
+  | { readonly state: 'complete'; readonly meta: T }
+  | { readonly state: 'missing' }
+  | { readonly state: 'damaged'; readonly why: string };
 
 export interface FitRecord {
   readonly model: object;
@@ -140,7 +152,7 @@ export class RunFolder {
   // ----- settings and plan --------------------------------------------------------------------------------------
 
   readConfig<T>(): Promise<T | undefined> {
-    return getJsonIfExists<T>(this.storage, KEYS.config);
+    return readState<T>(this.storage, KEYS.config, shape({ input: 'string', output: 'string' }), NEW_RUN);
   }
 
   writeConfig(settings: object): Promise<void> {
@@ -148,7 +160,7 @@ export class RunFolder {
   }
 
   readPlan(): Promise<Plan | undefined> {
-    return getJsonIfExists<Plan>(this.storage, KEYS.plan);
+    return readState<Plan>(this.storage, KEYS.plan, shape({ shards: 'number', images: 'number', shardSize: 'number', startedAt: 'string' }), NEW_RUN);
   }
 
   /** The plan, or an error saying that `orchard plan` must run first. */
@@ -175,11 +187,13 @@ export class RunFolder {
   }
 
   async readShardItems(shard: number): Promise<ShardItem[]> {
-    return (await getJson<{ items: ShardItem[] }>(this.storage, KEYS.shardItems(shard))).items;
+    const items = await readState<{ items: ShardItem[] }>(this.storage, KEYS.shardItems(shard), shape({ shard: 'number', items: 'array' }), NEW_RUN);
+    if (!items) throw damaged(this.uri(KEYS.shardItems(shard)), 'missing, though the plan has this shard', NEW_RUN);
+    return items.items;
   }
 
   readExtractedWith(): Promise<ExtractedWith | undefined> {
-    return getJsonIfExists<ExtractedWith>(this.storage, KEYS.model);
+    return readState<ExtractedWith>(this.storage, KEYS.model, shape({ name: 'string', weightsSha256: 'string', featureDim: 'number' }), NEW_RUN);
   }
 
   writeExtractedWith(identity: ExtractedWith): Promise<void> {
@@ -204,15 +218,34 @@ export class RunFolder {
 
   /** The meta of a complete extract shard (its data present with the expected sizes), else undefined. */
   async extracted(shard: number): Promise<ExtractMeta | undefined> {
-    const meta = await getJsonIfExists<ExtractMeta>(this.storage, KEYS.extractMeta(shard));
-    if (!meta?.attempt) return undefined;
+    const status = await this.extractState(shard);
+    return status.state === 'complete' ? status.meta : undefined;
+  }
+
+  /**
+   * Where an extract shard stands. Its data is checked against its meta when the shard is looked at (on resume),
+   * not when it is read at the end: a truncated or missing features or statistics file makes the shard
+   * `damaged`, and it is extracted again. (Lifecycle expiry is per object and may take some data and leave the
+   * meta.)
+   */
+  async extractState(shard: number): Promise<ShardState<ExtractMeta>> {
+    const meta = await readState<ExtractMeta>(
+      this.storage,
+      KEYS.extractMeta(shard),
+      shape({ shard: 'number', attempt: 'string', dim: 'number', rows: 'array', errors: 'array', engine: 'object' }),
+      redoShard('extract', shard),
+    );
+    if (!meta) return { state: 'missing' };
     const [features, moments] = await Promise.all([
       this.storage.head(KEYS.features(shard, meta.attempt)),
       this.storage.head(KEYS.moments(shard, meta.attempt)),
     ]);
-    // Lifecycle expiry is per object and may have taken some of the data and left the meta.
-    if (!features || !moments || features.size !== meta.rows.length * meta.dim * 4) return undefined;
-    return meta;
+    const rowsBytes = meta.rows.length * meta.dim * 4;
+    if (!features) return { state: 'damaged', why: `its features (${this.uri(KEYS.features(shard, meta.attempt))}) are missing` };
+    if (features.size !== rowsBytes) return { state: 'damaged', why: `its features hold ${features.size} bytes instead of ${rowsBytes}` };
+    if (!moments) return { state: 'damaged', why: `its statistics (${this.uri(KEYS.moments(shard, meta.attempt))}) are missing` };
+    if (moments.size !== encodedMomentsLength(meta.dim)) return { state: 'damaged', why: `its statistics hold ${moments.size} bytes instead of ${encodedMomentsLength(meta.dim)}` };
+    return { state: 'complete', meta };
   }
 
   /** The meta of a shard that must be complete (fit, project and publish need every shard). */
@@ -260,8 +293,14 @@ export class RunFolder {
 
   /** The fitted model, or undefined before fit has finished. */
   async readFit(): Promise<{ model: PcaModel; record: FitRecord } | undefined> {
-    const record = await getJsonIfExists<FitRecord>(this.storage, KEYS.fit);
-    return record ? { model: pcaModelFromJson(record.model, this.uri(KEYS.fit)), record } : undefined;
+    const remedy = 'Delete it to fit again (`orchard fit`, or rerun `orchard run`)';
+    const record = await readState<FitRecord>(this.storage, KEYS.fit, shape({ model: 'object', seconds: 'number', shards: 'number' }), remedy);
+    if (!record) return undefined;
+    try {
+      return { model: pcaModelFromJson(record.model, this.uri(KEYS.fit)), record };
+    } catch (error) {
+      throw damaged(this.uri(KEYS.fit), describeError(error), remedy);
+    }
   }
 
   async requireFit(): Promise<{ model: PcaModel; record: FitRecord }> {
@@ -282,8 +321,13 @@ export class RunFolder {
   }
 
   async projected(shard: number): Promise<ProjectMeta | undefined> {
-    const meta = await getJsonIfExists<ProjectMeta>(this.storage, KEYS.projectMeta(shard));
-    if (!meta?.attempt) return undefined;
+    const meta = await readState<ProjectMeta>(
+      this.storage,
+      KEYS.projectMeta(shard),
+      shape({ shard: 'number', attempt: 'string', rows: 'number', components: 'number', kept: 'boolean' }),
+      redoShard('project', shard),
+    );
+    if (!meta) return undefined;
     if (!(await exists(this.storage, partKey(shard)))) return undefined;
     if (meta.kept) {
       const values = await this.storage.head(KEYS.projections(shard, meta.attempt));
@@ -307,6 +351,13 @@ export class RunFolder {
     return float32View(data);
   }
 
+  // ----- leases ---------------------------------------------------------------------------------------------------
+
+  /** The key of the run's lease (plan, fit, publish, `orchard run`), or of one shard's (an extract or project task). */
+  leaseKey(scope: 'run' | { readonly stage: WorkStage; readonly shard: number }): string {
+    return scope === 'run' ? KEYS.runLease : KEYS.shardLease(scope.stage, scope.shard);
+  }
+
   // ----- results ----------------------------------------------------------------------------------------------
 
   isPublished(): Promise<boolean> {
@@ -318,6 +369,44 @@ export class RunFolder {
     return this.storage.deletePrefix(WORK);
   }
 }
+
+/**
+ * A state file, read and checked: a file that does not parse, or lacks what it must hold, is named with the
+ * remedy (exit 1), never a stack trace about JSON.
+ */
+async function readState<T>(storage: Storage, key: string, valid: (value: unknown) => string | undefined, remedy: string): Promise<T | undefined> {
+  let value: unknown;
+  try {
+    value = await getJson<unknown>(storage, key);
+  } catch (error) {
+    if (error instanceof NotFoundError) return undefined;
+    if (error instanceof InvalidJsonError) throw damaged(storage.uri(key), `not valid JSON (${error.detail}): truncated or overwritten`, remedy);
+    throw error;
+  }
+  const problem = valid(value);
+  if (problem) throw damaged(storage.uri(key), problem, remedy);
+  return value as T;
+}
+
+function damaged(uri: string, problem: string, remedy: string): OrchardError {
+  return new OrchardError(`${uri} is damaged: ${problem}. ${remedy}`, 'ERR_CORRUPT_STATE', ExitCode.Fatal);
+}
+
+/** Checks that a value is an object with the given fields of the given kinds; returns what is wrong, if anything. */
+function shape(fields: Readonly<Record<string, 'number' | 'string' | 'array' | 'object' | 'boolean'>>): (value: unknown) => string | undefined {
+  return (value) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+    for (const [field, kind] of Object.entries(fields)) {
+      const v = (value as Record<string, unknown>)[field];
+      const ok = kind === 'array' ? Array.isArray(v) : kind === 'object' ? typeof v === 'object' && v !== null && !Array.isArray(v) : typeof v === kind;
+      if (!ok) return `"${field}" is ${v === undefined ? 'missing' : `not a${kind === 'array' || kind === 'object' ? 'n' : ''} ${kind}`}`;
+    }
+    return undefined;
+  };
+}
+
+const NEW_RUN = 'The run cannot be resumed from it: start again with another --run-id (or delete the run folder\'s _work/ to start this one over)';
+const redoShard = (stage: WorkStage, shard: number) => `Delete it to ${stage === 'extract' ? 'extract' : 'project'} shard ${shard} again (rerun the stage), or use another --run-id`;
 
 function incomplete(stage: WorkStage, shard: number, where: string): OrchardError {
   return new OrchardError(

@@ -1,12 +1,13 @@
 import type { RunResult } from '../contracts/results';
+import { OrchardError } from '../errors';
 import type { TfRuntime } from '../model/backend';
 import { describeEngine } from '../model/feature-model';
 import type { Reporter } from '../progress';
 import type { RunConfig } from './config';
-import { loadModel, openRun } from './context';
+import { loadModel, openRun, type OpenRun } from './context';
 import { extractStage, throwIfAborted } from './extract';
-import { fitStage } from './fit';
-import { planStage } from './plan';
+import { fitStage, type FitResult } from './fit';
+import { acquireRunLease, planStage, validateRun } from './plan';
 import { projectStage } from './project';
 import { extractedShards, publishStage } from './publish';
 
@@ -21,37 +22,88 @@ export interface RunDependencies {
 
 /**
  * `orchard run`: every stage — plan → extract (every shard) → fit → project (every shard) → publish — in this
- * process, through the same stage functions the stage commands run one at a time. Shards that are complete are
- * not redone, so rerunning a killed run with the same id resumes it. A completed run (`_SUCCESS` present) is
- * never overwritten.
+ * process, through the same stage functions the stage commands run one at a time, holding the run's lease (a
+ * second process on the same run id is refused). Shards that are complete are not redone, so rerunning a
+ * killed run with the same id resumes it. A completed run (`_SUCCESS` present) is never overwritten.
  */
 export async function runPipeline(config: RunConfig, deps: RunDependencies): Promise<RunResult> {
-  const { reporter } = deps;
-  const timer = stageTimer();
   const run = openRun(config);
-  const { folder } = run;
+  // Every check before the first write (the lease is one).
+  await validateRun(run);
+  const guarded = leaseGuard(deps.signal);
+  const lease = await acquireRunLease(run, 'orchard run', guarded.lose, deps.reporter);
+  try {
+    return await runStages(run, { ...deps, signal: guarded.signal }, guarded.lose);
+  } catch (error) {
+    throw guarded.lostWith ?? error;
+  } finally {
+    await lease.release();
+  }
+}
+
+async function runStages(run: OpenRun, deps: RunDependencies, onLeaseLost: (error: OrchardError) => void): Promise<RunResult> {
+  const { reporter } = deps;
+  const { config, folder } = run;
+  const timer = stageTimer();
   const planned = await timer.time('list', () => planStage(run, reporter));
   throwIfAborted(deps.signal);
 
+  const all = Array.from({ length: planned.plan.shards }, (_, shard) => shard);
   const engine = await timer.time('model_load', () => loadModel(run, deps));
-  let resumed = 0;
+  let extracted;
   try {
     reporter.info(`model ${engine.model.identity.name}: ${engine.model.identity.featureDim} features from ${engine.model.identity.loadedFrom}; ${describeEngine(engine.model.engine)}`);
-    const all = Array.from({ length: planned.plan.shards }, (_, shard) => shard);
-    const extracted = await timer.time('extract', () => extractStage(folder, config, run.input, all, engine, { reporter, signal: deps.signal }));
-    resumed = extracted.resumed;
+    extracted = await timer.time('extract', () => extractStage(folder, config, run.input, all, engine, { reporter, signal: deps.signal, onLeaseLost }));
   } finally {
     engine.model.dispose();
   }
 
   throwIfAborted(deps.signal);
   const metas = await extractedShards(folder, planned.plan);
-  const fitted = await timer.time('fit', () => fitStage(folder, config, metas, reporter));
+  const fitted = (await timer.time('fit', () => fitOrNothing(run, metas, reporter)))?.model;
   throwIfAborted(deps.signal);
-  const all = Array.from({ length: planned.plan.shards }, (_, shard) => shard);
-  await timer.time('project', () => projectStage(folder, config, fitted.model, all, { reporter, signal: deps.signal }));
+  if (fitted) await timer.time('project', () => projectStage(folder, config, fitted, all, { reporter, signal: deps.signal, onLeaseLost }));
   throwIfAborted(deps.signal);
-  return publishStage(folder, config, fitted.model, { reporter, input: run.input, shardsResumed: resumed, timings: timer.result() });
+  return publishStage(folder, config, fitted, {
+    reporter,
+    input: run.input,
+    shardsResumed: extracted.resumed,
+    imagesDone: extracted.images,
+    timings: timer.result(),
+  });
+}
+
+/**
+ * The fit, or nothing when fewer than 2 images could be processed: publish then writes errors.csv, the report and
+ * the manifest of a run without a PCA (status `too_few_images`, exit 3), so that the user sees why.
+ */
+export async function fitOrNothing(run: OpenRun, metas: Parameters<typeof fitStage>[2], reporter: Reporter): Promise<FitResult | undefined> {
+  try {
+    return await fitStage(run.folder, run.config, metas, reporter);
+  } catch (error) {
+    if (error instanceof OrchardError && error.code === 'ERR_TOO_FEW_IMAGES') {
+      reporter.warn(`fit: ${error.message}`);
+      return undefined;
+    }
+    throw error;
+  }
+}
+
+/**
+ * The signal a leased process works under: the caller's (Ctrl-C), or the loss of the lease to another process,
+ * whose error then replaces the "interrupted" the stages throw.
+ */
+export function leaseGuard(signal: AbortSignal | undefined): { signal: AbortSignal; lose: (error: OrchardError) => void; readonly lostWith?: OrchardError } {
+  const controller = new AbortController();
+  const guard = {
+    signal: signal ? AbortSignal.any([signal, controller.signal]) : controller.signal,
+    lostWith: undefined as OrchardError | undefined,
+    lose: (error: OrchardError) => {
+      guard.lostWith ??= error;
+      controller.abort();
+    },
+  };
+  return guard;
 }
 
 function stageTimer() {

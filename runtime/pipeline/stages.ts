@@ -5,12 +5,13 @@ import type { TfRuntime } from '../model/backend';
 import type { Reporter } from '../progress';
 import { childLocation, formatLocation, openStorage, parseLocation, type S3Options } from '../storage';
 import { MACHINE_SETTINGS, buildRunConfig, type RunSettings } from './config';
-import { extractStage, type ExtractSummary } from './extract';
-import { fitStage, type FitResult } from './fit';
+import type { FitResult } from './fit';
+import { extractStage, throwIfAborted, type ExtractSummary } from './extract';
 import { loadModel, openRun, type OpenRun } from './context';
-import { storedSettings } from './plan';
+import { acquireRunLease, planStage, storedSettings, validateRun, type PlanResult } from './plan';
 import { projectStage, type ProjectSummary } from './project';
 import { extractedShards, publishStage } from './publish';
+import { fitOrNothing, leaseGuard } from './run';
 import { RunFolder } from './run-folder';
 
 /**
@@ -57,42 +58,79 @@ export async function shardsOf(run: OpenRun, asked: readonly number[] | 'all'): 
   return [...asked];
 }
 
+export async function planCommand(run: OpenRun, deps: StageDependencies): Promise<PlanResult> {
+  await validateRun(run);
+  return withRunLease(run, 'orchard plan', deps, () => planStage(run, deps.reporter));
+}
+
 export async function extractCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ExtractSummary> {
   const chosen = await shardsOf(run, shards);
+  const guarded = leaseGuard(deps.signal);
   const engine = await loadModel(run, deps);
   try {
-    return await extractStage(run.folder, run.config, run.input, chosen, engine, deps);
+    return await extractStage(run.folder, run.config, run.input, chosen, engine, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose });
+  } catch (error) {
+    throw guarded.lostWith ?? error;
   } finally {
     engine.model.dispose();
   }
 }
 
-export interface FitCommandResult extends FitResult {
-  /** Shards to project, and the key of the work-item file that lists them. */
-  readonly pending: readonly number[];
-  readonly itemsKey: string;
-}
+export type FitCommandResult =
+  | (FitResult & {
+      /** Shards to project, and the key of the work-item file that lists them. */
+      readonly pending: readonly number[];
+      readonly itemsKey: string;
+    })
+  | {
+      /** Fewer than 2 images could be processed: the run is published without a PCA (errors.csv says why). */
+      readonly published: RunResult;
+    };
 
 export async function fitCommand(run: OpenRun, deps: StageDependencies): Promise<FitCommandResult> {
-  const plan = await run.folder.requirePlan();
-  const metas = await extractedShards(run.folder, plan);
-  const fitted = await fitStage(run.folder, run.config, metas, deps.reporter);
-  const done = await pMap(metas, async (meta) => (await run.folder.projected(meta.shard)) !== undefined, { concurrency: 16 });
-  const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
-  const itemsKey = await run.folder.writeWorkItems('project', pending);
-  return { ...fitted, pending, itemsKey };
+  return withRunLease(run, 'orchard fit', deps, async (signal) => {
+    const plan = await run.folder.requirePlan();
+    const metas = await extractedShards(run.folder, plan);
+    const fitted = await fitOrNothing(run, metas, deps.reporter);
+    throwIfAborted(signal);
+    if (!fitted) return { published: await publishStage(run.folder, run.config, undefined, { reporter: deps.reporter, input: run.input }) };
+    const done = await pMap(metas, async (meta) => (await run.folder.projected(meta.shard)) !== undefined, { concurrency: 16 });
+    const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
+    const itemsKey = await run.folder.writeWorkItems('project', pending);
+    return { ...fitted, pending, itemsKey };
+  });
 }
 
 export async function projectCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ProjectSummary> {
   const chosen = await shardsOf(run, shards);
   const { model } = await run.folder.requireFit();
-  return projectStage(run.folder, run.config, model, chosen, deps);
+  const guarded = leaseGuard(deps.signal);
+  try {
+    return await projectStage(run.folder, run.config, model, chosen, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose });
+  } catch (error) {
+    throw guarded.lostWith ?? error;
+  }
 }
 
 export async function publishCommand(run: OpenRun, deps: StageDependencies): Promise<RunResult> {
   if (await run.folder.isPublished()) {
     throw new OrchardError(`Run ${run.config.runId} is already published at ${run.folder.uri()}`, 'ERR_RUN_EXISTS', ExitCode.Usage);
   }
-  const { model } = await run.folder.requireFit();
-  return publishStage(run.folder, run.config, model, { reporter: deps.reporter, input: run.input });
+  return withRunLease(run, 'orchard publish', deps, async () => {
+    const { model } = await run.folder.requireFit();
+    return publishStage(run.folder, run.config, model, { reporter: deps.reporter, input: run.input });
+  });
+}
+
+/** Runs a run-wide stage holding the run's lease; losing it stops the stage with the lease's error. */
+async function withRunLease<T>(run: OpenRun, purpose: string, deps: StageDependencies, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const guarded = leaseGuard(deps.signal);
+  const lease = await acquireRunLease(run, purpose, guarded.lose, deps.reporter);
+  try {
+    return await work(guarded.signal);
+  } catch (error) {
+    throw guarded.lostWith ?? error;
+  } finally {
+    await lease.release();
+  }
 }

@@ -45,10 +45,13 @@ export interface BuildReportOptions {
 /** Writes `report.html` into the run folder and returns its URI. */
 export async function buildReport(run: Storage, options: BuildReportOptions = {}): Promise<string> {
   const manifest = options.manifest ?? (await getJson<Manifest>(run, OUTPUTS.manifest));
-  const model = await getJson<PcaModelCurveFields>(run, OUTPUTS.model);
+  // A run without a PCA (too few images) has no model and no rows: its report shows the summary and the errors.
+  const model = manifest.pca ? await getJson<PcaModelCurveFields>(run, OUTPUTS.model) : undefined;
 
   const sampler = new ClassSampler();
-  if (await run.head(OUTPUTS.csv)) {
+  if (!model) {
+    // nothing to sample
+  } else if (await run.head(OUTPUTS.csv)) {
     await readCsv(run, OUTPUTS.csv, (header) => {
       const keyAt = header.indexOf('key');
       const labelAt = header.indexOf('label');
@@ -69,7 +72,7 @@ export async function buildReport(run: Storage, options: BuildReportOptions = {}
   const html = renderReport({
     manifest,
     classes,
-    variance: varianceCurve(model, manifest.pca?.spec),
+    variance: model ? varianceCurve(model, manifest.pca?.spec) : undefined,
     errors: errors.result(),
     thumbnails,
     sampling: { perClass: MAX_POINTS_PER_CLASS, total: MAX_POINTS_TOTAL },

@@ -223,13 +223,14 @@ export function covariance(m: Moments): Float64Array {
 const MAGIC = 'ORCHMOM1';
 const HEADER_BYTES = 24;
 
-function encodedLength(dim: number): number {
+/** Bytes of a shard file of `dim` features. */
+export function encodedMomentsLength(dim: number): number {
   return HEADER_BYTES + 8 * dim + 4 * dim * (dim + 1);
 }
 
 export function encodeMoments(m: Moments): Buffer {
   const dim = m.dim;
-  const buf = Buffer.alloc(encodedLength(dim));
+  const buf = Buffer.alloc(encodedMomentsLength(dim));
   buf.write(MAGIC, 0, 'ascii');
   // DataView rather than a Float64Array view: explicit little-endian whatever the host's byte order.
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -253,7 +254,7 @@ export function decodeMoments(buf: Buffer, source = 'moments buffer'): Moments {
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const dim = view.getUint32(8, true);
   if (dim < 1 || dim * dim > 2 ** 28) throw bad(`unsupported dimension ${dim}`);
-  const expected = encodedLength(dim);
+  const expected = encodedMomentsLength(dim);
   if (buf.length !== expected) {
     throw bad(`${buf.length} bytes but dimension ${dim} needs exactly ${expected} (truncated or trailing data)`);
   }

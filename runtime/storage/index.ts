@@ -7,6 +7,7 @@ export * from './storage';
 export * from './uri';
 export { LocalStorage, md5File } from './local';
 export { S3Storage, createS3Client, type S3Options } from './s3';
+export { S3RetryCounter, type RetryEvent } from './s3-retries';
 
 /** Opens the storage behind a parsed location. */
 export function openStorage(location: Location, options: S3Options = {}): Storage {

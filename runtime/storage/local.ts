@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { ExitCode, OrchardError } from '../errors';
-import { NotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage';
+import { NotFoundError, UnreadableObjectError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
@@ -26,11 +26,16 @@ export class LocalStorage implements Storage {
     return full;
   }
 
-  async check(): Promise<void> {
+  async check(options: { readonly mustExist?: boolean } = {}): Promise<void> {
     const stat = await fs.promises.stat(this.dir).catch(() => undefined);
     if (stat && !stat.isDirectory()) {
       throw new OrchardError(`${this.dir} is not a directory`, 'ERR_NOT_A_DIRECTORY', ExitCode.Fatal);
     }
+    if (!options.mustExist) return;
+    if (!stat) throw new OrchardError(`${this.dir} does not exist`, 'ERR_NO_INPUT', ExitCode.Fatal);
+    await fs.promises.access(this.dir, fs.constants.R_OK | fs.constants.X_OK).catch((error: unknown) => {
+      throw new OrchardError(`Access denied to ${this.dir}: check the folder's permissions for this user`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
+    });
   }
 
   async *list(prefix = ''): AsyncIterable<ObjectInfo> {
@@ -72,16 +77,26 @@ export class LocalStorage implements Storage {
     try {
       return await fs.promises.readFile(this.resolve(key));
     } catch (error) {
-      throw this.readError(error, key);
+      throw await this.readError(error, key);
     }
   }
 
-  /** Missing files are NotFoundError and unreadable ones ERR_ACCESS_DENIED: both are per-image errors to a run. */
-  private readError(error: unknown, key: string): unknown {
+  /**
+   * A missing file is NotFoundError; a symbolic link that loops or points nowhere is UnreadableObjectError (both
+   * are about one object: rows of errors.csv to a run). A file the process may not read is ERR_ACCESS_DENIED,
+   * which stops a run: the fix (a permission) is the user's, and the rerun then reads the file.
+   */
+  private async readError(error: unknown, key: string): Promise<unknown> {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return new NotFoundError(this.uri(key));
+    if (code === 'ELOOP') return new UnreadableObjectError(this.uri(key), 'symbolic link loop (too many levels of links)');
+    if (code === 'ENOENT') {
+      const link = await fs.promises.lstat(this.resolve(key)).catch(() => undefined);
+      if (link?.isSymbolicLink()) return new UnreadableObjectError(this.uri(key), `broken symbolic link (to ${await fs.promises.readlink(this.resolve(key)).catch(() => '?')})`);
+      return new NotFoundError(this.uri(key));
+    }
+    if (code === 'EISDIR' || code === 'ENOTDIR') return new NotFoundError(this.uri(key));
     if (code === 'EACCES' || code === 'EPERM') {
-      return new OrchardError(`Access denied to ${this.uri(key)}`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
+      return new OrchardError(`Access denied to ${this.uri(key)}: check the file's permissions for this user`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
     }
     return error;
   }
@@ -89,8 +104,8 @@ export class LocalStorage implements Storage {
   async getStream(key: string): Promise<Readable> {
     const file = this.resolve(key);
     // Open first, so a missing key fails here rather than later, inside the consumer of the stream.
-    const handle = await fs.promises.open(file, 'r').catch((error: unknown) => {
-      throw this.readError(error, key);
+    const handle = await fs.promises.open(file, 'r').catch(async (error: unknown) => {
+      throw await this.readError(error, key);
     });
     return handle.createReadStream();
   }
@@ -118,6 +133,35 @@ export class LocalStorage implements Storage {
 
   async deletePrefix(prefix: string): Promise<void> {
     await fs.promises.rm(this.resolve(prefix), { recursive: true, force: true });
+  }
+
+  // Folders it leaves empty stay: removing them could race with another writer's mkdir-then-write.
+  async delete(key: string): Promise<void> {
+    await fs.promises.rm(this.resolve(key), { force: true });
+  }
+
+  /**
+   * Written to a temporary file, then hard-linked to the key: link(2) fails if the key exists, so of two writers
+   * exactly one creates it, and no reader ever sees it half written.
+   */
+  async putIfAbsent(key: string, body: Buffer | string): Promise<boolean> {
+    const target = this.resolve(key);
+    await fs.promises.mkdir(path.dirname(target), { recursive: true });
+    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
+    await fs.promises.writeFile(temp, body);
+    try {
+      await fs.promises.link(temp, target);
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw error;
+    } finally {
+      await fs.promises.rm(temp, { force: true });
+    }
+  }
+
+  async exclusiveCreate(): Promise<boolean> {
+    return true;
   }
 }
 

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
+  DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -12,6 +13,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { NotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage';
+import type { S3RetryCounter } from './s3-retries';
 import type { Location } from './uri';
 
 export interface S3Options {
@@ -20,20 +22,27 @@ export interface S3Options {
   readonly region?: string;
   /** Explicit credentials (the embedded server's fixed ones); otherwise the SDK's default provider chain. */
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
+  /** Where retried requests are counted (and reported): a process-wide sink, not a setting of the run. */
+  readonly retries?: S3RetryCounter;
 }
+
+/** Where exclusiveCreate's probe object goes, below the storage's prefix (inside a run folder: `_work/`). */
+const PROBE_PREFIX = '_work/.conditional-write-probe-';
 
 /** Parts of 16 MiB, four in flight: big result files go up fast without holding them in memory. */
 const PART_SIZE = 16 * 1024 * 1024;
 const PART_QUEUE = 4;
 
 export function createS3Client(options: S3Options = {}): S3Client {
-  return new S3Client({
+  const client = new S3Client({
     region: options.region ?? 'us-east-1',
     endpoint: options.endpoint,
     forcePathStyle: options.endpoint !== undefined,
     credentials: options.credentials,
     maxAttempts: 5,
   });
+  options.retries?.attach(client);
+  return client;
 }
 
 /** An S3 bucket and prefix behind the storage port. */
@@ -162,6 +171,50 @@ export class S3Storage implements Storage {
       throw this.fatal(error, this.uri(key));
     }
   }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+    } catch (error) {
+      if (isNotFound(error)) return;
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  /** S3's conditional write (`If-None-Match: *`): a 412 means another writer created the object first. */
+  async putIfAbsent(key: string, body: Buffer | string, options: PutOptions = {}): Promise<boolean> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: body, ContentLength: Buffer.byteLength(body), IfNoneMatch: '*', Tagging: tagging(options.tags) }),
+      );
+      return true;
+    } catch (error) {
+      const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
+      // 412: the object exists. 409: a concurrent conditional write to the same key is in progress.
+      if (status === 412 || status === 409) return false;
+      throw this.fatal(error, this.uri(key));
+    }
+  }
+
+  /**
+   * Whether this server honours conditional writes (AWS S3 has since 2024; some S3-compatible servers ignore the
+   * header and overwrite): found out once, by creating a probe object twice.
+   */
+  exclusiveCreate(): Promise<boolean> {
+    this.exclusive ??= (async () => {
+      const probe = `${PROBE_PREFIX}${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+      try {
+        const first = await this.putIfAbsent(probe, '');
+        const second = await this.putIfAbsent(probe, '');
+        return first && !second;
+      } finally {
+        await this.delete(probe).catch(() => undefined);
+      }
+    })();
+    return this.exclusive;
+  }
+
+  private exclusive?: Promise<boolean>;
 
   async deletePrefix(prefix: string): Promise<void> {
     let batch: { Key: string }[] = [];

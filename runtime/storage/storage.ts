@@ -17,8 +17,11 @@ export interface Storage {
   readonly location: Location;
   /** Full URI of a key, for messages and manifests. */
   uri(key?: string): string;
-  /** Fails with a clear OrchardError when the root cannot be reached (missing bucket, no permission, …). */
-  check(): Promise<void>;
+  /**
+   * Fails with a clear OrchardError when the root cannot be reached (missing bucket, no permission, …). With
+   * `mustExist` (an input), a local folder must already exist and be readable.
+   */
+  check(options?: { readonly mustExist?: boolean }): Promise<void>;
   /** Every object below `prefix` (recursively), streamed page by page, in key order (UTF-8 byte order). */
   list(prefix?: string): AsyncIterable<ObjectInfo>;
   /**
@@ -36,6 +39,16 @@ export interface Storage {
   putFile(key: string, localPath: string): Promise<void>;
   /** Deletes every object below `prefix`. */
   deletePrefix(prefix: string): Promise<void>;
+  /** Deletes one object (nothing happens if it is not there). */
+  delete(key: string): Promise<void>;
+  /**
+   * Creates the object only if no object has the key: true if this call created it, false if one was there.
+   * Atomic where the store can do it (a local file opened for exclusive creation; S3's conditional write,
+   * `If-None-Match: *`); `exclusiveCreate()` says whether it can.
+   */
+  putIfAbsent(key: string, body: Buffer | string, options?: PutOptions): Promise<boolean>;
+  /** Whether putIfAbsent is atomic here (some S3-compatible servers ignore conditional writes). */
+  exclusiveCreate(): Promise<boolean>;
 }
 
 export interface PutOptions {
@@ -50,8 +63,35 @@ export class NotFoundError extends Error {
   }
 }
 
+/**
+ * One object cannot be read for a reason of its own (a symbolic link that loops or points nowhere): a row of
+ * errors.csv to a run, not a reason to stop it. Access denied, by contrast, is about the environment (a
+ * policy, a permission) and stops the run, so that a rerun once it is fixed reads the images it could not.
+ */
+export class UnreadableObjectError extends Error {
+  constructor(
+    readonly uri: string,
+    /** Short and single-line: it becomes the errors.csv reason. */
+    readonly reason: string,
+  ) {
+    super(`${uri}: ${reason}`);
+    this.name = 'UnreadableObjectError';
+  }
+}
+
 export async function exists(storage: Storage, key: string): Promise<boolean> {
   return (await storage.head(key)) !== undefined;
+}
+
+/** Thrown for an object that exists but does not parse as JSON (truncated, or not what it should be). */
+export class InvalidJsonError extends Error {
+  constructor(
+    readonly uri: string,
+    readonly detail: string,
+  ) {
+    super(`${uri} is not valid JSON: ${detail}`);
+    this.name = 'InvalidJsonError';
+  }
 }
 
 export async function getJson<T>(storage: Storage, key: string): Promise<T> {
@@ -59,7 +99,7 @@ export async function getJson<T>(storage: Storage, key: string): Promise<T> {
   try {
     return JSON.parse(text) as T;
   } catch (error) {
-    throw new Error(`${storage.uri(key)} is not valid JSON: ${(error as Error).message}`);
+    throw new InvalidJsonError(storage.uri(key), (error as Error).message);
   }
 }
 
