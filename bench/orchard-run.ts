@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { PROCESS_ENV } from '../runtime/contracts/deployment';
 import { S3Storage, createS3Client } from '../runtime/storage';
 import type { EmbeddedS3 } from '../runtime/storage/embedded-s3';
 import { runChild } from './child';
@@ -38,7 +39,8 @@ export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure
   const { input, output, runId, s3 } = options;
   const command = [process.execPath, ORCHARD, 'run', '-i', input, '-o', output, '--run-id', runId];
   command.push('--model', options.model, '--engine', options.engine, '--backend', options.backend, '--threads', String(options.threads), '-q', '--json-logs');
-  const env = { ...process.env };
+  // What the instance's wrapper sets (the malloc setting that keeps the resident set flat).
+  const env = { ...process.env, ...PROCESS_ENV };
   if (s3) {
     command.push('--endpoint', s3.endpoint);
     Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });

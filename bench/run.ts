@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { positiveInt } from '../runtime/cli-args';
+import { positiveInt, wholeNumber } from '../runtime/cli-args';
 import { generateSampleImages, SAMPLE_CLASSES } from '../runtime/images/generate';
 import type { BackendPreference } from '../runtime/model/backend';
 import { describeEngine, type EnginePreference } from '../runtime/model/feature-model';
@@ -41,6 +41,7 @@ interface Options {
   readonly images: number;
   readonly quick: boolean;
   readonly rssImages: number;
+  readonly hugeImages: number;
   readonly pcaRows: number;
   readonly modelImages: number;
   readonly tfjsImages: number;
@@ -57,6 +58,7 @@ function parseOptions(argv: readonly string[]): Options {
     .option('--images <n>', 'images for the pipeline and reference runs (default 20000; 4000 with --quick)', positiveInt('--images'))
     .option('--quick', 'smaller sizes: finishes in about 3 minutes', false)
     .option('--rss-images <n>', 'images of the small memory run; the large one has 10x (default 2000; 400 with --quick)', positiveInt('--rss-images'))
+    .option('--huge-images <n>', 'images of the long memory run, 0 for none (default 100000; none with --quick)', wholeNumber('--huge-images'))
     .option('--pca-rows <n>', 'rows of the feature matrix for the PCA comparison', positiveInt('--pca-rows'), 20_000)
     .option('--model-images <n>', 'images for the bare-model measure (default 2000; 1000 with --quick)', positiveInt('--model-images'))
     .option('--tfjs-images <n>', 'images for the TensorFlow.js engine\'s bare-model figure, for comparison (default 480; 160 with --quick)', positiveInt('--tfjs-images'))
@@ -68,13 +70,14 @@ function parseOptions(argv: readonly string[]): Options {
     .showHelpAfterError();
   program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
   const o = program.opts<{
-    images?: number; quick: boolean; rssImages?: number; pcaRows: number; modelImages?: number; tfjsImages?: number;
+    images?: number; quick: boolean; rssImages?: number; hugeImages?: number; pcaRows: number; modelImages?: number; tfjsImages?: number;
     output: string; keep: boolean; engine: EnginePreference; backend: BackendPreference; threads: number;
   }>();
   return {
     images: o.images ?? (o.quick ? 4000 : 20_000),
     quick: o.quick,
     rssImages: o.rssImages ?? (o.quick ? 400 : 2000),
+    hugeImages: o.hugeImages ?? (o.quick ? 0 : 100_000),
     pcaRows: o.pcaRows,
     modelImages: o.modelImages ?? (o.quick ? 1000 : 2000),
     tfjsImages: o.tfjsImages ?? (o.quick ? 160 : 480),
@@ -180,6 +183,21 @@ async function main(): Promise<void> {
     const large = await orchardRun({ ...run, input: largeDir, output: results, runId: 'rss-large', images: largeFiles.length });
     const lt = large.manifest.timings;
     log(`peak RSS ${large.peakRssMb?.toFixed(0)} MB at ${largeFiles.length} images, ${(largeFiles.length / lt.total!).toFixed(2)} images/s`);
+    // 7. A long run (full bench only): the resident set must stay flat, not grow with the images.
+    let huge: { images: number; peakRssMb: number | null; wallS: number; imgPerS: number; generateS: number } | undefined;
+    if (options.hugeImages > 0) {
+      await fs.promises.rm(smallDir, { recursive: true, force: true });
+      await fs.promises.rm(largeDir, { recursive: true, force: true });
+      const generateStarted = performance.now();
+      const hugeDir = path.join(scratch, 'rss-huge');
+      const hugeFiles = await makeImages(hugeDir, options.hugeImages, 3);
+      const generateS = (performance.now() - generateStarted) / 1000;
+      log(`generated ${hugeFiles.length} images for the long run in ${generateS.toFixed(0)} s`);
+      const measured = await orchardRun({ ...run, input: hugeDir, output: results, runId: 'rss-huge', images: hugeFiles.length });
+      huge = { images: hugeFiles.length, peakRssMb: measured.peakRssMb, wallS: measured.wallS, imgPerS: hugeFiles.length / measured.manifest.timings.total!, generateS };
+      log(`peak RSS ${measured.peakRssMb?.toFixed(0)} MB at ${hugeFiles.length} images, ${measured.wallS.toFixed(0)} s (${huge.imgPerS.toFixed(1)} images/s)`);
+      await fs.promises.rm(hugeDir, { recursive: true, force: true });
+    }
     // PCA's work in a run: the shards' statistics (inside extract), the fit, the projection and publish (writing).
     const pcaShare = ((lt.moments ?? 0) + (lt.fit ?? 0) + (lt.project ?? 0) + (lt.publish ?? 0)) / lt.total!;
 
@@ -197,6 +215,7 @@ async function main(): Promise<void> {
       rss_small_mb: small.peakRssMb === null ? null : round(small.peakRssMb, 1),
       rss_large_mb: large.peakRssMb === null ? null : round(large.peakRssMb, 1),
       rss_growth: ratio(large.peakRssMb, small.peakRssMb),
+      rss_huge_mb: huge?.peakRssMb == null ? null : round(huge.peakRssMb, 1),
       engine: model.engine.name,
       engine_version: model.engine.version,
       threads: model.engine.threads,
@@ -225,6 +244,7 @@ async function main(): Promise<void> {
         rss_input: 'local folder',
         rss_large_timings: lt,
         rss_large_img_per_s: round(largeFiles.length / lt.total!),
+        ...(huge ? { rss_huge_images: huge.images, rss_huge_wall_s: round(huge.wallS, 1), rss_huge_img_per_s: round(huge.imgPerS), rss_huge_generate_s: round(huge.generateS, 1) } : {}),
         bench_wall_s: round((performance.now() - started) / 1000, 1),
       },
     };
@@ -247,6 +267,7 @@ async function main(): Promise<void> {
         { name: 'rss_small_mb', value: out.rss_small_mb, note: `${smallFiles.length} images` },
         { name: 'rss_large_mb', value: out.rss_large_mb, target: { op: '<=', limit: 1024 }, note: `${largeFiles.length} images` },
         { name: 'rss_growth', value: out.rss_growth, target: { op: '<=', limit: 1.15 } },
+        ...(huge ? [{ name: 'rss_huge_mb', value: out.rss_huge_mb, target: { op: '<=' as const, limit: 1024 }, note: `${huge.images} images, ${huge.wallS.toFixed(0)} s` }] : []),
       ]),
     );
     console.log(`\nwrote ${options.output} (the benchmark took ${out.details.bench_wall_s} s)`);

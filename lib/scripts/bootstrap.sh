@@ -139,6 +139,9 @@ wrapper_tmp=$(mktemp "$ORCHARD_WRAPPER.XXXXXX")
   echo '#!/bin/bash'
   # shellcheck disable=SC2016 # ${AWS_REGION:-…} and "$@" are for the wrapper to expand, not this script
   printf 'export AWS_REGION="${AWS_REGION:-%s}"\n' "$REGION"
+  # A fixed glibc mmap threshold: big buffers are unmapped when freed (runtime/contracts/deployment.ts, PROCESS_ENV)
+  # shellcheck disable=SC2016
+  printf 'export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-%s}"\n' 4194304
   # shellcheck disable=SC2016
   printf 'exec %q %q "$@"\n' "$NODE_BIN" "$ORCHARD_HOME/orchard.cjs"
 } >"$wrapper_tmp"

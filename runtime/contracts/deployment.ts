@@ -32,3 +32,13 @@ export const INTERMEDIATE_TAG = { key: 'orchard:intermediate', value: 'true' } a
  * the trigger and the SSM document's `allowedPattern` all build their check from this one pattern.
  */
 export const RUN_ID_PATTERN_SOURCE = '[A-Za-z0-9][A-Za-z0-9._-]{0,127}';
+
+/**
+ * The environment `orchard` runs with on the instance (the wrapper that lib/scripts/bootstrap.sh writes) and in
+ * the benchmark. glibc otherwise raises its mmap threshold to the largest block freed, up to 32 MB: once a shard's
+ * 13-21 MB buffers (features, centred rows, co-moment) have been freed, blocks of that size come from malloc's
+ * heaps, which fragment across threads and do not shrink, and the resident set crept by about 5 KB per image. A
+ * fixed threshold keeps big blocks mapped and returned whole; 4 MiB leaves the per-batch buffers (~1.2 MB) on the
+ * heap, where they are reused.
+ */
+export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024) } as const;
