@@ -2,10 +2,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { App, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { OrchardComputeStack } from '../lib/compute-stack';
 import { OrchardDataStack } from '../lib/data-stack';
+import { buildLambdaBundle, type LambdaArch } from '../lib/lambda-bundle';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
+import { OrchardScaleStack } from '../lib/scale-stack';
 import { STACK_NAMES } from '../runtime/contracts/deployment';
 
 /** CloudFormation stack names: the trigger and upload commands find the outputs by these names. */
@@ -17,7 +20,17 @@ export const CONTEXT = {
   instanceType: 'orchard:instanceType',
   /** `true`: `cdk destroy` deletes the data bucket with its objects. Default false: the bucket is kept. */
   destroyData: 'orchard:destroyData',
+  /** CPU of the scale path's Lambda functions: x86_64 (default in cdk.json) or arm64. */
+  lambdaArchitecture: 'orchard:lambdaArchitecture',
+  /** Distributed map concurrency of the scale path when an execution does not set it (default in cdk.json: 40). */
+  scaleConcurrency: 'orchard:scaleConcurrency',
 } as const;
+
+/** The Lambda architectures, and the CPU name of their native binaries. */
+const LAMBDA_ARCHITECTURES: Readonly<Record<string, { architecture: lambda.Architecture; arch: LambdaArch }>> = {
+  x86_64: { architecture: lambda.Architecture.X86_64, arch: 'x64' },
+  arm64: { architecture: lambda.Architecture.ARM_64, arch: 'arm64' },
+};
 
 const CDK_JSON = path.resolve(__dirname, '..', 'cdk.json');
 
@@ -37,16 +50,19 @@ export interface OrchardAppOptions {
   readonly outdir?: string;
   /** A runtime bundle already built. @default built now into dist/runtime */
   readonly runtimeDir?: string;
+  /** A Lambda bundle already built for the architecture in the context. @default built now into dist/lambda-<arch> */
+  readonly lambdaDir?: string;
 }
 
 export interface OrchardApp {
   readonly app: App;
   readonly data: OrchardDataStack;
   readonly compute: OrchardComputeStack;
+  readonly scale: OrchardScaleStack;
 }
 
 /**
- * The CDK app: the data stack and the compute stack, checked by cdk-nag's AwsSolutions pack at synthesis. The
+ * The CDK app: the data stack, the compute stack (the instance) and the scale stack (Lambda + Step Functions), checked by cdk-nag's AwsSolutions pack at synthesis. The
  * stacks are environment-agnostic (no account or region at synth time, no lookups): `cdk synth` needs no
  * credentials, and `cdk deploy` deploys to the account and region of the caller's profile.
  */
@@ -56,6 +72,9 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
   const instanceType = app.node.tryGetContext(CONTEXT.instanceType) as unknown;
   const destroyData = parseBoolean(app.node.tryGetContext(CONTEXT.destroyData), CONTEXT.destroyData);
   const runtimeDir = options.runtimeDir ?? buildRuntimeBundle();
+  const lambdaChoice = LAMBDA_ARCHITECTURES[parseString(app.node.tryGetContext(CONTEXT.lambdaArchitecture) ?? 'x86_64', CONTEXT.lambdaArchitecture, 'x86_64 or arm64')];
+  if (!lambdaChoice) throw new Error(`expected x86_64 or arm64 for context ${CONTEXT.lambdaArchitecture} but got ${JSON.stringify(app.node.tryGetContext(CONTEXT.lambdaArchitecture))}`);
+  const scaleConcurrency = parsePositiveInt(app.node.tryGetContext(CONTEXT.scaleConcurrency), CONTEXT.scaleConcurrency);
 
   const data = new OrchardDataStack(app, STACK_NAMES.data, { destroyData });
   const compute = new OrchardComputeStack(app, STACK_NAMES.compute, {
@@ -63,8 +82,14 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
     runtimeDir,
     instanceType: instanceType === undefined ? undefined : new ec2.InstanceType(parseString(instanceType, CONTEXT.instanceType)),
   });
+  const scale = new OrchardScaleStack(app, STACK_NAMES.scale, {
+    data: data.data,
+    lambdaCodeDir: options.lambdaDir ?? buildLambdaBundle({ arch: lambdaChoice.arch }),
+    architecture: lambdaChoice.architecture,
+    maxConcurrency: scaleConcurrency,
+  });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
-  return { app, data, compute };
+  return { app, data, compute, scale };
 }
 
 function parseBoolean(value: unknown, key: string): boolean {
@@ -73,11 +98,20 @@ function parseBoolean(value: unknown, key: string): boolean {
   throw new Error(`expected true or false for context ${key} but got ${JSON.stringify(value)}`);
 }
 
-function parseString(value: unknown, key: string): string {
+function parseString(value: unknown, key: string, expected = 'an instance type such as c7i.xlarge'): string {
   if (typeof value !== 'string' || value.trim() === '') {
-    throw new Error(`expected an instance type such as c7i.xlarge for context ${key} but got ${JSON.stringify(value)}`);
+    throw new Error(`expected ${expected} for context ${key} but got ${JSON.stringify(value)}`);
   }
   return value.trim();
+}
+
+function parsePositiveInt(value: unknown, key: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = typeof value === 'string' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 10_000) {
+    throw new Error(`expected a whole number from 1 to 10000 for context ${key} but got ${JSON.stringify(value)}`);
+  }
+  return n;
 }
 
 if (require.main === module) {

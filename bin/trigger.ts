@@ -1,6 +1,8 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { CloudFormationClient } from '@aws-sdk/client-cloudformation';
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs';
 import { EC2Client } from '@aws-sdk/client-ec2';
+import { SFNClient } from '@aws-sdk/client-sfn';
 import { SSMClient } from '@aws-sdk/client-ssm';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { ExitCode, OrchardError, describeError } from '../runtime/errors';
@@ -22,7 +24,12 @@ import {
   type Target,
 } from './trigger/command';
 import { ensureRunning, refuseIfBusy, stopInstance, waitForSsm, type InstanceRef, type StartState } from './trigger/instance';
+import { LogFollower } from './trigger/log-follower';
+import { executionName, executionResult, startExecution, stopExecution, waitForExecution } from './trigger/scale';
 import { fraction, positiveInt, rate, runIdArg } from '../runtime/cli-args';
+import { summaryLine } from '../runtime/cli';
+import type { RunStatus } from '../runtime/contracts/results';
+import type { ScaleExecutionInput, ScaleRunRequest } from '../runtime/contracts/scale';
 
 /**
  * `npm run trigger`: starts a pipeline run on the deployed instance through SSM Run Command.
@@ -36,6 +43,8 @@ export interface TriggerClients {
   readonly cfn: CloudFormationClient;
   readonly ec2: EC2Client;
   readonly ssm: SSMClient;
+  readonly sfn: SFNClient;
+  readonly logs: CloudWatchLogsClient;
 }
 
 /** Everything the trigger touches outside itself: swapped in tests. */
@@ -66,6 +75,11 @@ export interface TriggerOptions {
   timeoutMinutes: number;
   region?: string;
   stack: string;
+  /** Run on the scale stack's state machine (Lambda) instead of the instance. */
+  scale?: boolean;
+  maxConcurrency?: number;
+  shardsPerTask?: number;
+  scaleStack: string;
 }
 
 /** With --wait, a run still going after this long is cancelled (Fruits-360's 90,000 images take about an hour). */
@@ -75,7 +89,8 @@ export function buildProgram(deps: Pick<TriggerDeps, 'out' | 'err' | 'env'>): Co
   return new Command('trigger')
     .description(
       'Run the orchard pipeline on the deployed EC2 instance through SSM Run Command: start the instance if it is ' +
-        'stopped, send the run, and with --wait follow it, print the result URIs and stop the instance.',
+        'stopped, send the run, and with --wait follow it, print the result URIs and stop the instance. With --scale, ' +
+        'run it on AWS Lambda instead: start an execution of the scale stack\'s state machine and with --wait follow it.',
     )
     .usage('[options]   (npm run trigger -- [options])')
     .option('-i, --input <s3-uri>', `images to process (default: s3://<bucket>/${PREFIXES.images})`, s3Uri('--input'))
@@ -85,11 +100,15 @@ export function buildProgram(deps: Pick<TriggerDeps, 'out' | 'err' | 'env'>): Co
     .option('-m, --model <name|uri>', 'model preset or tfjs model URL / s3:// URI (default mobilenet_v2)')
     .option('--run-id <id>', 'name of the run; give an earlier one to resume it (default: run-<UTC timestamp>)', runIdArg)
     .option('--max-error-rate <fraction>', 'share of failed images still counted a success (default 0.01)', rate('--max-error-rate'))
-    .option('--wait', 'wait for the run to end, print the result URIs, then stop the instance')
-    .option('--keep-running', 'with --wait: leave the instance running afterwards')
+    .option('--wait', 'wait for the run to end (showing its log lines), print the result URIs, then stop the instance')
+    .addOption(new Option('--keep-running', 'with --wait: leave the instance running afterwards').conflicts('scale'))
+    .option('--scale', 'run on AWS Lambda through the scale stack\'s state machine (Step Functions Distributed Map) instead of the instance')
+    .option('--max-concurrency <n>', 'with --scale: Lambda invocations at once per map (default: the stack\'s, 40)', positiveInt('--max-concurrency'))
+    .option('--shards-per-task <n>', 'with --scale: shards of 4096 images per invocation (default 2)', positiveInt('--shards-per-task'))
     .option('--timeout-minutes <n>', 'with --wait: cancel the run if it has not ended after n minutes', positiveInt('--timeout-minutes'), DEFAULT_TIMEOUT_MINUTES)
     .addOption(new Option('--region <region>', 'region of the stacks (default: $AWS_REGION, else the profile\'s)').default(deps.env.AWS_REGION ?? deps.env.AWS_DEFAULT_REGION))
     .option('--stack <name>', 'name of the compute stack', STACKS.compute)
+    .option('--scale-stack <name>', 'name of the scale stack', STACKS.scale)
     .addHelpText('after', EXIT_CODES)
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
@@ -126,9 +145,10 @@ export async function main(argv: string[], deps: TriggerDeps = defaultDeps()): P
 }
 
 export async function trigger(options: TriggerOptions, deps: TriggerDeps): Promise<number> {
+  if (options.scale) return triggerScale(options, deps);
   const log = (line: string) => deps.err(`${line}\n`);
   const clock: Clock = { now: deps.now, sleep: deps.sleep, signal: deps.signal };
-  const { cfn, ec2, ssm } = deps.clients(options.region);
+  const { cfn, ec2, ssm, logs } = deps.clients(options.region);
 
   const stack = await readStack(cfn, options.stack);
   const origin = `output ${OUTPUT.instanceId} of stack ${stack.stackName} in ${stack.region}`;
@@ -157,10 +177,12 @@ export async function trigger(options: TriggerOptions, deps: TriggerDeps): Promi
   //    before the command is out, it stops it again: nothing runs on it.
   const start: StartState = { startedByUs: false };
   let commandId: string;
+  let sentAt = deps.now();
   try {
     await ensureRunning(ec2, instance, clock, log, start);
     await waitForSsm(ssm, instance, clock, log);
     if (!start.startedByUs) await refuseIfBusy(ssm, instance, target.documentName);
+    sentAt = deps.now();
     commandId = await sendRun(ssm, target, run);
   } catch (error) {
     if (start.startedByUs && !options.keepRunning) {
@@ -192,7 +214,8 @@ export async function trigger(options: TriggerOptions, deps: TriggerDeps): Promi
   const timeoutMs = options.timeoutMinutes * 60_000;
   let outcome;
   try {
-    outcome = await waitForCommand(ssm, commandId, instance.instanceId, clock, { timeoutMs, log: (line) => log(`run ${run.runId}: ${line}`) });
+    const follower = new LogFollower(logs, { logGroupName: target.logGroupName, logStreamNamePrefix: commandId }, sentAt, log);
+    outcome = await waitForCommand(ssm, commandId, instance.instanceId, clock, { timeoutMs, log: (line) => log(`run ${run.runId}: ${line}`), follower });
   } catch (error) {
     // The run goes on without us: leave the instance alone and say how to finish by hand.
     const why = error instanceof OrchardError && error.exitCode === ExitCode.Interrupted ? 'stopped waiting' : describeError(error);
@@ -230,6 +253,92 @@ export async function trigger(options: TriggerOptions, deps: TriggerDeps): Promi
   }
   return code;
 }
+
+/**
+ * The scale path: an execution of the scale stack's state machine with the run's settings; with --wait, its
+ * states, map runs and log lines while it runs, then the result as the instance path prints it.
+ */
+async function triggerScale(options: TriggerOptions, deps: TriggerDeps): Promise<number> {
+  const log = (line: string) => deps.err(`${line}\n`);
+  const clock: Clock = { now: deps.now, sleep: deps.sleep, signal: deps.signal };
+  const { cfn, sfn, logs } = deps.clients(options.region);
+  const stack = await readStack(cfn, options.scaleStack);
+  const stateMachineArn = requireOutput(stack, OUTPUT.stateMachineArn);
+  const logGroupName = requireOutput(stack, OUTPUT.functionLogGroupName);
+  const bucket = requireOutput(stack, OUTPUT.bucketName);
+  const runId = options.runId ?? defaultRunId(new Date(deps.now()));
+  const output = withSlash(options.output ?? `s3://${bucket}/${PREFIXES.results}`);
+  const settings = { components: options.components, variance: options.variance, model: options.model, maxErrorRate: options.maxErrorRate };
+  const request: ScaleRunRequest = { input: options.input ?? `s3://${bucket}/${PREFIXES.images}`, output, runId, ...defined(settings) };
+  const input: ScaleExecutionInput = { run: request, ...defined({ maxConcurrency: options.maxConcurrency, shardsPerTask: options.shardsPerTask }) };
+  const startedAt = deps.now();
+  const executionArn = await startExecution(sfn, stateMachineArn, executionName(runId, startedAt), input);
+  const runFolder = `${output}${runId}/`;
+  const region = stack.region === '?' ? '' : ` --region ${stack.region}`;
+  const filterPattern = `{ $.runId = "${runId}" }`;
+  deps.out(
+    [
+      `started run ${runId} on the scale path: execution ${executionArn}`,
+      `  logs     aws logs tail ${logGroupName} --follow --filter-pattern '${filterPattern}'${region}`,
+      `  status   aws stepfunctions describe-execution --execution-arn ${executionArn}${region}`,
+      `  results  ${runFolder}`,
+      '',
+    ].join('\n'),
+  );
+  if (!options.wait) {
+    log('not waiting (no --wait): the execution goes on by itself; nothing of the scale path bills once it has ended');
+    return ExitCode.Ok;
+  }
+
+  const timeoutMs = options.timeoutMinutes * 60_000;
+  const follower = new LogFollower(logs, { logGroupName, filterPattern }, startedAt, log);
+  let outcome;
+  try {
+    outcome = await waitForExecution(sfn, executionArn, clock, { timeoutMs, log: (line) => log(`run ${runId}: ${line}`), follower });
+  } catch (error) {
+    const why = error instanceof OrchardError && error.exitCode === ExitCode.Interrupted ? 'stopped waiting' : describeError(error);
+    deps.err(`trigger: ${why}; execution ${executionArn} goes on: follow it as above\n`);
+    return error instanceof OrchardError ? error.exitCode : ExitCode.Fatal;
+  }
+  const resume = `finished shards are kept: resume with --run-id ${runId} (on either path), or redrive: aws stepfunctions redrive-execution --execution-arn ${executionArn}${region}`;
+  if (outcome.kind === 'timeout') {
+    const stopError = await stopExecution(sfn, executionArn, `--timeout-minutes ${options.timeoutMinutes}`);
+    deps.err(
+      `trigger: run ${runId} had not ended after ${formatDuration(timeoutMs)} (--timeout-minutes ${options.timeoutMinutes}; last status ${outcome.status}): ` +
+        `${stopError ? `could not stop execution ${executionArn}: ${stopError}` : `stopped execution ${executionArn}`}; ${resume}\n`,
+    );
+    return ExitCode.Fatal;
+  }
+  const { execution } = outcome;
+  if (execution.status !== 'SUCCEEDED') {
+    const cause = [execution.error, execution.cause].filter(Boolean).join(': ');
+    deps.err(`trigger: run ${runId} failed on the scale path: execution ${execution.status}${cause ? ` (${cause})` : ''}; ${resume}\n`);
+    return ExitCode.Fatal;
+  }
+  const result = executionResult(execution);
+  const status = result.status as RunStatus;
+  if (status !== 'succeeded') {
+    deps.err(
+      `trigger: run ${runId} ${status === 'too_few_images' ? 'had too few readable images for a PCA' : 'finished with too many failed images (more than --max-error-rate)'}: ` +
+        `outputs written without _SUCCESS; see ${runFolder}errors.csv for why each failed\n`,
+    );
+  }
+  deps.out(
+    [
+      summaryLine({ status, counts: { processed: result.counts.processed ?? 0, failed: result.counts.failed ?? 0 }, components: result.components, explainedVariance: result.explainedVariance, seconds: result.seconds, imagesPerSecond: result.imagesPerSecond, where: 'AWS Lambda' }),
+      `results  ${runFolder}`,
+      ...resultUris(runFolder).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
+      '',
+    ].join('\n'),
+  );
+  return status === 'succeeded' ? ExitCode.Ok : ExitCode.TooManyErrors;
+}
+
+function defined<T extends Record<string, unknown>>(values: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+}
+
+const withSlash = (uri: string) => (uri.endsWith('/') ? uri : `${uri}/`);
 
 /** Prints how the command ended (result URIs on success) and returns the trigger's exit status. */
 function reportEnd(
@@ -301,6 +410,8 @@ function defaultDeps(): TriggerDeps {
       cfn: new CloudFormationClient({ region }),
       ec2: new EC2Client({ region }),
       ssm: new SSMClient({ region }),
+      sfn: new SFNClient({ region }),
+      logs: new CloudWatchLogsClient({ region }),
     }),
     now: () => Date.now(),
     sleep: (ms) => delay(ms, undefined, { signal: controller.signal }).catch(() => undefined),

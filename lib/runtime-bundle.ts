@@ -33,25 +33,8 @@ const TFJS_NODE_VERSION = '4.22.0';
 export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'runtime')): string {
   fs.rmSync(outDir, { recursive: true, force: true });
   fs.mkdirSync(outDir, { recursive: true });
-  buildSync({
-    entryPoints: [path.join(ROOT, 'runtime', 'main.ts')],
-    outfile: path.join(outDir, 'orchard.cjs'),
-    bundle: true,
-    platform: 'node',
-    target: 'node22',
-    format: 'cjs',
-    external: [...INSTANCE_DEPENDENCIES, ...INSTANCE_OPTIONAL_DEPENDENCIES, ...LEFT_OUT],
-    banner: { js: '#!/usr/bin/env node' },
-    legalComments: 'none',
-    logLevel: 'warning',
-  });
-  // The wasm backend finds its binaries next to the module that loads them: in the bundle, that is orchard.cjs.
-  const wasmDir = path.join(ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
-  for (const file of fs.readdirSync(wasmDir).filter((name) => name.endsWith('.wasm'))) {
-    fs.copyFileSync(path.join(wasmDir, file), path.join(outDir, file));
-  }
-  // The onnx engine's worker thread is a file of its own, found next to the module that starts it.
-  fs.copyFileSync(path.join(ROOT, 'runtime', 'onnx', 'predict-worker.cjs'), path.join(outDir, 'predict-worker.cjs'));
+  bundleEntry(path.join(ROOT, 'runtime', 'main.ts'), path.join(outDir, 'orchard.cjs'), [...INSTANCE_DEPENDENCIES, ...INSTANCE_OPTIONAL_DEPENDENCIES]);
+  copyRuntimeFiles(outDir);
   for (const script of fs.readdirSync(path.join(ROOT, 'lib', 'scripts'))) {
     fs.copyFileSync(path.join(ROOT, 'lib', 'scripts', script), path.join(outDir, script));
   }
@@ -75,6 +58,36 @@ export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'run
   fs.writeFileSync(path.join(outDir, '.npmrc'), BUNDLE_NPMRC);
   fs.chmodSync(path.join(outDir, 'orchard.cjs'), 0o755);
   return outDir;
+}
+
+/**
+ * One esbuild bundle of a runtime entry point (CommonJS, Node 22), with `external` packages (native code, files
+ * read from disk) and the ones only the demo or the offline model use left out.
+ */
+export function bundleEntry(entry: string, outfile: string, external: readonly string[]): void {
+  buildSync({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    target: 'node22',
+    format: 'cjs',
+    external: [...external, ...LEFT_OUT],
+    banner: { js: '#!/usr/bin/env node' },
+    legalComments: 'none',
+    logLevel: 'warning',
+  });
+}
+
+/** Files a bundle loads from its own folder: the wasm backend's binaries and the onnx engine's worker. */
+export function copyRuntimeFiles(outDir: string): void {
+  // The wasm backend finds its binaries next to the module that loads them: in the bundle, that is the bundle.
+  const wasmDir = path.join(ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
+  for (const file of fs.readdirSync(wasmDir).filter((name) => name.endsWith('.wasm'))) {
+    fs.copyFileSync(path.join(wasmDir, file), path.join(outDir, file));
+  }
+  // The onnx engine's worker thread is a file of its own, found next to the module that starts it.
+  fs.copyFileSync(path.join(ROOT, 'runtime', 'onnx', 'predict-worker.cjs'), path.join(outDir, 'predict-worker.cjs'));
 }
 
 if (require.main === module) {

@@ -400,17 +400,42 @@ export const RESULT_WORDS: Readonly<Record<RunResult['status'], string>> = {
   too_few_images: 'finished with too few images',
 };
 
+/**
+ * The one-line result a run ends with (`done: 240 images, 0 failed, k=21 (95.07% of variance), 6.7 s, 35.8
+ * images/s on …`): what the trigger finds on the instance's stdout, and prints itself for the scale path.
+ */
+export function summaryLine(result: {
+  readonly status: RunResult['status'];
+  readonly counts: { readonly processed: number; readonly failed: number };
+  readonly components?: number;
+  readonly explainedVariance?: number;
+  readonly seconds: number;
+  readonly imagesPerSecond: number;
+  readonly where: string;
+}): string {
+  const pca = result.components !== undefined ? `k=${result.components} (${((result.explainedVariance ?? 0) * 100).toFixed(2)}% of variance)` : 'no PCA';
+  return (
+    `${RESULT_WORDS[result.status]}: ${result.counts.processed} images, ${result.counts.failed} failed, ${pca}, ` +
+    `${result.seconds.toFixed(1)} s, ${result.imagesPerSecond.toFixed(1)} images/s on ${result.where}`
+  );
+}
+
 function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {
   const { manifest } = result;
   if (options.jsonLogs) {
     io.out(`${JSON.stringify({ status: result.status, runUri: result.runUri, counts: manifest.counts, pca: manifest.pca, outputs: result.outputs })}\n`);
     return;
   }
-  const pca = manifest.pca ? `k=${manifest.pca.components} (${(manifest.pca.explainedVariance * 100).toFixed(2)}% of variance)` : 'no PCA';
   io.out(
     [
-      `${RESULT_WORDS[result.status]}: ${manifest.counts.processed} images, ${manifest.counts.failed} failed, ${pca}, ` +
-        `${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s on the ${describeEngine(manifest.engine)}`,
+      summaryLine({
+        status: result.status,
+        counts: manifest.counts,
+        ...(manifest.pca ? { components: manifest.pca.components, explainedVariance: manifest.pca.explainedVariance } : {}),
+        seconds: manifest.timings.total,
+        imagesPerSecond: manifest.imagesPerSecond,
+        where: `the ${describeEngine(manifest.engine)}`,
+      }),
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
     ].join('\n'),

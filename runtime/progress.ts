@@ -26,6 +26,8 @@ export interface ReporterOptions {
   /** Seconds between plain progress lines. @default 15 */
   readonly intervalSeconds?: number;
   readonly stream?: NodeJS.WritableStream;
+  /** Fields of every JSON line (the run id, so that a shared log group can be filtered by run). */
+  readonly fields?: Fields;
 }
 
 export function createReporter(options: ReporterOptions = {}): Reporter {
@@ -34,7 +36,7 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
   const emit = (level: 'info' | 'warn', message: string, fields: Fields = {}) => {
     if (level === 'info' && options.quiet) return;
     if (options.json) {
-      stream.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...fields })}\n`);
+      stream.write(`${JSON.stringify({ time: new Date().toISOString(), level, message, ...options.fields, ...fields })}\n`);
     } else {
       const extra = Object.entries(fields).map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`);
       stream.write(`${level === 'warn' ? 'warning: ' : ''}${[message, ...extra].join(' ')}\n`);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Template } from 'aws-cdk-lib/assertions';
 import { createOrchardApp } from '../bin/orchard';
+import { fakeBundle } from './infra/app';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
@@ -46,7 +47,7 @@ const user = spawnSync('id', ['-un'], { encoding: 'utf8' }).stdout.trim();
 
 beforeAll(async () => {
   work = tempDir('orchard-ssm-');
-  const { app, compute } = createOrchardApp({ runtimeDir: buildRuntimeBundle(path.join(work, 'runtime')), outdir: path.join(work, 'cdk.out') });
+  const { app, compute } = createOrchardApp({ lambdaDir: fakeBundle('lambda'), runtimeDir: buildRuntimeBundle(path.join(work, 'runtime')), outdir: path.join(work, 'cdk.out') });
   const template = Template.fromStack(compute);
   const documents = Object.values(template.findResources('AWS::SSM::Document'));
   expect(documents).toHaveLength(1);

@@ -13,6 +13,16 @@ import {
   SSMClient,
   type GetCommandInvocationCommandOutput,
 } from '@aws-sdk/client-ssm';
+import { CloudWatchLogsClient, FilterLogEventsCommand } from '@aws-sdk/client-cloudwatch-logs';
+import {
+  DescribeExecutionCommand,
+  DescribeMapRunCommand,
+  GetExecutionHistoryCommand,
+  ListMapRunsCommand,
+  SFNClient,
+  StartExecutionCommand,
+  StopExecutionCommand,
+} from '@aws-sdk/client-sfn';
 import { mockClient } from 'aws-sdk-client-mock';
 import { main, type TriggerDeps } from '../bin/trigger';
 import { readStackOutputs } from '../bin/stack-outputs';
@@ -21,6 +31,8 @@ import { missingStack, stackWith as computeStack } from './helpers/cloudformatio
 const cfn = mockClient(CloudFormationClient);
 const ec2 = mockClient(EC2Client);
 const ssm = mockClient(SSMClient);
+const sfn = mockClient(SFNClient);
+const logs = mockClient(CloudWatchLogsClient);
 
 const REGION = 'eu-west-1';
 const BUCKET = 'orchard-data-bucket-1a2b3c';
@@ -100,6 +112,8 @@ async function triggerWith(overrides: Partial<TriggerDeps>, ...args: string[]): 
         cfn: new CloudFormationClient({ region: region ?? REGION }),
         ec2: new EC2Client({ region: region ?? REGION }),
         ssm: new SSMClient({ region: region ?? REGION }),
+        sfn: new SFNClient({ region: region ?? REGION }),
+        logs: new CloudWatchLogsClient({ region: region ?? REGION }),
       };
     },
     now: () => now,
@@ -132,6 +146,9 @@ beforeEach(() => {
   cfn.reset();
   ec2.reset();
   ssm.reset();
+  sfn.reset();
+  logs.reset();
+  logs.on(FilterLogEventsCommand).resolves({ events: [] });
 });
 
 describe('trigger --wait, happy path (instance running, agent online, command succeeds)', () => {
@@ -182,6 +199,12 @@ describe('trigger --wait, happy path (instance running, agent online, command su
       `run ${RUN_ID}: InProgress (30 s)`,
       `run ${RUN_ID}: Success (45 s)`,
     ]);
+  });
+
+  it("follows the run's own log lines from the command's CloudWatch streams while it runs", () => {
+    const queries = logs.commandCalls(FilterLogEventsCommand).map((call) => call.args[0].input);
+    expect(queries.length).toBeGreaterThan(0);
+    expect(queries[0]).toMatchObject({ logGroupName: LOG_GROUP, logStreamNamePrefix: COMMAND });
   });
 
   it("prints the run's result line and the S3 URIs of the run folder and each result file", () => {
@@ -508,5 +531,158 @@ describe('stack outputs', () => {
   it('readStackOutputs returns the outputs by key', async () => {
     cfn.on(DescribeStacksCommand).resolves(stackWith(OUTPUTS));
     expect(await readStackOutputs(new CloudFormationClient({ region: REGION }), 'OrchardCompute')).toEqual(OUTPUTS);
+  });
+});
+
+describe('live log lines while waiting (instance path)', () => {
+  it('prints each new line once, orchard JSON lines as the CLI shows them, in time order', async () => {
+    givenDeployed();
+    const line = (eventId: string, timestamp: number, message: string) => ({ eventId, timestamp, message, logStreamName: `${COMMAND}/${INSTANCE}/aws-runShellScript/stderr` });
+    logs
+      .on(FilterLogEventsCommand)
+      .resolvesOnce({ events: [line('1', START + 1000, '{"time":"t","level":"info","message":"list: 240 objects in 1 shard(s)"}')] })
+      .resolvesOnce({
+        events: [
+          line('1', START + 1000, '{"time":"t","level":"info","message":"list: 240 objects in 1 shard(s)"}'),
+          line('3', START + 3000, '{"time":"t","level":"warn","message":"s3: a GetObject request needed 1 retry","retries":1}'),
+          line('2', START + 2000, '{"time":"t","level":"info","message":"extract: 120/240 images","imagesPerSecond":17.1}'),
+        ],
+      })
+      .resolves({ events: [] });
+    const run = await trigger('--wait');
+    const shown = run.err.split('\n').filter((text) => text.includes(' | '));
+    expect(shown).toEqual([
+      `run ${RUN_ID}:   | list: 240 objects in 1 shard(s)`,
+      `run ${RUN_ID}:   | extract: 120/240 images imagesPerSecond=17.1`,
+      `run ${RUN_ID}:   | warning: s3: a GetObject request needed 1 retry retries=1`,
+    ]);
+  });
+
+  it('goes on waiting without them when the logs cannot be read, saying so once', async () => {
+    givenDeployed();
+    logs.on(FilterLogEventsCommand).rejects(Object.assign(new Error('not authorized to perform: logs:FilterLogEvents'), { name: 'AccessDeniedException' }));
+    const run = await trigger('--wait');
+    expect(run.code).toBe(0);
+    expect(run.err.match(/cannot follow the run's log lines/g)).toHaveLength(1);
+    expect(logs.commandCalls(FilterLogEventsCommand)).toHaveLength(1);
+  });
+});
+
+describe('trigger --scale (the state machine of the OrchardScale stack)', () => {
+  const MACHINE = 'arn:aws:states:eu-west-1:123456789012:stateMachine:OrchardScaleWorkflow';
+  const EXECUTION = `arn:aws:states:eu-west-1:123456789012:execution:OrchardScaleWorkflow:${RUN_ID}-20261124-130522`;
+  const MAP_RUN = 'arn:aws:states:eu-west-1:123456789012:mapRun:OrchardScaleWorkflow/Extract:4f1c';
+  const FUNCTION_LOGS = '/aws/lambda/orchard-stages';
+  const SCALE_OUTPUTS = { StateMachineArn: MACHINE, FunctionLogGroupName: FUNCTION_LOGS, BucketName: BUCKET };
+  const folder = `s3://${BUCKET}/results/${RUN_ID}/`;
+  const RESULT = {
+    status: 'succeeded',
+    runUri: folder,
+    outputs: { csv: `${folder}pca.csv` },
+    counts: { listed: 90000, processed: 89990, failed: 10, errorRate: 0.0001, shards: 22, shardsResumed: 0 },
+    components: 26,
+    explainedVariance: 0.9501,
+    seconds: 312.4,
+    imagesPerSecond: 288.1,
+  };
+
+  function givenScale(status: 'SUCCEEDED' | 'FAILED' = 'SUCCEEDED', output: object = RESULT): void {
+    cfn.on(DescribeStacksCommand, { StackName: 'OrchardScale' }).resolves(stackWith(SCALE_OUTPUTS, 'OrchardScale'));
+    sfn.on(StartExecutionCommand).resolves({ executionArn: EXECUTION, startDate: new Date(START) });
+    sfn
+      .on(DescribeExecutionCommand)
+      .resolvesOnce({ executionArn: EXECUTION, status: 'RUNNING' } as never)
+      .resolvesOnce({ executionArn: EXECUTION, status: 'RUNNING' } as never)
+      .resolves(
+        status === 'SUCCEEDED'
+          ? ({ executionArn: EXECUTION, status, output: JSON.stringify(output) } as never)
+          : ({ executionArn: EXECUTION, status, error: 'ERR_ACCESS_DENIED', cause: '{"errorMessage":"Access denied to s3://b/images/x.jpg"}' } as never),
+      );
+    sfn
+      .on(GetExecutionHistoryCommand)
+      .resolvesOnce({ events: [{ id: 3, type: 'TaskStateEntered', timestamp: new Date(START), stateEnteredEventDetails: { name: 'Plan' } }] })
+      .resolves({ events: [{ id: 9, type: 'MapRunStarted', timestamp: new Date(START) }, { id: 8, type: 'MapStateEntered', timestamp: new Date(START), stateEnteredEventDetails: { name: 'Extract' } }] });
+    sfn.on(ListMapRunsCommand).resolvesOnce({ mapRuns: [] }).resolves({ mapRuns: [{ mapRunArn: MAP_RUN, executionArn: EXECUTION, stateMachineArn: MACHINE, startDate: new Date(START) }] });
+    sfn.on(DescribeMapRunCommand).resolves({ mapRunArn: MAP_RUN, itemCounts: { succeeded: 4, failed: 0, running: 7, pending: 0, total: 11, timedOut: 0, aborted: 0, resultsWritten: 4 } } as never);
+    sfn.on(StopExecutionCommand).resolves({ stopDate: new Date(START) });
+    logs.on(FilterLogEventsCommand).resolves({ events: [{ eventId: 'e1', timestamp: START + 500, message: `{"time":"t","level":"info","message":"extract: shards 0, 1 of run ${RUN_ID}","runId":"${RUN_ID}","stage":"extract"}` }] });
+  }
+
+  it('starts an execution named after the run with the run and the map options, never touching the instance', async () => {
+    givenScale();
+    const run = await trigger('--scale', '-k', '26', '--max-concurrency', '100', '--shards-per-task', '1');
+    expect(run.code).toBe(0);
+    const started = sfn.commandCalls(StartExecutionCommand)[0]!.args[0].input;
+    expect(started.stateMachineArn).toBe(MACHINE);
+    expect(started.name).toBe(`${RUN_ID}-20261124-130522`);
+    expect(JSON.parse(started.input!)).toEqual({
+      run: { input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: RUN_ID, components: 26 },
+      maxConcurrency: 100,
+      shardsPerTask: 1,
+    });
+    expect(run.out).toContain(`started run ${RUN_ID} on the scale path: execution ${EXECUTION}`);
+    expect(run.out).toContain(`aws logs tail ${FUNCTION_LOGS} --follow --filter-pattern '{ $.runId = "${RUN_ID}" }' --region ${REGION}`);
+    expect(ec2.calls()).toHaveLength(0);
+    expect(ssm.calls()).toHaveLength(0);
+    expect(sfn.commandCalls(DescribeExecutionCommand)).toHaveLength(0);
+  });
+
+  it('with --wait: shows the state, the map run\'s item counts and the run\'s log lines, then the result as the instance path prints it', async () => {
+    givenScale();
+    const run = await trigger('--scale', '--wait');
+    expect(run.code).toBe(0);
+    const lines = run.err.split('\n').filter((line) => line.startsWith(`run ${RUN_ID}: `));
+    // The lines logged since the last poll come first, then the state as it is now.
+    expect(lines).toEqual([
+      `run ${RUN_ID}:   | extract: shards 0, 1 of run ${RUN_ID}`,
+      `run ${RUN_ID}: RUNNING, state Plan (0 s)`,
+      `run ${RUN_ID}: RUNNING, state Extract, Extract: 4 of 11 batches succeeded, 7 running, 0 failed (10 s)`,
+      `run ${RUN_ID}: SUCCEEDED (20 s)`,
+    ]);
+    expect(logs.commandCalls(FilterLogEventsCommand)[0]!.args[0].input).toMatchObject({ logGroupName: FUNCTION_LOGS, filterPattern: `{ $.runId = "${RUN_ID}" }` });
+    expect(run.out).toContain('done: 89990 images, 10 failed, k=26 (95.01% of variance), 312.4 s, 288.1 images/s on AWS Lambda');
+    expect(run.out).toContain(`results  ${folder}\n`);
+    for (const uri of resultFiles(folder)) expect(run.out).toContain(` ${uri}\n`);
+  });
+
+  it('a failed execution: exit 1 with the error and its cause, and how to resume or redrive', async () => {
+    givenScale('FAILED');
+    const run = await trigger('--scale', '--wait');
+    expect(run.code).toBe(1);
+    expect(run.err).toContain(`trigger: run ${RUN_ID} failed on the scale path: execution FAILED (ERR_ACCESS_DENIED: {"errorMessage":"Access denied to s3://b/images/x.jpg"})`);
+    expect(run.err).toContain(`resume with --run-id ${RUN_ID} (on either path), or redrive: aws stepfunctions redrive-execution --execution-arn ${EXECUTION} --region ${REGION}`);
+    expect(run.out).not.toContain('pca.csv');
+  });
+
+  it('a run with too many failed images: exit 3, the result printed, errors.csv named', async () => {
+    givenScale('SUCCEEDED', { ...RESULT, status: 'too_many_errors' });
+    const run = await trigger('--scale', '--wait');
+    expect(run.code).toBe(3);
+    expect(run.out).toContain('finished with too many errors: 89990 images');
+    expect(run.err).toContain(`see ${folder}errors.csv`);
+  });
+
+  it('stops the execution after --timeout-minutes and exits 1', async () => {
+    givenScale();
+    sfn.on(DescribeExecutionCommand).resolves({ executionArn: EXECUTION, status: 'RUNNING' } as never);
+    const run = await trigger('--scale', '--wait', '--timeout-minutes', '20');
+    expect(run.code).toBe(1);
+    expect(run.elapsed).toBe(20 * 60_000);
+    expect(sfn.commandCalls(StopExecutionCommand).map((call) => call.args[0].input)).toEqual([{ executionArn: EXECUTION, error: 'orchard.Timeout', cause: '--timeout-minutes 20' }]);
+    expect(run.err).toContain(`had not ended after 20 min (--timeout-minutes 20`);
+    expect(run.err).toContain(`stopped execution ${EXECUTION}`);
+  });
+
+  it('refuses --keep-running, which means nothing without an instance', async () => {
+    const run = await trigger('--scale', '--keep-running');
+    expect(run.code).toBe(2);
+    expect(run.err).toContain("option '--keep-running' cannot be used with option '--scale'");
+  });
+
+  it('names the scale stack when it is not deployed', async () => {
+    cfn.on(DescribeStacksCommand).rejects(missingStack('OrchardScale'));
+    const run = await trigger('--scale');
+    expect(run.code).toBe(1);
+    expect(run.err).toContain('Stack OrchardScale not found');
   });
 });

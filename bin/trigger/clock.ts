@@ -41,6 +41,49 @@ export async function pollUntil<T>(clock: Clock, options: PollOptions, check: ()
   }
 }
 
+/** Without a status change, a "still …" line this often. */
+export const HEARTBEAT_MS = 5 * 60_000;
+
+/** What one look at a run found: a status for the user, and the end result once there is one. */
+export interface Observation<T> {
+  readonly label: string;
+  readonly done?: T;
+}
+
+export type FollowOutcome<T> = { readonly kind: 'finished'; readonly value: T } | { readonly kind: 'timeout'; readonly status: string };
+
+/**
+ * Looks at a run every `intervalMs` until `observe` reports it done or `timeoutMs` passes: the lines `lines()`
+ * returns (the run's own log lines) as they come, a line whenever the status label changes, and a heartbeat
+ * (`still …`) while it does not. Both trigger paths (SSM command, Step Functions execution) wait this way.
+ */
+export async function followRun<T>(
+  clock: Clock,
+  options: { readonly timeoutMs: number; readonly intervalMs: number; readonly log: (line: string) => void; readonly lines?: () => Promise<string[]> },
+  observe: (elapsedMs: number) => Promise<Observation<T>>,
+): Promise<FollowOutcome<T>> {
+  const started = clock.now();
+  let last: string | undefined;
+  let lastLine = started;
+  for (;;) {
+    throwIfInterrupted(clock);
+    const { label, done } = await observe(clock.now() - started);
+    for (const line of (await options.lines?.()) ?? []) options.log(`  | ${line}`);
+    const elapsed = formatDuration(clock.now() - started);
+    if (label !== last) {
+      options.log(`${label} (${elapsed})`);
+      last = label;
+      lastLine = clock.now();
+    } else if (clock.now() - lastLine >= HEARTBEAT_MS) {
+      options.log(`still ${label} (${elapsed})`);
+      lastLine = clock.now();
+    }
+    if (done !== undefined) return { kind: 'finished', value: done };
+    if (clock.now() - started >= options.timeoutMs) return { kind: 'timeout', status: label };
+    await clock.sleep(options.intervalMs);
+  }
+}
+
 export function throwIfInterrupted(clock: Clock): void {
   if (clock.signal?.aborted) throw new OrchardError('Interrupted', 'ERR_INTERRUPTED', ExitCode.Interrupted);
 }

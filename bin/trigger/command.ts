@@ -7,8 +7,9 @@ import {
 } from '@aws-sdk/client-ssm';
 import { ExitCode, OrchardError, describeError } from '../../runtime/errors';
 import { OUTPUTS, PARTS_PREFIX } from '../../runtime/contracts/results';
-import { formatDuration, throwIfInterrupted, type Clock } from './clock';
+import { followRun, type Clock } from './clock';
 import type { Log } from './instance';
+import type { LogFollower } from './log-follower';
 
 /** The run's settings as the SSM document's parameters take them; undefined ones keep the document's default. */
 export interface RunParameters {
@@ -24,8 +25,6 @@ export interface RunParameters {
 /** How long SSM tries to deliver the command before giving up (the instance is online by then). */
 export const DELIVERY_TIMEOUT_SECONDS = 600;
 export const COMMAND_POLL_MS = 15_000;
-/** Without a status change, a "still running" line this often. */
-export const HEARTBEAT_MS = 5 * 60_000;
 /** Right after SendCommand, GetCommandInvocation may answer InvocationDoesNotExist for a few seconds. */
 export const INVOCATION_GRACE_MS = 2 * 60_000;
 /** Lines of the run's stderr shown when it failed. */
@@ -99,29 +98,14 @@ export async function waitForCommand(
   commandId: string,
   instanceId: string,
   clock: Clock,
-  options: { timeoutMs: number; log: Log; pluginName?: string },
+  options: { timeoutMs: number; log: Log; pluginName?: string; follower?: LogFollower },
 ): Promise<WaitOutcome> {
-  const started = clock.now();
-  let last: string | undefined;
-  let lastLine = started;
-  for (;;) {
-    throwIfInterrupted(clock);
-    const invocation = await getInvocation(ssm, commandId, instanceId, options.pluginName, clock.now() - started);
-    const status = invocation?.Status ?? 'Pending';
-    const label = invocation ? statusLabel(invocation) : 'Pending (not registered yet)';
-    const elapsed = formatDuration(clock.now() - started);
-    if (label !== last) {
-      options.log(`${label} (${elapsed})`);
-      last = label;
-      lastLine = clock.now();
-    } else if (clock.now() - lastLine >= HEARTBEAT_MS) {
-      options.log(`still ${label} (${elapsed})`);
-      lastLine = clock.now();
-    }
-    if (invocation && TERMINAL.has(status)) return { kind: 'finished', invocation };
-    if (clock.now() - started >= options.timeoutMs) return { kind: 'timeout', status: label };
-    await clock.sleep(COMMAND_POLL_MS);
-  }
+  const outcome = await followRun(clock, { ...options, intervalMs: COMMAND_POLL_MS, lines: options.follower && (() => options.follower!.poll()) }, async (elapsedMs) => {
+    const invocation = await getInvocation(ssm, commandId, instanceId, options.pluginName, elapsedMs);
+    const finished = invocation && TERMINAL.has(invocation.Status ?? 'Pending');
+    return { label: invocation ? statusLabel(invocation) : 'Pending (not registered yet)', done: finished ? invocation : undefined };
+  });
+  return outcome.kind === 'finished' ? { kind: 'finished', invocation: outcome.value } : outcome;
 }
 
 async function getInvocation(

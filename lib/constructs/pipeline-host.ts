@@ -1,10 +1,11 @@
-import { Aws, Duration, RemovalPolicy, Size, Stack, Validations } from 'aws-cdk-lib';
+import { Aws, Duration, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { Construct } from 'constructs';
 import { acknowledgeWildcardResource } from '../nag';
+import { operationalLogGroup } from './log-group';
 
 /** Where cfn-init unpacks the runtime bundle on the instance; the SSM document and the scripts assume it. */
 export const INSTALL_DIR = '/opt/orchard';
@@ -99,10 +100,7 @@ export class PipelineHost extends Construct {
       subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24, mapPublicIpOnLaunch: false }],
       gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
     });
-    const flowLogs = new logs.LogGroup(this, 'FlowLogs', {
-      retention: props.flowLogRetention ?? logs.RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    const flowLogs = operationalLogGroup(this, 'FlowLogs', props.flowLogRetention);
     this.vpc.addFlowLog('FlowLog', { destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogs) });
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {

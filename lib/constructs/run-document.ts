@@ -1,4 +1,4 @@
-import { ArnFormat, Duration, RemovalPolicy, Stack } from 'aws-cdk-lib';
+import { ArnFormat, Duration, Stack } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
@@ -6,6 +6,7 @@ import { Construct } from 'constructs';
 import { acknowledgeWildcardResource } from '../nag';
 import { RUN_ID_PATTERN_SOURCE } from '../../runtime/contracts/deployment';
 import { INSTALL_DIR } from './pipeline-host';
+import { operationalLogGroup } from './log-group';
 
 /**
  * Far above Run Command's default of 3,600 s: a run over millions of images takes hours. 48 h is the most
@@ -66,10 +67,7 @@ export class RunDocument extends Construct {
 
   constructor(scope: Construct, id: string, props: RunDocumentProps) {
     super(scope, id);
-    this.logGroup = new logs.LogGroup(this, 'Output', {
-      retention: props.logRetention ?? logs.RetentionDays.THREE_MONTHS,
-      removalPolicy: RemovalPolicy.DESTROY,
-    });
+    this.logGroup = operationalLogGroup(this, 'Output', props.logRetention);
 
     const parameter = (name: keyof typeof RUN_PARAMETER_PATTERNS, description: string, defaultValue: string) => ({
       type: 'String',

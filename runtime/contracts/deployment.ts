@@ -7,7 +7,7 @@
  */
 
 /** CloudFormation stack names of the app; the trigger and upload find the deployment by them. */
-export const STACK_NAMES = { data: 'OrchardData', compute: 'OrchardCompute' } as const;
+export const STACK_NAMES = { data: 'OrchardData', compute: 'OrchardCompute', scale: 'OrchardScale' } as const;
 
 /** Output keys the stacks declare (CfnOutput ids), read by the scripts in bin/. */
 export const STACK_OUTPUTS = {
@@ -16,6 +16,8 @@ export const STACK_OUTPUTS = {
   documentName: 'DocumentName',
   logGroupName: 'LogGroupName',
   sendCommand: 'SendCommand',
+  stateMachineArn: 'StateMachineArn',
+  functionLogGroupName: 'FunctionLogGroupName',
 } as const;
 
 /** Prefixes of the data bucket: what the instance is granted, and what the document and the trigger default to. */

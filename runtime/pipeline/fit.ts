@@ -1,4 +1,4 @@
-import { pMapIterable } from 'p-map';
+import pMap, { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { fitPca, type PcaModel } from '../pca/fit';
 import type { Reporter } from '../progress';
@@ -8,6 +8,19 @@ import { modelIdentityOf, type ExtractMeta, type RunFolder } from './run-folder'
 
 /** Shard statistics read at once: each is 6.3 MB at 1280 features, 13 MB once decoded. */
 export const READ_CONCURRENCY = 8;
+
+/**
+ * Shards per merge group, when the fit is split into tasks (`mergeGroupStage`, one per group, then the fit over
+ * the groups): 64 shards of statistics, 400 MB to read, is seconds for one task; a million shards make 16,000
+ * groups, still one fit. A power of two, so that merging the groups' sums as a tree gives the very tree
+ * `TreeMerge` builds over all the shards: the fitted model is bit for bit the same whichever way it was merged.
+ */
+export const MERGE_GROUP = 64;
+
+/** The merge groups of a run of `shards` shards (none when one task merges them all at once). */
+export function mergeGroups(shards: number): number[] {
+  return shards > MERGE_GROUP ? Array.from({ length: Math.ceil(shards / MERGE_GROUP) }, (_, group) => group) : [];
+}
 
 /**
  * Merges a sequence of statistics as a balanced binary tree, as they arrive: a stack holds at most one partial
@@ -52,6 +65,42 @@ export async function mergeShards(folder: RunFolder, metas: readonly ExtractMeta
   return tree.result();
 }
 
+/** The shards' metas of one merge group. */
+function groupMetas(metas: readonly ExtractMeta[], group: number): readonly ExtractMeta[] {
+  return metas.slice(group * MERGE_GROUP, (group + 1) * MERGE_GROUP);
+}
+
+/** The shards of one merge group. */
+export function groupShards(shards: number, group: number): number[] {
+  const first = group * MERGE_GROUP;
+  return Array.from({ length: Math.max(0, Math.min(MERGE_GROUP, shards - first)) }, (_, i) => first + i);
+}
+
+/**
+ * One merge group's statistics, stored for the fit (`_work/fit/01-NNNNN.moments.bin`). Only the group's shards
+ * are read. Idempotent: a group already stored is left as it is.
+ */
+export async function mergeGroupStage(folder: RunFolder, shards: number, group: number): Promise<void> {
+  const chosen = groupShards(shards, group);
+  if (chosen.length === 0) throw new OrchardError(`Merge group ${group} has no shards (the run has ${shards})`, 'ERR_INVALID_PARAMETER', ExitCode.Usage);
+  const members = await pMap(chosen, (shard) => folder.requireExtracted(shard), { concurrency: READ_CONCURRENCY });
+  const dim = members[0]!.dim;
+  if (await folder.hasMerge(1, group, dim)) return;
+  await folder.writeMerge(1, group, await mergeShards(folder, members, dim));
+}
+
+/**
+ * Every shard's statistics merged: as one tree over the shards, or, past MERGE_GROUP shards, as a tree over the
+ * groups' sums — those a merge task stored, the others computed here — which is the same tree.
+ */
+async function mergeAll(folder: RunFolder, metas: readonly ExtractMeta[], dim: number): Promise<Moments> {
+  const groups = mergeGroups(metas.length);
+  if (groups.length === 0) return mergeShards(folder, metas, dim);
+  const tree = new TreeMerge(dim);
+  for (const group of groups) tree.add((await folder.readMerge(1, group)) ?? (await mergeShards(folder, groupMetas(metas, group), dim)));
+  return tree.result();
+}
+
 export interface FitResult {
   readonly model: PcaModel;
   readonly seconds: number;
@@ -70,7 +119,7 @@ export async function fitStage(folder: RunFolder, config: RunConfig, metas: read
   const started = performance.now();
   const dim = metas[0]?.dim;
   if (dim === undefined) throw new OrchardError('The run has no shards to fit', 'ERR_TOO_FEW_IMAGES');
-  const merged = await mergeShards(folder, metas, dim);
+  const merged = await mergeAll(folder, metas, dim);
   if (merged.count < 2) {
     throw new OrchardError(`PCA needs at least 2 images, but only ${merged.count} could be processed`, 'ERR_TOO_FEW_IMAGES');
   }

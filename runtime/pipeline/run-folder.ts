@@ -1,3 +1,4 @@
+import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { INTERMEDIATE_TAG } from '../contracts/deployment';
@@ -145,6 +146,12 @@ export function hostDescription(): string {
 export class RunFolder {
   constructor(readonly storage: Storage) {}
 
+  /** The key of a run-folder object in its bucket (what a Step Functions item reader or result writer is given). */
+  storageKey(key: string): string {
+    const location = this.storage.location;
+    return location.kind === 's3' ? `${location.prefix}${key}` : path.join(location.dir, key);
+  }
+
   uri(key = ''): string {
     return this.storage.uri(key);
   }
@@ -274,6 +281,11 @@ export class RunFolder {
 
   writeMerge(level: number, group: number, moments: Moments): Promise<void> {
     return this.storage.put(KEYS.merge(level, group), encodeMoments(moments), TAGGED);
+  }
+
+  /** Whether a merge is stored whole (its size is that of `dim` features' statistics). */
+  async hasMerge(level: number, group: number, dim: number): Promise<boolean> {
+    return (await this.storage.head(KEYS.merge(level, group)))?.size === encodedMomentsLength(dim);
   }
 
   async readMerge(level: number, group: number): Promise<Moments | undefined> {

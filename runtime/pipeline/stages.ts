@@ -5,7 +5,7 @@ import type { TfRuntime } from '../model/backend';
 import type { Reporter } from '../progress';
 import { childLocation, formatLocation, openStorage, parseLocation, type S3Options } from '../storage';
 import { MACHINE_SETTINGS, buildRunConfig, type RunSettings } from './config';
-import type { FitResult } from './fit';
+import { mergeGroupStage, type FitResult } from './fit';
 import { extractStage, throwIfAborted, type ExtractSummary } from './extract';
 import { loadModel, openRun, type OpenRun } from './context';
 import { acquireRunLease, planStage, storedSettings, validateRun, type PlanResult } from './plan';
@@ -99,6 +99,12 @@ export async function fitCommand(run: OpenRun, deps: StageDependencies): Promise
     const itemsKey = await run.folder.writeWorkItems('project', pending);
     return { ...fitted, pending, itemsKey };
   });
+}
+
+/** One merge group of a fit split into tasks (`mergeGroups(shards)`): its shards' statistics, summed and stored. */
+export async function mergeCommand(run: OpenRun, group: number): Promise<void> {
+  const plan = await run.folder.requirePlan();
+  await mergeGroupStage(run.folder, plan.shards, group);
 }
 
 export async function projectCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ProjectSummary> {

@@ -5,6 +5,7 @@ import { CfnElement, Stack } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import type { IConstruct } from 'constructs';
 import { type OrchardApp, createOrchardApp } from '../../bin/orchard';
+import { buildLambdaBundle, type LambdaArch } from '../../lib/lambda-bundle';
 import { buildRuntimeBundle } from '../../lib/runtime-bundle';
 
 export interface SynthesizedOrchard extends OrchardApp {
@@ -12,6 +13,7 @@ export interface SynthesizedOrchard extends OrchardApp {
   readonly outdir: string;
   readonly dataTemplate: Template;
   readonly computeTemplate: Template;
+  readonly scaleTemplate: Template;
 }
 
 const folders: string[] = [];
@@ -31,6 +33,11 @@ export function buildBundle(): string {
   return buildRuntimeBundle(scratchDir('orchard-bundle-'));
 }
 
+/** The real Lambda bundle for `arch`, built into a folder of this test file. */
+export function buildLambda(arch: LambdaArch = 'x64'): string {
+  return buildLambdaBundle({ arch, outDir: path.join(scratchDir('orchard-lambda-'), `lambda-${arch}`) });
+}
+
 /** A stand-in for the bundle where only its identity matters (asset hash): one file with the given content. */
 export function fakeBundle(content: string): string {
   const dir = scratchDir('orchard-fake-bundle-');
@@ -39,10 +46,12 @@ export function fakeBundle(content: string): string {
 }
 
 /** The app as `cdk synth` builds it (cdk.json's context, plus `context`), synthesized into a temporary folder. */
-export function synthOrchard(options: { context?: Record<string, unknown>; runtimeDir?: string } = {}): SynthesizedOrchard {
+export function synthOrchard(options: { context?: Record<string, unknown>; runtimeDir?: string; lambdaDir?: string } = {}): SynthesizedOrchard {
   const runtimeDir = options.runtimeDir ?? buildBundle();
   const outdir = scratchDir('orchard-cdk-out-');
-  const orchard = createOrchardApp({ context: options.context, runtimeDir, outdir });
+  // The Lambda code is a stand-in unless a test asks for the real one (the scale stack's tests do).
+  const lambdaDir = options.lambdaDir ?? fakeBundle('lambda');
+  const orchard = createOrchardApp({ context: options.context, runtimeDir, lambdaDir, outdir });
   orchard.app.synth();
   return {
     ...orchard,
@@ -50,6 +59,7 @@ export function synthOrchard(options: { context?: Record<string, unknown>; runti
     outdir,
     dataTemplate: Template.fromStack(orchard.data),
     computeTemplate: Template.fromStack(orchard.compute),
+    scaleTemplate: Template.fromStack(orchard.scale),
   };
 }
 
@@ -71,6 +81,10 @@ export function flat(value: unknown): string {
   if (node['Fn::Sub']) return (node['Fn::Sub'] as string).replace(/\$\{([^}]+)\}/g, '<$1>');
   if (node['Fn::GetAtt']) return `<${node['Fn::GetAtt'][0]}.${node['Fn::GetAtt'][1]}>`;
   if (node['Fn::ImportValue']) return flat(node['Fn::ImportValue']);
+  if (node['Fn::Select']) {
+    const [index, list] = node['Fn::Select'] as [number, Record<string, any>];
+    if (list['Fn::Split']) return `select(${index}, split("${list['Fn::Split'][0]}", ${flat(list['Fn::Split'][1])}))`;
+  }
   if (node.Ref) return `<${node.Ref}>`;
   throw new Error(`cannot flatten ${JSON.stringify(value)}`);
 }

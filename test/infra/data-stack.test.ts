@@ -174,7 +174,7 @@ describe('removal policy', () => {
     let destroyable: Template;
     let ids: string[];
     beforeAll(() => {
-      const app = createOrchardApp({
+      const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'),
         context: { 'orchard:destroyData': true },
         runtimeDir: fakeBundle('destroyData'),
         outdir: scratchDir('orchard-cdk-out-'),
@@ -196,7 +196,7 @@ describe('removal policy', () => {
   });
 
   test('reads orchard:destroyData=true given on the command line, where it arrives as a string', () => {
-    const app = createOrchardApp({
+    const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'),
       context: { 'orchard:destroyData': 'true' },
       runtimeDir: fakeBundle('destroyData as a string'),
       outdir: scratchDir('orchard-cdk-out-'),
@@ -206,7 +206,7 @@ describe('removal policy', () => {
 
   test('rejects an orchard:destroyData that is neither true nor false', () => {
     expect(() =>
-      createOrchardApp({ context: { 'orchard:destroyData': 'yes' }, runtimeDir: fakeBundle('x'), outdir: scratchDir('o-') }),
+      createOrchardApp({ lambdaDir: fakeBundle('lambda'), context: { 'orchard:destroyData': 'yes' }, runtimeDir: fakeBundle('x'), outdir: scratchDir('o-') }),
     ).toThrow('expected true or false for context orchard:destroyData but got "yes"');
   });
 });

@@ -1,0 +1,164 @@
+/**
+ * The stage function of the scale path: one Lambda handler that runs any stage of a run, called by the Step
+ * Functions state machine of the OrchardScale stack (lib/constructs/scale-workflow.ts). It runs the same stage
+ * functions as `orchard plan | extract | fit | project | publish` (runtime/pipeline/stages.ts), on the same run
+ * folder, so a run started on the instance can be finished here and the other way round.
+ */
+import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
+import type { RunResult } from '../contracts/results';
+import { OrchardError, describeError } from '../errors';
+import { buildRunConfig, type RunSettings } from '../pipeline/config';
+import { openRun } from '../pipeline/context';
+import { mergeGroups } from '../pipeline/fit';
+import * as stages from '../pipeline/stages';
+import { createReporter, type Reporter } from '../progress';
+import { S3RetryCounter, formatLocation, type S3Options } from '../storage';
+
+/** The settings a run request may carry: RunSettings' fields, checked to be all of them by the compiler. */
+const SETTINGS = {
+  input: 'string',
+  output: 'string',
+  runId: 'string',
+  components: 'number',
+  variance: 'number',
+  model: 'string',
+  featureLayer: 'string',
+  inputSize: 'number',
+  normalize: 'string',
+  modelCache: 'string',
+  engine: 'string',
+  backend: 'string',
+  threads: 'number',
+  batchSize: 'number',
+  concurrency: 'number',
+  shardSize: 'number',
+  maxErrorRate: 'number',
+  labelFrom: 'string',
+  keepFeatures: 'boolean',
+  maxPixels: 'number',
+  singleFileMaxRows: 'number',
+} as const satisfies Record<keyof RunSettings, 'string' | 'number' | 'boolean'>;
+
+/** Settings of the function's machine, not of the run: a request may not set them. */
+const MACHINE_ONLY = new Set(['threads', 'concurrency']);
+
+export type StageResult = PlanOutput | FitOutput | PublishOutput | { readonly stage: string; readonly shards: readonly number[] } | { readonly stage: 'merge'; readonly group: number };
+
+/**
+ * Runs one stage. An OrchardError leaves as an error named by its code (`ERR_ACCESS_DENIED`, …): Step Functions
+ * sees that name, so a Retry or Catch can tell the causes apart, and the execution fails with the message.
+ */
+export async function handler(event: StageEvent): Promise<StageResult> {
+  // Every line names the run and the stage: the trigger follows one run's lines in the function's shared log group.
+  const reporter = createReporter({ json: true, stream: process.stdout, fields: { runId: runIdOf(event), stage: event?.stage } });
+  const retries = new S3RetryCounter((retry) =>
+    reporter.warn(`s3: a ${retry.command} request ${retry.failed ? 'failed after' : 'needed'} ${retry.retries} retries`, { command: retry.command, retries: retry.total }),
+  );
+  // AWS_ENDPOINT_URL: an S3-compatible server instead of AWS S3, as for the CLI's --endpoint (tests, other clouds).
+  const s3: S3Options = { endpoint: process.env.AWS_ENDPOINT_URL || undefined, retries };
+  try {
+    return await runStage(event, reporter, s3);
+  } catch (error) {
+    if (error instanceof OrchardError) throw Object.assign(new Error(error.message), { name: error.code });
+    reporter.warn(`${event?.stage ?? 'stage'}: ${describeError(error)}`);
+    throw error;
+  }
+}
+
+async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): Promise<StageResult> {
+  if (!event || !SCALE_STAGES.includes(event.stage)) {
+    throw new OrchardError(`Expected an event with a stage (${SCALE_STAGES.join(', ')}) but got ${JSON.stringify(event)?.slice(0, 200)}`, 'ERR_INVALID_PARAMETER');
+  }
+  const deps = { reporter };
+  switch (event.stage) {
+    case 'plan':
+      return plan(event.run, reporter, s3);
+    case 'extract':
+    case 'project': {
+      const run = await stages.openPlannedRun(event.BatchInput.output, event.BatchInput.runId, {}, s3);
+      const shards = itemShards(event.Items);
+      reporter.info(`${event.stage}: shards ${shards.join(', ')} of run ${run.config.runId}`);
+      await (event.stage === 'extract' ? stages.extractCommand(run, shards, deps) : stages.projectCommand(run, shards, deps));
+      return { stage: event.stage, shards };
+    }
+    case 'merge': {
+      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      await stages.mergeCommand(run, event.group);
+      reporter.info(`merge: group ${event.group} of run ${run.config.runId}`);
+      return { stage: 'merge', group: event.group };
+    }
+    case 'fit': {
+      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      const fitted = await stages.fitCommand(run, deps);
+      // Without a PCA there is nothing to project: the state machine ends with the run fit published.
+      if ('published' in fitted) return { fitted: false, projectItems: '', result: publishOutput(fitted.published) };
+      const explainedVariance = fitted.model.explainedVarianceRatio.reduce((a, b) => a + b, 0);
+      return { fitted: true, projectItems: run.folder.storageKey(fitted.itemsKey), components: fitted.model.nComponents, explainedVariance };
+    }
+    case 'publish': {
+      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      return publishOutput(await stages.publishCommand(run, deps));
+    }
+  }
+}
+
+async function plan(request: ScaleRunRequest, reporter: Reporter, s3: S3Options): Promise<PlanOutput> {
+  const config = buildRunConfig(runSettings(request), s3);
+  if (config.output.kind !== 's3') {
+    throw new OrchardError(`The scale path writes to S3: expected an s3:// URI for output but got ${JSON.stringify(request.output)}`, 'ERR_INVALID_PARAMETER');
+  }
+  const run = openRun(config);
+  const planned = await stages.planCommand(run, { reporter });
+  return {
+    output: formatLocation(config.output),
+    runId: config.runId,
+    bucket: config.output.bucket,
+    extractItems: run.folder.storageKey(planned.itemsKey),
+    mapResults: run.folder.storageKey('_work/map-results/'),
+    images: planned.plan.images,
+    shards: planned.plan.shards,
+    pending: planned.pending.length,
+    mergeGroups: mergeGroups(planned.plan.shards),
+  };
+}
+
+/** The run request as run settings: known fields of the right types only; the machine's own are the function's. */
+export function runSettings(request: ScaleRunRequest): RunSettings {
+  if (typeof request !== 'object' || request === null) throw new OrchardError('Expected the run request to be an object', 'ERR_INVALID_PARAMETER');
+  for (const [key, value] of Object.entries(request)) {
+    const type = (SETTINGS as Record<string, string>)[key];
+    if (!type || MACHINE_ONLY.has(key)) {
+      throw new OrchardError(`Unknown run setting "${key}": expected some of ${Object.keys(SETTINGS).filter((k) => !MACHINE_ONLY.has(k)).join(', ')}`, 'ERR_INVALID_PARAMETER');
+    }
+    if (typeof value !== type) throw new OrchardError(`Expected a ${type} for run setting "${key}" but got ${JSON.stringify(value)}`, 'ERR_INVALID_PARAMETER');
+  }
+  return request as unknown as RunSettings;
+}
+
+function runIdOf(event: StageEvent | undefined): string | undefined {
+  if (!event) return undefined;
+  if (event.stage === 'plan') return event.run?.runId;
+  if ('BatchInput' in event) return event.BatchInput?.runId;
+  return event.runId;
+}
+
+function itemShards(items: readonly { readonly shard: number }[] | undefined): number[] {
+  if (!Array.isArray(items) || items.length === 0) throw new OrchardError('Expected Items: a non-empty array of { "shard": n }', 'ERR_INVALID_PARAMETER');
+  return items.map((item) => {
+    if (!Number.isInteger(item?.shard) || item.shard < 0) throw new OrchardError(`Expected { "shard": n } items but got ${JSON.stringify(item)}`, 'ERR_INVALID_PARAMETER');
+    return item.shard;
+  });
+}
+
+function publishOutput(result: RunResult): PublishOutput {
+  const { manifest } = result;
+  return {
+    status: result.status,
+    runUri: result.runUri,
+    outputs: result.outputs as Record<string, string>,
+    counts: manifest.counts,
+    ...(manifest.pca ? { components: manifest.pca.components, explainedVariance: manifest.pca.explainedVariance } : {}),
+    seconds: manifest.timings.total ?? 0,
+    imagesPerSecond: manifest.imagesPerSecond,
+  };
+}
