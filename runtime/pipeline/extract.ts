@@ -214,11 +214,9 @@ export async function extractStage(
  */
 async function guardModelIdentity(folder: RunFolder, config: RunConfig, model: FeatureModel): Promise<void> {
   const now: ExtractedWith = { ...model.identity, engine: model.engine.name, graphSha256: model.engine.graph?.sha256 };
-  const previous = await folder.readExtractedWith();
-  if (!previous) {
-    await folder.writeExtractedWith(now);
-    return;
-  }
+  // Concurrent first shards (workers of one run) race to record it: the first creation wins, and every worker,
+  // the first one included, compares itself with what was recorded.
+  const previous = (await folder.readExtractedWith()) ?? (await folder.claimExtractedWith(now));
   const refuse = (what: string) =>
     new OrchardError(`Cannot resume run ${config.runId}: its shards were extracted ${what}. Use another --run-id`, 'ERR_RESUME_MISMATCH', ExitCode.Usage);
   if (previous.weightsSha256 !== now.weightsSha256 || previous.featureDim !== now.featureDim) {

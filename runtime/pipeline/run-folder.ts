@@ -203,8 +203,12 @@ export class RunFolder {
     return readState<ExtractedWith>(this.storage, KEYS.model, shape({ name: 'string', weightsSha256: 'string', featureDim: 'number' }), NEW_RUN);
   }
 
-  writeExtractedWith(identity: ExtractedWith): Promise<void> {
-    return putJson(this.storage, KEYS.model, identity, TAGGED);
+  /** Records the network and engine unless a concurrent shard did first; returns what is recorded. */
+  async claimExtractedWith(identity: ExtractedWith): Promise<ExtractedWith> {
+    await this.storage.putIfAbsent(KEYS.model, `${JSON.stringify(identity, null, 2)}\n`, TAGGED);
+    const recorded = await this.readExtractedWith();
+    if (!recorded) throw new Error(`${this.uri(KEYS.model)} disappeared right after it was written`);
+    return recorded;
   }
 
   /** Writes the work items of a stage (the shards still to do) and returns the key, for an engine's item reader. */

@@ -1,4 +1,10 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import * as fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { OrchardError, describeError } from '../errors';
 import type { S3Options } from './s3';
 
@@ -39,6 +45,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
     silent: true,
     configureBuckets: buckets.map((name) => ({ name })),
   });
+  makeWritesAtomic(server.store);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
   return {
@@ -48,7 +55,80 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   };
 }
 
+/**
+ * s3rver's file store is not S3: a PUT writes the object file in place and answers before the bytes are on disk
+ * (a GET right after it, from another process, can read half an object), and a DELETE removes emptied folders,
+ * so a concurrent PUT below them fails with an unhandled ENOENT that kills the server's process. S3 itself is
+ * atomic per object. Concurrent stage processes (the scale path's workers, the stage-command tests) need that,
+ * so the two operations are replaced: a PUT streams to a temporary file beside the object (listing ignores
+ * names without s3rver's suffix) and renames it into place once it is on disk; a DELETE tolerates the folder
+ * it empties being refilled or removed by a concurrent request.
+ */
+function makeWritesAtomic(store: FilesystemStore): void {
+  store.putObject = async (object) => {
+    const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+    const temporary = `${objectPath}.${randomBytes(6).toString('hex')}.partial`;
+    const md5 = createHash('md5');
+    let size = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        md5.update(chunk);
+        size += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    const content: Readable | Buffer = object.content;
+    try {
+      await pipeline(Buffer.isBuffer(content) ? [content] : content, counted, await openInFolder(temporary));
+      await fs.rename(temporary, objectPath);
+    } catch (error) {
+      await fs.rm(temporary, { force: true });
+      throw error;
+    }
+    const digest = md5.digest('hex');
+    await store.putMetadata(object.bucket, object.key, object.metadata, digest);
+    return { size, md5: digest };
+  };
+
+  store.deleteObject = async (bucket, key) => {
+    const objectPath = store.getResourcePath(bucket, key, 'object');
+    await Promise.all([objectPath, `${objectPath}.md5`, store.getResourcePath(bucket, key, 'metadata.json')].map((file) => fs.rm(file, { force: true })));
+    // Remove the folders this delete emptied, as s3rver does, unless a concurrent PUT is filling them again.
+    for (let folder = path.dirname(objectPath); folder !== store.getBucketPath(bucket) && folder.length > 1; folder = path.dirname(folder)) {
+      try {
+        await fs.rmdir(folder);
+      } catch {
+        return;
+      }
+    }
+  };
+}
+
+/** Opens a file for writing, creating its folder, again if a concurrent DELETE removes the folder meanwhile. */
+async function openInFolder(file: string): Promise<NodeJS.WritableStream> {
+  for (let attempt = 1; ; attempt++) {
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    const stream = createWriteStream(file);
+    try {
+      await new Promise<void>((resolve, reject) => stream.once('open', () => resolve()).once('error', reject));
+      return stream;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt === 5) throw error;
+    }
+  }
+}
+
+/** The parts of s3rver's FilesystemStore that makeWritesAtomic uses or replaces. */
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  getBucketPath(bucket: string): string;
+  putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
+  putObject(object: { bucket: string; key: string; content: Readable | Buffer; metadata: unknown }): Promise<{ size: number; md5: string }>;
+  deleteObject(bucket: string, key: string): Promise<void>;
+}
+
 type S3rverClass = new (options: Record<string, unknown>) => {
+  readonly store: FilesystemStore;
   run(): Promise<AddressInfo>;
   close(): Promise<void>;
 };
