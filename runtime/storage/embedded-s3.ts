@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, fstat } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { OrchardError, describeError } from '../errors';
 import type { S3Options } from './s3';
 
@@ -45,7 +46,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
     silent: true,
     configureBuckets: buckets.map((name) => ({ name })),
   });
-  makeWritesAtomic(server.store);
+  makeAtomicPerObject(server.store);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
   return {
@@ -60,11 +61,11 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
  * (a GET right after it, from another process, can read half an object), and a DELETE removes emptied folders,
  * so a concurrent PUT below them fails with an unhandled ENOENT that kills the server's process. S3 itself is
  * atomic per object. Concurrent stage processes (the scale path's workers, the stage-command tests) need that,
- * so the two operations are replaced: a PUT streams to a temporary file beside the object (listing ignores
- * names without s3rver's suffix) and renames it into place once it is on disk; a DELETE tolerates the folder
- * it empties being refilled or removed by a concurrent request.
+ * so these operations are replaced: a PUT streams to a temporary file beside the object (listing ignores
+ * names without s3rver's suffix) and renames it into place once it is on disk; a GET sends one version whole;
+ * a DELETE tolerates the folder it empties being refilled or removed by a concurrent request.
  */
-function makeWritesAtomic(store: FilesystemStore): void {
+function makeAtomicPerObject(store: FilesystemStore): void {
   store.putObject = async (object) => {
     const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
     const temporary = `${objectPath}.${randomBytes(6).toString('hex')}.partial`;
@@ -88,6 +89,19 @@ function makeWritesAtomic(store: FilesystemStore): void {
     const digest = md5.digest('hex');
     await store.putMetadata(object.bucket, object.key, object.metadata, digest);
     return { size, md5: digest };
+  };
+
+  // A GET takes the object's size from one stat and its bytes from a later open: a PUT renamed into place between
+  // the two would send one version's length with the other's bytes. Such a pair is read again.
+  const getObject = store.getObject.bind(store);
+  store.getObject = async (bucket, key, options) => {
+    for (let attempt = 1; ; attempt++) {
+      const object = await getObject(bucket, key, options);
+      if (!object?.content || attempt === 5) return object;
+      const opened = await promisify(fstat)(object.content.fd);
+      if (opened.size === Number(object.metadata['content-length'])) return object;
+      object.content.destroy();
+    }
   };
 
   store.deleteObject = async (bucket, key) => {
@@ -118,12 +132,14 @@ async function openInFolder(file: string): Promise<NodeJS.WritableStream> {
   }
 }
 
-/** The parts of s3rver's FilesystemStore that makeWritesAtomic uses or replaces. */
+/** The parts of s3rver's FilesystemStore that makeAtomicPerObject uses or replaces. */
 interface FilesystemStore {
   getResourcePath(bucket: string, key: string, resource: string): string;
   getBucketPath(bucket: string): string;
   putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
   putObject(object: { bucket: string; key: string; content: Readable | Buffer; metadata: unknown }): Promise<{ size: number; md5: string }>;
+  /** The content is a read stream, already open, of the object's file; null content for an unsatisfiable range. */
+  getObject(bucket: string, key: string, options: unknown): Promise<{ content: (Readable & { readonly fd: number }) | null; metadata: Record<string, string | number> } | null>;
   deleteObject(bucket: string, key: string): Promise<void>;
 }
 
