@@ -130,11 +130,15 @@ describe('an input folder that does not exist yet', () => {
   let missing: Captured;
   let empty: Captured;
   let afterwards: Captured;
+  // Whether the run folder existed right after each refusal.
+  const written: boolean[] = [];
 
   beforeAll(async () => {
     missing = await run('later', '-i', input);
+    written.push(fs.existsSync(runDir('later')));
     fs.mkdirSync(input);
     empty = await run('later', '-i', input);
+    written.push(fs.existsSync(runDir('later')));
     fs.cpSync(imagesDir, input, { recursive: true });
     afterwards = await run('later', '-i', input);
   });
@@ -143,12 +147,14 @@ describe('an input folder that does not exist yet', () => {
     expect(missing.code).toBe(1);
     expect(missing.err).toContain(`${input} does not exist`);
     expectClean(missing);
+    expect(written[0]).toBe(false);
   });
 
-  test('then empty: refused for having no files, keeping no plan', () => {
+  test('then empty: refused for having no files, before anything is written', () => {
     expect(empty.code).toBe(1);
     expect(empty.err).toContain('No files found');
-    expect(fs.existsSync(path.join(runDir('later'), '_work', 'plan.json'))).toBe(false);
+    expectClean(empty);
+    expect(written[1]).toBe(false);
   });
 
   test('then filled: the same run id lists it and completes', () => {

@@ -7,7 +7,7 @@ import { tfForWeights } from '../model/backend';
 import { resolveModel } from '../model/resolve';
 import { loadOrCompileGraph } from '../model/to-onnx/cache';
 import type { Reporter } from '../progress';
-import { exists, formatLocation, openStorage, type Location } from '../storage';
+import { exists, formatLocation, openStorage, type Location, type Storage } from '../storage';
 import { RESUME_INVARIANTS, settingsOf, type RunConfig, type RunSettings } from './config';
 import type { OpenRun } from './context';
 import { listShards } from './list';
@@ -71,7 +71,19 @@ export async function validateRun(run: OpenRun): Promise<void> {
         ExitCode.Usage,
       );
     }
+    // A new run over an empty input is refused here, before the lease or the listing writes anything: the run
+    // folder stays as it was (one listing request on S3, the walk down to the first file of a folder).
+    if (!(await hasInputObject(input, excludedPrefixes(run)))) throw noInput(input);
   }
+}
+
+function noInput(input: Storage): OrchardError {
+  return new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
+}
+
+async function hasInputObject(input: Storage, exclude: readonly string[]): Promise<boolean> {
+  for await (const object of input.list()) if (!exclude.some((prefix) => object.key.startsWith(prefix))) return true;
+  return false;
 }
 
 /** Takes the run's lease (plan, fit, publish and `orchard run` hold it): one process at a time works on a run. */
@@ -106,7 +118,7 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
     const parallel = config.input.kind === 's3' && config.s3.endpoint === undefined;
     const listed = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items));
     // Nothing is kept of a listing that found nothing: the same run id lists again once images are there.
-    if (listed.images === 0) throw new OrchardError(`No files found under ${input.uri()}`, 'ERR_NO_INPUT', ExitCode.Fatal);
+    if (listed.images === 0) throw noInput(input);
     plan = { ...listed, shardSize: config.shardSize, startedAt: started.toISOString(), listSeconds: (performance.now() - listStarted) / 1000 };
     if (!(await folder.readConfig())) await folder.writeConfig(settingsOf(config));
     await folder.writePlan(plan);
