@@ -95,6 +95,16 @@ describe('GetObject denied on the image prefix (an IAM mistake), then allowed', 
   });
 });
 
+test('a delete of _work/ that S3 refuses is an error naming the prefix, not a silent leftover', async () => {
+  const storage = new S3Storage(createS3Client({ ...s3.options, endpoint: proxy.endpoint }), BUCKET, 'leftover/');
+  await storage.put('_work/a.json', '{}');
+  proxy.rules.deny = (request) => request.method === 'POST' && request.query.has('delete');
+  const error = await storage.deletePrefix('_work/').catch((e: unknown) => e);
+  proxy.rules.deny = undefined;
+  expect(error).toMatchObject({ code: 'ERR_ACCESS_DENIED', message: expect.stringContaining(`s3://${BUCKET}/leftover/_work/`) });
+  expect(await storage.head('_work/a.json')).toBeDefined();
+});
+
 describe('an input of files that are not images', () => {
   let result: Captured;
   const input = tempDir();
@@ -323,7 +333,57 @@ describe('two runs of the same run id', () => {
     expect(readJson<LeaseRecord>(path.join(dir, 'lease.json')).purpose).toBe('second');
     await second.release();
   });
+
+  test('a release while a renewal is in flight leaves no lease behind: the next stage takes it at once', async () => {
+    const dir = tempDir();
+    const storage = delayed(new LocalStorage(dir));
+    const fit = await Lease.acquire(storage, 'lease.json', { purpose: 'orchard fit' });
+    storage.delays.get = 50; // the renewal's read is slow…
+    const renewing = (fit as unknown as { renew(): Promise<void> }).renew();
+    await sleep(5);
+    storage.delays.get = 0;
+    await fit.release(); // …and the stage ends meanwhile
+    await renewing;
+    expect(fs.existsSync(path.join(dir, 'lease.json'))).toBe(false);
+    const publish = await Lease.acquire(storage, 'lease.json', { purpose: 'orchard publish' });
+    await publish.release();
+  });
+
+  test('two processes taking over one stale lease: one gets it, the other is told who has it', async () => {
+    const dir = tempDir();
+    const stale: LeaseRecord = { owner: 'gone', host: 'elsewhere', pid: 1, purpose: 'orchard run', acquiredAt: new Date(0).toISOString(), expiresAt: new Date(1).toISOString() };
+    fs.writeFileSync(path.join(dir, 'lease.json'), JSON.stringify(stale));
+    // B deletes the stale lease a little after A has deleted it and created its own: B's delete removes A's lease.
+    const a = delayed(new LocalStorage(dir));
+    const b = delayed(new LocalStorage(dir));
+    b.delays.delete = 30;
+    const [la, lb] = await Promise.all([Lease.tryAcquire(a, 'lease.json', { purpose: 'A' }), Lease.tryAcquire(b, 'lease.json', { purpose: 'B' })]);
+    const held = [la, lb].filter((result): result is Lease => result instanceof Lease);
+    expect(held).toHaveLength(1);
+    const other = [la, lb].find((result) => !(result instanceof Lease)) as LeaseRecord;
+    expect(other.purpose).toBe(held[0] === la ? 'A' : 'B');
+    await held[0]!.release();
+  });
 });
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A storage whose get and delete can be slowed down, to line up races between lease holders. */
+function delayed(inner: LocalStorage): LocalStorage & { delays: { get: number; delete: number } } {
+  const delays = { get: 0, delete: 0 };
+  return Object.assign(Object.create(inner) as LocalStorage, {
+    delays,
+    get: async (key: string) => {
+      const value = await inner.get(key);
+      if (delays.get) await sleep(delays.get);
+      return value;
+    },
+    delete: async (key: string) => {
+      if (delays.delete) await sleep(delays.delete);
+      return inner.delete(key);
+    },
+  });
+}
 
 describe('the figures of a run of 3 images', () => {
   let model: { cumulative_explained_variance_ratio: number[]; explained_variance_ratio_: number[]; n_components_: number };

@@ -13,7 +13,7 @@ import { saveTinyModel } from './helpers/tiny-model';
 import { fakeBundle, synthOrchard } from './infra/app';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
-import { handler } from '../runtime/lambda/handler';
+import { handler, stageS3Options } from '../runtime/lambda/handler';
 import { MERGE_GROUP } from '../runtime/pipeline/fit';
 import { S3Storage, createS3Client, type Storage } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
@@ -131,6 +131,12 @@ describe('a run through the state machine, each Lambda replaced by the real hand
     }
   });
 
+  test('answers a Publish retried after it committed with the same result, instead of failing the run', async () => {
+    // Step Functions retries a task whose answer was lost (Lambda.ClientExecutionTimeoutException) or redriven.
+    const again = await handler({ stage: 'publish', output: `s3://${BUCKET}/results/`, runId: 'scaled' });
+    expect(again).toEqual(result.output);
+  });
+
   test('splits the fit past 64 shards: a merge task per group, then the fit over the groups', () => {
     const merges = calls.filter((call) => call.stage === 'merge');
     expect(merges.map((call) => (call as { group: number }).group).sort()).toEqual([0, 1]);
@@ -182,4 +188,11 @@ test('the handler refuses a run setting it does not know, naming it', async () =
     name: 'ERR_INVALID_PARAMETER',
     message: expect.stringContaining('"varience"'),
   });
+});
+
+test('the stage function signs its S3 requests for the region it runs in', async () => {
+  // Lambda sets AWS_REGION; a bucket in eu-west-1 refuses requests signed for the client's default us-east-1.
+  const client = createS3Client(stageS3Options({ AWS_REGION: 'eu-west-1' }));
+  expect(await client.config.region()).toBe('eu-west-1');
+  expect(stageS3Options({ AWS_REGION: 'eu-west-1', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' }).endpoint).toBe('http://127.0.0.1:9');
 });

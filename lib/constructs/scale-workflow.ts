@@ -19,6 +19,17 @@ const LAMBDA_TRANSIENT_ERRORS = [
   'Lambda.ClientExecutionTimeoutException',
 ];
 /**
+ * A stage's own failures that another attempt can get past: S3 failing beyond the SDK's retries (throttling at the
+ * start of a large run, a network fault), and a timeout (the next attempt skips the shards the last one committed).
+ */
+const STAGE_TRANSIENT_ERRORS = ['ERR_STORAGE', 'ERR_STORAGE_UNREACHABLE', 'Sandbox.Timedout'];
+/**
+ * The run or a shard is held by another process: an earlier attempt of this very task that Step Functions gave up
+ * on while it still ran, or one killed holding its lease, which expires after LEASE_TTL_MS (120 s).
+ */
+const LEASE_ERRORS = ['ERR_RUN_LOCKED', 'ERR_LEASE_LOST'];
+
+/**
  * CDK's S3 item reader and result writer, without the statements they add when the bucket is chosen at run time
  * (`bucketNamePath`): those grant s3:GetObject, s3:PutObject and the multipart actions on every resource ("*").
  * The workflow grants them itself, on the results/ prefix of the data bucket (`grantMapItems`).
@@ -57,8 +68,8 @@ export interface ScaleWorkflowProps {
  *     → Fitted? → Project (distributed map) → Publish → Finished
  *               ↘ (no PCA: too few images) ──────────────────────→ Finished
  *
- * Every stage is idempotent and commits shard by shard in the run folder, so a failed execution can be redriven
- * (or the run resumed with `orchard run` on the instance) and only the unfinished work is done again. No state
+ * Every stage is idempotent and commits shard by shard in the run folder, so a new execution with the same run id
+ * (or `orchard run` on the instance) does only the unfinished work. No state
  * carries more than a few hundred bytes: the maps read their items from S3 and write their results there.
  *
  * The execution input is `{ "run": { "input": …, "output": …, "runId": …, …settings }, "maxConcurrency"?, "shardsPerTask"? }`
@@ -73,7 +84,7 @@ export class ScaleWorkflow extends Construct {
     const fn = props.stageFunction;
     const run = { output: sfn.JsonPath.stringAt('$.plan.output'), runId: sfn.JsonPath.stringAt('$.plan.runId') };
     const failed = new sfn.Fail(this, 'RunFailed', {
-      comment: 'The run folder keeps every committed shard: redrive the execution, or resume the run with the same run id',
+      comment: 'The run folder keeps every committed shard: a new execution (or orchard run) with the same run id does only what is left',
       errorPath: '$.error.Error',
       causePath: '$.error.Cause',
     });
@@ -87,6 +98,8 @@ export class ScaleWorkflow extends Construct {
         retryOnServiceExceptions: false,
       });
       task.addRetry({ errors: LAMBDA_TRANSIENT_ERRORS, interval: Duration.seconds(2), backoffRate: 2, maxAttempts: 6, maxDelay: Duration.seconds(60), jitterStrategy: sfn.JitterType.FULL });
+      task.addRetry({ errors: STAGE_TRANSIENT_ERRORS, interval: Duration.seconds(10), backoffRate: 3, maxAttempts: 2, jitterStrategy: sfn.JitterType.FULL });
+      task.addRetry({ errors: LEASE_ERRORS, interval: Duration.seconds(130), backoffRate: 1, maxAttempts: 2 });
       return task;
     };
 

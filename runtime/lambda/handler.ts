@@ -5,14 +5,14 @@
  * folder, so a run started on the instance can be finished here and the other way round.
  */
 import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
-import type { RunResult } from '../contracts/results';
+import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
 import { OrchardError, describeError } from '../errors';
 import { buildRunConfig, type RunSettings } from '../pipeline/config';
 import { openRun } from '../pipeline/context';
 import { mergeGroups } from '../pipeline/fit';
 import * as stages from '../pipeline/stages';
 import { createReporter, type Reporter } from '../progress';
-import { S3RetryCounter, formatLocation, type S3Options } from '../storage';
+import { S3RetryCounter, childLocation, exists, formatLocation, getJson, openStorage, parseLocation, type S3Options } from '../storage';
 
 /** The settings a run request may carry: RunSettings' fields, checked to be all of them by the compiler. */
 const SETTINGS = {
@@ -54,8 +54,7 @@ export async function handler(event: StageEvent): Promise<StageResult> {
   const retries = new S3RetryCounter((retry) =>
     reporter.warn(`s3: a ${retry.command} request ${retry.failed ? 'failed after' : 'needed'} ${retry.retries} retries`, { command: retry.command, retries: retry.total }),
   );
-  // AWS_ENDPOINT_URL: an S3-compatible server instead of AWS S3, as for the CLI's --endpoint (tests, other clouds).
-  const s3: S3Options = { endpoint: process.env.AWS_ENDPOINT_URL || undefined, retries };
+  const s3 = stageS3Options(process.env, retries);
   try {
     return await runStage(event, reporter, s3);
   } catch (error) {
@@ -63,6 +62,15 @@ export async function handler(event: StageEvent): Promise<StageResult> {
     reporter.warn(`${event?.stage ?? 'stage'}: ${describeError(error)}`);
     throw error;
   }
+}
+
+/**
+ * The function's S3 client settings: the region Lambda runs in (AWS_REGION, set by Lambda; without it requests
+ * would be signed for the client's default region and refused by a bucket elsewhere), and AWS_ENDPOINT_URL for an
+ * S3-compatible server instead of AWS S3, as the CLI's --endpoint (tests, other clouds).
+ */
+export function stageS3Options(env: NodeJS.ProcessEnv, retries?: S3RetryCounter): S3Options {
+  return { region: env.AWS_REGION || undefined, endpoint: env.AWS_ENDPOINT_URL || undefined, retries };
 }
 
 async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): Promise<StageResult> {
@@ -96,6 +104,9 @@ async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): P
       return { fitted: true, projectItems: run.folder.storageKey(fitted.itemsKey), components: fitted.model.nComponents, explainedVariance };
     }
     case 'publish': {
+      // A Publish retried (or redriven) after it committed, its answer lost on the way: the same answer again.
+      const published = await publishedRun(event.output, event.runId, s3);
+      if (published) return published;
       const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
       return publishOutput(await stages.publishCommand(run, deps));
     }
@@ -150,7 +161,15 @@ function itemShards(items: readonly { readonly shard: number }[] | undefined): n
   });
 }
 
-function publishOutput(result: RunResult): PublishOutput {
+/** The result of a run already published (`_SUCCESS` written, so its manifest is whole), or undefined. */
+async function publishedRun(output: string, runId: string, s3: S3Options): Promise<PublishOutput | undefined> {
+  const run = openStorage(childLocation(parseLocation(output, 'output'), runId), s3);
+  if (!(await exists(run, OUTPUTS.success))) return undefined;
+  const manifest = await getJson<Manifest>(run, OUTPUTS.manifest);
+  return publishOutput({ status: manifest.status, runUri: run.uri(), outputs: manifest.outputs, manifest });
+}
+
+function publishOutput(result: Pick<RunResult, 'status' | 'runUri' | 'outputs' | 'manifest'>): PublishOutput {
   const { manifest } = result;
   return {
     status: result.status,

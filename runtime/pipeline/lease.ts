@@ -47,6 +47,9 @@ export interface LeaseOptions {
 export class Lease {
   private timer?: NodeJS.Timeout;
   private lost = false;
+  private released = false;
+  /** The renewal in flight, if any: a release waits for it, or its write would bring the lease back. */
+  private renewing?: Promise<void>;
 
   private constructor(
     private readonly storage: Storage,
@@ -74,6 +77,7 @@ export class Lease {
     const ttlMs = options.ttlMs ?? LEASE_TTL_MS;
     const owner = `${os.hostname()}-${process.pid}-${randomBytes(6).toString('hex')}`;
     const exclusive = await storage.exclusiveCreate();
+    let takingOver = false;
     for (let attempt = 0; attempt < 3; attempt++) {
       const record: LeaseRecord = {
         owner,
@@ -95,6 +99,17 @@ export class Lease {
           created = (await readLease(storage, key))?.owner === owner;
         }
       }
+      if (created && takingOver) {
+        // Two processes taking over the same stale lease can both succeed: the later one's delete removes the
+        // earlier one's new lease. Read back after a moment, as without conditional writes: the one whose lease
+        // is gone yields. (A delete conditional on the stale lease's ETag would close this; not every store has it.)
+        await new Promise((resolve) => setTimeout(resolve, VERIFY_DELAY_MS));
+        const now = await readLease(storage, key);
+        if (now?.owner !== owner) {
+          if (now) return now;
+          continue;
+        }
+      }
       if (created) {
         const lease = new Lease(storage, key, record, ttlMs, options);
         lease.startRenewing();
@@ -102,9 +117,11 @@ export class Lease {
       }
       const holder = await readLease(storage, key);
       if (holder && !isStale(holder, now())) return holder;
-      // Expired, gone, unreadable (a holder killed while writing it), or a dead process of this machine: take over.
+      if (!holder && !(await storage.head(key))) continue; // gone meanwhile: create it again, delete nothing
+      // Expired, unreadable (a holder killed while writing it), or a dead process of this machine: take over.
       if (holder) options.onTakeOver?.(holder);
       await storage.delete(key);
+      takingOver = true;
     }
     const holder = await readLease(storage, key);
     if (holder) return holder;
@@ -118,8 +135,10 @@ export class Lease {
 
   /** Stops renewing and deletes the lease, if it is still this holder's. */
   async release(): Promise<void> {
+    this.released = true;
     clearInterval(this.timer);
     this.timer = undefined;
+    await this.renewing;
     if (this.lost) return;
     const current = await readLease(this.storage, this.key).catch(() => undefined);
     if (current?.owner === this.record.owner) await this.storage.delete(this.key);
@@ -131,13 +150,20 @@ export class Lease {
     this.timer.unref();
   }
 
-  private async renew(): Promise<void> {
+  /** One renewal at a time; a release waits for the one in flight. */
+  private renew(): Promise<void> {
+    this.renewing ??= this.renewOnce().finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  private async renewOnce(): Promise<void> {
     try {
       const current = await readLease(this.storage, this.key);
       if (current?.owner !== this.record.owner) {
         this.lose(current);
         return;
       }
+      if (this.released) return;
       const now = (this.options.now ?? Date.now)();
       this.record = { ...this.record, expiresAt: new Date(now + this.ttlMs).toISOString() };
       await this.storage.put(this.key, JSON.stringify(this.record), TAGGED);

@@ -220,7 +220,21 @@ export class S3Storage implements Storage {
     let batch: { Key: string }[] = [];
     const flush = async () => {
       if (batch.length === 0) return;
-      await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
+      let failed: readonly { Key?: string; Code?: string; Message?: string }[] | undefined;
+      try {
+        // Quiet: the answer lists only the keys that could not be deleted (a 200 with per-key errors).
+        ({ Errors: failed } = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } })));
+      } catch (error) {
+        throw this.fatal(error, this.uri(prefix));
+      }
+      if (failed?.length) {
+        const first = failed[0]!;
+        throw new OrchardError(
+          `Could not delete ${failed.length} object(s) under ${this.uri(prefix)}, e.g. s3://${this.bucket}/${first.Key}: ${first.Code} ${first.Message ?? ''}`.trim(),
+          first.Code === 'AccessDenied' ? 'ERR_ACCESS_DENIED' : 'ERR_STORAGE',
+          ExitCode.Fatal,
+        );
+      }
       batch = [];
     };
     for await (const item of this.list(prefix)) {

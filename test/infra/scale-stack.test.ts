@@ -12,6 +12,7 @@ import { SCALE_DEFAULTS } from '../../runtime/contracts/scale';
 import { type SynthesizedOrchard, buildBundle, buildLambda, flat, logicalId, resource, synthOrchard } from './app';
 import aslValidator from 'asl-validator';
 import { definitionOf, deployedDefinitionOf } from '../helpers/definition';
+import { LEASE_TTL_MS } from '../../runtime/pipeline/lease';
 
 let orchard: SynthesizedOrchard;
 let template: Template;
@@ -100,7 +101,7 @@ describe('the state machine definition', () => {
     expect(merge.ItemProcessor.States.MergeGroup.InputPath).toBeUndefined();
   });
 
-  test('retries Lambda\'s transient errors with backoff and jitter on every invocation, and nothing else', () => {
+  test('retries Lambda\'s transient errors, S3 failures past the SDK\'s retries, timeouts and held leases, and nothing else', () => {
     const tasks = [
       ...['Plan', 'Fit', 'Publish'].map((name) => states()[name]),
       states().Extract.ItemProcessor.States.ExtractShards,
@@ -108,7 +109,13 @@ describe('the state machine definition', () => {
       states().MergeGroups.ItemProcessor.States.MergeGroup,
     ];
     for (const task of tasks) {
-      expect(task.Retry).toEqual([{ ErrorEquals: TRANSIENT, IntervalSeconds: 2, MaxAttempts: 6, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL' }]);
+      expect(task.Retry).toEqual([
+        { ErrorEquals: TRANSIENT, IntervalSeconds: 2, MaxAttempts: 6, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: 'FULL' },
+        { ErrorEquals: ['ERR_STORAGE', 'ERR_STORAGE_UNREACHABLE', 'Sandbox.Timedout'], IntervalSeconds: 10, MaxAttempts: 2, BackoffRate: 3, JitterStrategy: 'FULL' },
+        // Past the lease's 120 s: a lease left by a killed attempt has expired by then.
+        { ErrorEquals: ['ERR_RUN_LOCKED', 'ERR_LEASE_LOST'], IntervalSeconds: 130, MaxAttempts: 2, BackoffRate: 1 },
+      ]);
+      expect(task.Retry[2].IntervalSeconds * 1000).toBeGreaterThan(LEASE_TTL_MS);
     }
   });
 
