@@ -163,3 +163,27 @@ describe('a run killed mid-extract and rerun with the same --run-id', () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
   });
 });
+
+describe('a run on the onnx engine stopped with SIGTERM', () => {
+  it('stops after the batch in flight: exit 130, no native abort, the shards done kept for a resume', async () => {
+    // From a local folder the model is what the run waits for: when the first shard is committed, it is computing.
+    const input = tempDir();
+    await generateSampleImages(input, { perClass: 60, seed: 12, classes: CLASSES });
+    const args = ['run', '--input', input, '--output', output, '--run-id', 'term1', '--model', 'mobilenet_v2_offline', '--engine', 'onnx', '--shard-size', '100', '-k', '5', '--json-logs'];
+    const { child, exited } = start(args);
+    const firstMeta = path.join(runDir('term1'), '_work', 'extract', '00000.meta.json');
+    let finished = false;
+    void exited.then(() => (finished = true));
+    while (!finished && !fs.existsSync(firstMeta)) await new Promise((resolve) => setTimeout(resolve, 10));
+    // Into the second shard, its batches going through the model.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    child.kill('SIGTERM');
+    const result = await exited;
+    // Stopping the ONNX Runtime thread while it computed aborted the process (exit 134, "terminate called…").
+    expect(result.stderr).not.toContain('terminate called');
+    expect({ code: result.code, signal: result.signal }).toEqual({ code: 130, signal: null });
+    expect(result.stderr).toContain('resume with --run-id term1');
+    expect(metaFiles('term1').length).toBeGreaterThan(0);
+    expect(fs.existsSync(path.join(runDir('term1'), '_SUCCESS'))).toBe(false);
+  });
+});

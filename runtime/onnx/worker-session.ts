@@ -4,6 +4,9 @@ import { Worker } from 'node:worker_threads';
 import { OrchardError } from '../errors';
 import { sessionOptions, type SessionOptions } from './runtime';
 
+/** How long close() waits for the session's release before it stops the thread regardless. */
+const RELEASE_TIMEOUT_MS = 10_000;
+
 /** The worker's file: beside this module in the repository, beside orchard.cjs in the bundle (copied there). */
 const WORKER_FILE = 'predict-worker.cjs';
 
@@ -21,7 +24,10 @@ export class PredictWorker {
   private readonly waiting = new Map<number, { resolve: (features: Float32Array) => void; reject: (error: Error) => void }>();
   private nextId = 0;
   private loaded?: { resolve: () => void; reject: (error: Error) => void };
+  private released?: () => void;
   private failure?: Error;
+  /** Batches sent and not yet answered: closing waits for them. */
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   private constructor(input: string, output: string) {
     this.worker = new Worker(workerFile(), { workerData: { ortPath: require.resolve('onnxruntime-node'), input, output } });
@@ -51,18 +57,37 @@ export class PredictWorker {
     if (this.failure) return Promise.reject(this.failure);
     const copy = pixels.slice(0, dims.reduce((a, b) => a * b, 1));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    const result = new Promise<Float32Array>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.worker.postMessage({ type: 'run', id, pixels: copy.buffer, dims }, [copy.buffer]);
     });
+    const forget = () => void this.inFlight.delete(settled);
+    const settled: Promise<void> = result.then(forget, forget);
+    this.inFlight.add(settled);
+    return result;
   }
 
+  /**
+   * Stopping the thread while ONNX Runtime computes in it aborts the whole process (a native exception thrown in
+   * a dying thread: exit 134 instead of an interrupted run's 130). So the batches in flight finish first (tens of
+   * milliseconds), the session is released, and only then is the thread stopped.
+   */
   async close(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (!this.failure) {
+      const released = new Promise<void>((resolve) => {
+        this.released = resolve;
+        this.worker.postMessage({ type: 'release' });
+      });
+      // A worker that cannot answer any more is stopped anyway.
+      await Promise.race([released, new Promise((resolve) => setTimeout(resolve, RELEASE_TIMEOUT_MS).unref())]);
+    }
     await this.worker.terminate();
   }
 
   private receive(reply: Reply): void {
     if (reply.type === 'loaded') this.loaded?.resolve();
+    else if (reply.type === 'released') this.released?.();
     else if (reply.type === 'result') {
       this.waiting.get(reply.id)?.resolve(new Float32Array(reply.features));
       this.waiting.delete(reply.id);
