@@ -67,13 +67,12 @@ export function createReporter(options: ReporterOptions = {}): Reporter {
       let last = started;
       let state = { done: 0, failed: 0 };
       const line = () => {
+        // Nothing to do here (every shard done before, by this run or another process): nothing to report.
+        if (total === 0) return;
         const perSecond = state.done / Math.max((Date.now() - started) / 1000, 1e-3);
-        const eta = perSecond > 0 ? Math.round((total - state.done) / perSecond) : undefined;
-        emit('info', `${stage}: ${state.done}/${total} images`, {
-          imagesPerSecond: Number(perSecond.toFixed(1)),
-          etaSeconds: eta,
-          failed: state.failed,
-        });
+        // No estimate before the first image is done (a task waiting for a shard another process holds).
+        const eta = perSecond > 0 ? { etaSeconds: Math.round((total - state.done) / perSecond) } : {};
+        emit('info', `${stage}: ${state.done}/${total} images`, { imagesPerSecond: Number(perSecond.toFixed(1)), ...eta, failed: state.failed });
       };
       return {
         update(done, failed) {

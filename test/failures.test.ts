@@ -131,6 +131,7 @@ describe('an input of files that are not images', () => {
     expect(readJson<{ status: string }>(runFile('junk', 'manifest.json')).status).toBe('too_few_images');
     expect(fs.existsSync(runFile('junk', '_SUCCESS'))).toBe(false);
     expect(fs.existsSync(runFile('junk', 'pca.csv'))).toBe(false);
+    expect(result.out).not.toContain('_SUCCESS');
   });
 });
 
@@ -205,6 +206,25 @@ describe('a configuration that cannot work', () => {
     expect(result.code).toBe(2);
     expect(result.err).toContain('--input folder itself');
     expect(listing(input)).toEqual(before);
+  });
+
+  test('a model that cannot be read is refused before the run folder exists; the same run id works once fixed', async () => {
+    const result = await orchard('run', '-i', imagesDir, '-o', output, '--run-id', 'badmodel', '--model', path.join(tempDir(), 'nope'));
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/No tfjs model at .*nope/);
+    expect(fs.existsSync(runDir('badmodel'))).toBe(false);
+    expectClean(result);
+    const fixed = await orchard('run', '-i', imagesDir, '-o', output, '--run-id', 'badmodel', ...settings());
+    expect(fixed.code).toBe(0);
+  });
+
+  test('--output naming a file is refused with exit 1, naming the file', async () => {
+    const file = path.join(tempDir(), 'afile');
+    fs.writeFileSync(file, '');
+    const result = await orchard('run', '-i', imagesDir, '-o', file, '--run-id', 'x', ...settings());
+    expect(result.code).toBe(1);
+    expect(result.err).toContain(`${file} is a file`);
+    expectClean(result);
   });
 
   test('an unknown model is refused (exit 2) before the run folder exists', async () => {

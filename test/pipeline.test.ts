@@ -235,6 +235,9 @@ describe('a run over bad inputs', () => {
     expect(result.exitCode).toBe(3);
     expect(fs.existsSync(path.join(output, 'strict', '_SUCCESS'))).toBe(false);
     expect(fs.existsSync(path.join(output, 'strict', 'errors.csv'))).toBe(true);
+    // The outputs listed (summary and manifest) are the files written: no _SUCCESS among them.
+    expect(result.outputs.success).toBeUndefined();
+    expect(Object.keys(result.manifest.outputs)).not.toContain('success');
   });
 });
 

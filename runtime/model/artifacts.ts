@@ -110,7 +110,8 @@ async function download(url: string, fetchImpl: typeof fetch): Promise<Downloade
 function modelFetchError(url: string, cause: string): OrchardError {
   return new OrchardError(
     `Cannot download the model from ${url} (${cause}). Fix: give --model <url|s3 uri|dir> pointing to a reachable ` +
-      'copy of a tfjs model, or run once where the internet is reachable so it is cached in the bucket',
+      'copy of a tfjs model, or run once where the internet is reachable so that the model cache keeps it (to try ' +
+      'orchard without either: --model mobilenet_v2_offline, the MobileNetV2 shipped in an npm package)',
     'ERR_MODEL_FETCH',
     ExitCode.Fatal,
   );

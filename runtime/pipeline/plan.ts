@@ -25,8 +25,9 @@ export interface PlanResult {
 
 /**
  * Every check a run can make before it writes anything: the settings (a known model, an output that is not the
- * input), the input (it exists and can be read), the output (reachable), and the run folder (not completed, not
- * started with other settings, not holding shards without their plan). Nothing is written, whatever fails.
+ * input), the input (it exists, can be read, holds something), the output (reachable), the run folder (not
+ * completed, not started with other settings, not holding shards without their plan), and for a new run the
+ * model's files (read into the model cache). Nothing is written in the run folder, whatever fails.
  */
 export async function validateRun(run: OpenRun): Promise<void> {
   const { config, input, folder } = run;
@@ -74,6 +75,9 @@ export async function validateRun(run: OpenRun): Promise<void> {
     // A new run over an empty input is refused here, before the lease or the listing writes anything: the run
     // folder stays as it was (one listing request on S3, the walk down to the first file of a folder).
     if (!(await hasInputObject(input, excludedPrefixes(run)))) throw noInput(input);
+    // So is a model that cannot be read (a wrong path, no internet for a web model): a run folder planned with it
+    // could only be resumed with the same --model. Its files land in the model cache, where plan looks next.
+    await readModelFiles(resolveModel(config.model).source, { cache: openStorage(run.modelCache, config.s3), s3: config.s3 });
   }
 }
 

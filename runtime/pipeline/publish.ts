@@ -77,7 +77,8 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     errors: run.uri(OUTPUTS.errors),
     report: run.uri(OUTPUTS.report),
     manifest: run.uri(OUTPUTS.manifest),
-    success: run.uri(OUTPUTS.success),
+    // Written only when the run succeeded: the marker that tells a reader the outputs are complete and good.
+    ...(status === 'succeeded' ? { success: run.uri(OUTPUTS.success) } : {}),
   };
   const finishedAt = new Date();
   const first = extracted.find((meta) => meta.rows.length > 0) ?? extracted[0];

@@ -27,7 +27,11 @@ export class LocalStorage implements Storage {
   }
 
   async check(options: { readonly mustExist?: boolean } = {}): Promise<void> {
-    const stat = await fs.promises.stat(this.dir).catch(() => undefined);
+    const stat = await fs.promises.stat(this.dir).catch((error: NodeJS.ErrnoException) => {
+      // ENOTDIR: a folder on the way is a file (e.g. --output names a file, and the run folder would be below it).
+      if (error.code === 'ENOTDIR') throw new OrchardError(`${this.dir} cannot be a folder: ${fileOnTheWay(this.dir)} is a file`, 'ERR_NOT_A_DIRECTORY', ExitCode.Fatal);
+      return undefined;
+    });
     if (stat && !stat.isDirectory()) {
       throw new OrchardError(`${this.dir} is not a directory`, 'ERR_NOT_A_DIRECTORY', ExitCode.Fatal);
     }
@@ -170,4 +174,15 @@ export async function md5File(file: string): Promise<string> {
   const hash = createHash('md5');
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+/** The first path on the way to `dir` that exists and is not a folder. */
+function fileOnTheWay(dir: string): string {
+  let at = path.parse(dir).root;
+  for (const part of path.relative(at, dir).split(path.sep)) {
+    at = path.join(at, part);
+    const stat = fs.statSync(at, { throwIfNoEntry: false });
+    if (stat && !stat.isDirectory()) return at;
+  }
+  return dir;
 }
