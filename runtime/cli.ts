@@ -148,11 +148,15 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .option('--per-class <n>', `images generated per class (at most ${DEMO_MAX_PER_CLASS})`, demoPerClass, 30)
       .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
       .option('-m, --model <name|uri>', 'model preset or tfjs model URL / folder', DEMO_MODEL)
+      .option('--keep-images <dir>', 'generate the images into <dir> and keep them (to try orchard run on a folder next)')
       .addOption(ENGINE_OPTION()),
-  ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string; engine: EnginePreference }) => {
+  ).action(async (options: CommonOptions & { output: string; perClass: number; batchSize: number; model: string; engine: EnginePreference; keepImages?: string }) => {
     const reporter = reporterFor(options, io);
     const { runDemo } = require('./demo') as typeof import('./demo');
-    const result = await runDemo({ outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model, engine: options.engine }, reporter);
+    const result = await runDemo(
+      { outputDir: options.output, perClass: options.perClass, batchSize: options.batchSize, model: options.model, engine: options.engine, keepImages: options.keepImages },
+      reporter,
+    );
     io.out(`${result.summary}\n`);
     io.exit(result.run.exitCode);
   });

@@ -18,6 +18,8 @@ export interface DemoOptions {
   readonly batchSize: number;
   readonly model: string;
   readonly engine: EnginePreference;
+  /** Where to generate the images and leave them afterwards (for `orchard run -i <dir>`); a temp folder otherwise. */
+  readonly keepImages?: string;
 }
 
 export interface DemoResult {
@@ -35,9 +37,9 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
   const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-demo-'));
   const server = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
   try {
-    const imagesDir = path.join(scratch, 'images');
+    const imagesDir = options.keepImages ? path.resolve(options.keepImages) : path.join(scratch, 'images');
     const keys = await generateSampleImages(imagesDir, { perClass: options.perClass, seed: 42 });
-    reporter.info(`demo: generated ${keys.length} images of ${SAMPLE_CLASSES.length} classes; S3 server at ${server.endpoint}`);
+    reporter.info(`demo: generated ${keys.length} images of ${SAMPLE_CLASSES.length} classes in ${imagesDir}; S3 server at ${server.endpoint}`);
     const target = new S3Storage(createS3Client(server.options), BUCKET, 'images/');
     const uploaded = await uploadTree({ sourceDir: imagesDir, target });
     reporter.info(`demo: uploaded ${uploaded.uploaded} images to ${target.uri()}`);
@@ -56,6 +58,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
       `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
       `  outputs        ${run.runUri}`,
       ...Object.entries(run.outputs).map(([name, uri]) => `    ${name.padEnd(9)} ${uri}${name === 'report' ? '  (open in a browser)' : ''}`),
+      ...(options.keepImages ? [`  images kept    ${imagesDir}  (next: npx orchard run -i ${imagesDir} -o results -m ${options.model})`] : []),
     ].join('\n');
     return { run, summary };
   } finally {

@@ -213,6 +213,18 @@ describe('a run through the command line', () => {
   });
 });
 
+describe('orchard demo --keep-images', () => {
+  it('runs the whole demo and leaves its generated images in a folder that orchard run takes as input', async () => {
+    const images = path.join(tempDir(), 'images');
+    const result = await orchard('demo', '--output', tempDir(), '--per-class', '2', '--keep-images', images, '-q');
+    expect(result.code).toBe(0);
+    expect(result.out).toMatch(/^orchard demo: succeeded/);
+    expect(result.out).toContain(`images kept    ${images}  (next: npx orchard run -i ${images} `);
+    const kept = fs.readdirSync(images, { recursive: true }).map(String).filter((name) => name.endsWith('.jpg'));
+    expect(kept).toHaveLength(16);
+  });
+});
+
 describe('orchard report', () => {
   const output = tempDir();
   let report: Captured;

@@ -218,6 +218,15 @@ describe('a configuration that cannot work', () => {
     expect(fixed.code).toBe(0);
   });
 
+  test('more components than images is refused (exit 2) before any image is extracted; a smaller -k then runs', async () => {
+    const args = settings().map((arg, i, all) => (all[i - 1] === '-k' ? '500' : arg));
+    const refused = await orchard('run', '-i', imagesDir, '-o', output, '--run-id', 'bigk', ...args);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/--components 500 is more than \d+ images can give/);
+    expect(fs.existsSync(path.join(runDir('bigk'), '_work', 'extract'))).toBe(false);
+    expect((await orchard('run', '-i', imagesDir, '-o', output, '--run-id', 'bigk', ...settings())).code).toBe(0);
+  });
+
   test('--output naming a file is refused with exit 1, naming the file', async () => {
     const file = path.join(tempDir(), 'afile');
     fs.writeFileSync(file, '');

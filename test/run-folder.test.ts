@@ -53,7 +53,7 @@ describe('the commit protocol', () => {
     // Lifecycle expiry (or a hand) takes the features and leaves the meta: the shard is not complete any more.
     fs.rmSync(path.join(dir, '_work', 'extract', '00000', 'a1.features.f32'));
     expect(await folder.extracted(0)).toBeUndefined();
-    await expect(folder.requireExtracted(0)).rejects.toMatchObject({ code: 'ERR_SHARD_INCOMPLETE', message: expect.stringContaining('orchard extract --shards 0') });
+    await expect(folder.requireExtracted(0)).rejects.toMatchObject({ code: 'ERR_SHARD_INCOMPLETE', message: expect.stringContaining(`run \`orchard extract -o ${path.dirname(dir)}/ --run-id ${path.basename(dir)} --shards 0\``) });
   });
 
   test('two overlapping attempts of one shard never mix: the last meta names a whole attempt of its own', async () => {

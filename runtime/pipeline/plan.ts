@@ -123,6 +123,14 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
     const listed = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items));
     // Nothing is kept of a listing that found nothing: the same run id lists again once images are there.
     if (listed.images === 0) throw noInput(input);
+    // A PCA has at most as many components as images: say so now, not after extracting them all.
+    if (config.components.kind === 'components' && config.components.count > listed.images) {
+      throw new OrchardError(
+        `--components ${config.components.count} is more than ${listed.images} images can give (at most one per image): give a smaller -k, or --variance`,
+        'ERR_INVALID_PARAMETER',
+        ExitCode.Usage,
+      );
+    }
     plan = { ...listed, shardSize: config.shardSize, startedAt: started.toISOString(), listSeconds: (performance.now() - listStarted) / 1000 };
     if (!(await folder.readConfig())) await folder.writeConfig(settingsOf(config));
     await folder.writePlan(plan);

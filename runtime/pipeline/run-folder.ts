@@ -156,6 +156,13 @@ export class RunFolder {
     return this.storage.uri(key);
   }
 
+  /** The stage command that does one shard of this run, as a user types it. */
+  private commandFor(stage: WorkStage, shard: number): string {
+    const folder = this.uri().replace(/\/+$/, '');
+    const cut = folder.lastIndexOf('/');
+    return `orchard ${stage} -o ${folder.slice(0, cut + 1)} --run-id ${folder.slice(cut + 1)} --shards ${shard}`;
+  }
+
   // ----- settings and plan --------------------------------------------------------------------------------------
 
   readConfig<T>(): Promise<T | undefined> {
@@ -262,7 +269,7 @@ export class RunFolder {
   /** The meta of a shard that must be complete (fit, project and publish need every shard). */
   async requireExtracted(shard: number): Promise<ExtractMeta> {
     const meta = await this.extracted(shard);
-    if (!meta) throw incomplete('extract', shard, this.uri(KEYS.extractMeta(shard)));
+    if (!meta) throw incomplete('extract', shard, this.uri(KEYS.extractMeta(shard)), this.commandFor('extract', shard));
     return meta;
   }
 
@@ -354,7 +361,7 @@ export class RunFolder {
 
   async requireProjected(shard: number): Promise<ProjectMeta> {
     const meta = await this.projected(shard);
-    if (!meta) throw incomplete('project', shard, this.uri(KEYS.projectMeta(shard)));
+    if (!meta) throw incomplete('project', shard, this.uri(KEYS.projectMeta(shard)), this.commandFor('project', shard));
     return meta;
   }
 
@@ -424,10 +431,10 @@ function shape(fields: Readonly<Record<string, 'number' | 'string' | 'array' | '
 const NEW_RUN = 'The run cannot be resumed from it: start again with another --run-id (or delete the run folder\'s _work/ to start this one over)';
 const redoShard = (stage: WorkStage, shard: number) => `Delete it to ${stage === 'extract' ? 'extract' : 'project'} shard ${shard} again (rerun the stage), or use another --run-id`;
 
-function incomplete(stage: WorkStage, shard: number, where: string): OrchardError {
+function incomplete(stage: WorkStage, shard: number, where: string, command: string): OrchardError {
   return new OrchardError(
     `Shard ${shard} has not been ${stage === 'extract' ? 'extracted' : 'projected'} (${where} is missing or its data is incomplete): ` +
-      `run \`orchard ${stage} --shards ${shard}\` (or rerun \`orchard run\` with this run id) first`,
+      `run \`${command}\` (or \`--shards all\`, or rerun \`orchard run\` with this run id) first`,
     'ERR_SHARD_INCOMPLETE',
   );
 }
