@@ -127,7 +127,7 @@ describe('a run through the state machine, each Lambda replaced by the real hand
     for (const run of result.mapRuns) {
       expect(run.batches[0]).toEqual({ BatchInput: { output: `s3://${BUCKET}/results/`, runId: 'scaled' }, Items: [{ shard: 0 }, { shard: 1 }, { shard: 2 }, { shard: 3 }] });
       expect(run.batches.flatMap((batch) => batch.Items)).toHaveLength(IMAGES);
-      expect(run.resultKey).toMatch(/^results\/scaled\/_work\/map-results\/.+\/manifest\.json$/);
+      expect(run.resultKey).toMatch(/^map-results\/scaled\/.+\/manifest\.json$/);
     }
   });
 

@@ -96,6 +96,13 @@ export class DataBucket extends Construct {
           noncurrentVersionExpiration: Duration.days(1),
         },
         {
+          // The scale path's map results: the executions' bookkeeping, read by nobody once the run is published.
+          id: 'expire-map-results',
+          prefix: PREFIXES.mapResults,
+          expiration: props.intermediateExpiration ?? DEFAULT_INTERMEDIATE_EXPIRATION,
+          noncurrentVersionExpiration: Duration.days(1),
+        },
+        {
           id: 'expire-noncurrent-versions',
           noncurrentVersionExpiration: props.noncurrentVersionExpiration ?? DEFAULT_NONCURRENT_VERSION_EXPIRATION,
           expiredObjectDeleteMarker: true,

@@ -32,7 +32,7 @@ const LEASE_ERRORS = ['ERR_RUN_LOCKED', 'ERR_LEASE_LOST'];
 /**
  * CDK's S3 item reader and result writer, without the statements they add when the bucket is chosen at run time
  * (`bucketNamePath`): those grant s3:GetObject, s3:PutObject and the multipart actions on every resource ("*").
- * The workflow grants them itself, on the results/ prefix of the data bucket (`grantMapItems`).
+ * The workflow grants them itself, on the results/ and map-results/ prefixes of the data bucket (`grantMapItems`).
  */
 class RunItemReader extends sfn.S3JsonItemReader {
   override providePolicyStatements(): iam.PolicyStatement[] {
@@ -214,20 +214,19 @@ export class ScaleWorkflow extends Construct {
   }
 
   /**
-   * The maps read their item files and write their results under `results/` of the data bucket: exactly the
-   * actions the service documents for an S3 item reader and result writer, on that prefix only.
+   * The maps read their item files under `results/` and write their results under `map-results/` of the data
+   * bucket: exactly the actions the service documents for an S3 item reader and result writer, on those prefixes.
    */
   private grantMapItems(data: DataBucket): void {
     const role = this.stateMachine.role;
-    const objects = Stack.of(this).formatArn({ service: 's3', region: '', account: '', resource: data.bucketNameFor(this), resourceName: `${PREFIXES.results}*` });
-    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadMapItems', actions: ['s3:GetObject'], resources: [objects] }));
+    const under = (prefix: string) => Stack.of(this).formatArn({ service: 's3', region: '', account: '', resource: data.bucketNameFor(this), resourceName: `${prefix}*` });
+    const items = under(PREFIXES.results);
+    const results = under(PREFIXES.mapResults);
+    role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadMapItems', actions: ['s3:GetObject'], resources: [items] }));
     role.addToPrincipalPolicy(
-      new iam.PolicyStatement({ sid: 'WriteMapResults', actions: ['s3:PutObject', 's3:ListMultipartUploadParts', 's3:AbortMultipartUpload'], resources: [objects] }),
+      new iam.PolicyStatement({ sid: 'WriteMapResults', actions: ['s3:PutObject', 's3:ListMultipartUploadParts', 's3:AbortMultipartUpload'], resources: [results] }),
     );
-    acknowledgeWildcardResource(
-      role,
-      objects,
-      'The distributed maps read the work-item files and write their results under results/<run-id>/_work/ of the data bucket; the run ids are chosen per execution.',
-    );
+    acknowledgeWildcardResource(role, items, 'The distributed maps read the work-item files under results/<run-id>/_work/ of the data bucket; the run ids are chosen per execution.');
+    acknowledgeWildcardResource(role, results, 'The distributed maps write their results under map-results/<run-id>/ of the data bucket; the run ids are chosen per execution.');
   }
 }

@@ -21,7 +21,11 @@ export const STACK_OUTPUTS = {
 } as const;
 
 /** Prefixes of the data bucket: what the instance is granted, and what the document and the trigger default to. */
-export const BUCKET_PREFIXES = { images: 'images/', results: 'results/', models: 'models/' } as const;
+/**
+ * Where things live in the data bucket. `map-results/` holds what the scale path's distributed maps write (Step
+ * Functions' result writer cannot tag its objects, so they get a prefix of their own, expired by a rule of its own).
+ */
+export const BUCKET_PREFIXES = { images: 'images/', results: 'results/', models: 'models/', mapResults: 'map-results/' } as const;
 
 /**
  * Every `_work/` object carries this tag: the bucket's lifecycle rule expires intermediate files by it (an S3

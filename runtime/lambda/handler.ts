@@ -5,6 +5,7 @@
  * folder, so a run started on the instance can be finished here and the other way round.
  */
 import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
+import { BUCKET_PREFIXES } from '../contracts/deployment';
 import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
 import { OrchardError, describeError } from '../errors';
 import { buildRunConfig, type RunSettings } from '../pipeline/config';
@@ -125,7 +126,8 @@ async function plan(request: ScaleRunRequest, reporter: Reporter, s3: S3Options)
     runId: config.runId,
     bucket: config.output.bucket,
     extractItems: run.folder.storageKey(planned.itemsKey),
-    mapResults: run.folder.storageKey('_work/map-results/'),
+    // Not under the run folder: the result writer cannot tag its objects for the _work/ lifecycle rule.
+    mapResults: `${BUCKET_PREFIXES.mapResults}${config.runId}/`,
     images: planned.plan.images,
     shards: planned.plan.shards,
     pending: planned.pending.length,

@@ -128,6 +128,16 @@ describe('data bucket', () => {
     expect(rule.Prefix).toBe(TRIGGER_PREFIXES.results);
   });
 
+  test('expires the scale path\'s map results (under map-results/, which Step Functions cannot tag) after 7 days', () => {
+    expect(bucket().Properties.LifecycleConfiguration.Rules).toContainEqual({
+      Id: 'expire-map-results',
+      Status: 'Enabled',
+      Prefix: PREFIXES.mapResults,
+      ExpirationInDays: 7,
+      NoncurrentVersionExpiration: { NoncurrentDays: 1 },
+    });
+  });
+
   test('expires noncurrent versions after 30 days and removes expired delete markers', () => {
     expect(bucket().Properties.LifecycleConfiguration.Rules).toContainEqual({
       Id: 'expire-noncurrent-versions',
@@ -137,9 +147,9 @@ describe('data bucket', () => {
     });
   });
 
-  test('has no lifecycle rule that expires current objects other than tagged intermediate shards', () => {
+  test('has no lifecycle rule that expires current objects other than tagged intermediate shards and map results', () => {
     const expiring = bucket().Properties.LifecycleConfiguration.Rules.filter((rule: any) => rule.ExpirationInDays !== undefined);
-    expect(expiring.map((rule: any) => rule.Id)).toEqual(['expire-intermediate-shards']);
+    expect(expiring.map((rule: any) => rule.Id)).toEqual(['expire-intermediate-shards', 'expire-map-results']);
   });
 });
 

@@ -80,6 +80,7 @@ test('acknowledges exactly these findings, each on the construct it concerns', (
     'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::OrchardData-BucketName/models/*] at OrchardScale/Stages/Role',
     'AwsSolutions-L1 at OrchardScale/Stages/Function',
     'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::OrchardData-BucketName/results/*] at OrchardScale/Workflow/StateMachine/Role',
+    'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::OrchardData-BucketName/map-results/*] at OrchardScale/Workflow/StateMachine/Role',
     'AwsSolutions-IAM5[Resource::<StagesFunction4C0CA900.Arn>:*] at OrchardScale/Workflow/StateMachine/Role',
     'AwsSolutions-IAM5[Resource::*] at OrchardScale/Workflow/StateMachine/Role',
     ...['', '/Extract', '/Project'].map(

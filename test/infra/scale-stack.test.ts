@@ -150,7 +150,7 @@ describe('the state machine', () => {
       // writer statements on "*" are left out).
       'logs:CreateLogDelivery, logs:DeleteLogDelivery, logs:DescribeLogGroups, logs:DescribeResourcePolicies, logs:GetLogDelivery, logs:ListLogDeliveries, logs:PutResourcePolicy, logs:UpdateLogDelivery, xray:GetSamplingRules, xray:GetSamplingTargets, xray:PutTelemetryRecords, xray:PutTraceSegments on *',
       's3:GetObject on ' + `${BUCKET_ARN}/results/*`,
-      's3:AbortMultipartUpload, s3:ListMultipartUploadParts, s3:PutObject on ' + `${BUCKET_ARN}/results/*`,
+      's3:AbortMultipartUpload, s3:ListMultipartUploadParts, s3:PutObject on ' + `${BUCKET_ARN}/map-results/*`,
       'states:StartExecution on <WorkflowStateMachine*>',
       'states:DescribeExecution, states:StopExecution on arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>:*',
       'states:RedriveExecution on arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>/Extract:*, arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>/Project:*',
