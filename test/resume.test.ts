@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { generateSampleImages } from '../runtime/images/generate';
 import { S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
+import { S3_ENV, startOrchard, type Exit } from './helpers/cli';
 import { startTestS3, tempDir } from './helpers/s3';
 
 /**
@@ -12,8 +12,6 @@ import { startTestS3, tempDir } from './helpers/s3';
  * The real offline MobileNetV2 (~20 images/s on wasm) keeps the run long enough to be killed in the middle.
  */
 
-const ROOT = path.resolve(__dirname, '..');
-const BIN = path.join(ROOT, 'runtime', 'orchard.cjs');
 const BUCKET = 'resume-test';
 const CLASSES = ['Apple Braeburn', 'Banana', 'Lemon', 'Kiwi', 'Pêche de vigne'];
 const PER_CLASS = 8;
@@ -32,12 +30,6 @@ beforeAll(async () => {
 });
 afterAll(() => s3.close());
 
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 function runArgs(runId: string, shardSize = SHARD_SIZE): string[] {
   return [
@@ -57,22 +49,7 @@ function runArgs(runId: string, shardSize = SHARD_SIZE): string[] {
   ];
 }
 
-/** Starts the real bin; `exited` settles when the process is gone, however it ended. */
-function start(args: string[]) {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const exited = new Promise<Exit>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { child, exited };
-}
+const start = (args: string[]) => startOrchard(args, S3_ENV);
 
 const runDir = (runId: string) => path.join(output, runId);
 const metaFiles = (runId: string) => {

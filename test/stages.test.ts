@@ -4,7 +4,6 @@
  * SIGKILLed in the middle of a shard and run again, `orchard fit`, two `orchard project` at once, `orchard
  * publish`. Real processes of the real CLI against the real S3 server; the result must be `orchard run`'s.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parquetReadObjects } from 'hyparquet';
@@ -12,10 +11,9 @@ import { generateSampleImages } from '../runtime/images/generate';
 import { RunFolder } from '../runtime/pipeline/run-folder';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
+import { S3_ENV, startOrchard, type Exit } from './helpers/cli';
 import { startTestS3, tempDir } from './helpers/s3';
 
-const ROOT = path.resolve(__dirname, '..');
-const BIN = path.join(ROOT, 'runtime', 'orchard.cjs');
 const BUCKET = 'stages-test';
 const CLASSES = ['Apple Braeburn', 'Banana', 'Kiwi', 'Pêche de vigne'];
 const PER_CLASS = 12;
@@ -27,27 +25,8 @@ let s3: Awaited<ReturnType<typeof startTestS3>>;
 const oneProcess = tempDir();
 const split = tempDir();
 
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
 function start(args: string[]) {
-  const child = spawn(process.execPath, [BIN, ...args, '--endpoint', s3.endpoint, '-q'], {
-    cwd: ROOT,
-    env: { ...process.env, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' },
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-  const exited = new Promise<Exit>((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-  return { child, exited };
+  return startOrchard([...args, '--endpoint', s3.endpoint, '-q'], S3_ENV);
 }
 
 async function ok(args: string[]): Promise<Exit> {

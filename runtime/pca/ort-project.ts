@@ -1,6 +1,6 @@
 import { OnnxGraphBuilder } from '../onnx/graph-builder';
 import { createSession, type OrtRuntime, type OrtSession } from '../onnx/runtime';
-import type { Projector } from './project';
+import { checkProjectionInput, type Projector } from './project';
 
 /** Rows per product: 1024 × 1280 centred float64 values are 10 MB. */
 const CHUNK_ROWS = 1024;
@@ -13,15 +13,9 @@ const CHUNK_ROWS = 1024;
 export function ortProjector(runtime: OrtRuntime, threads: number): Projector {
   let session: Promise<OrtSession> | undefined;
   return async (rows, n, model) => {
+    checkProjectionInput(rows, n, model);
     const p = model.nFeatures;
     const k = model.nComponents;
-    if (!Number.isInteger(n) || n < 0) throw new RangeError(`Expected a non-negative integer row count but got ${n}`);
-    if (rows.length !== n * p) {
-      throw new RangeError(
-        `Expected ${n} rows x ${p} features = ${n * p} values to project but got ${rows.length}` +
-          ' (were the features made by a different model than the PCA was fitted on?)',
-      );
-    }
     session ??= createSession(runtime, projectionGraph(), { threads });
     const components = new runtime.ort.Tensor('float64', model.components, [k, p]);
     const out = new Float32Array(n * k);

@@ -6,15 +6,9 @@ import type { PcaModel } from './fit';
  * stored as float32 (the precision the features themselves have).
  */
 export function projectRows(rows: Float32Array, n: number, model: PcaModel): Float32Array {
+  checkProjectionInput(rows, n, model);
   const p = model.nFeatures;
   const k = model.nComponents;
-  if (!Number.isInteger(n) || n < 0) throw new RangeError(`Expected a non-negative integer row count but got ${n}`);
-  if (rows.length !== n * p) {
-    throw new RangeError(
-      `Expected ${n} rows x ${p} features = ${n * p} values to project but got ${rows.length}` +
-        ' (were the features made by a different model than the PCA was fitted on?)',
-    );
-  }
   const { mean, components } = model;
   const out = new Float32Array(n * k);
   // Centre each row once into float64 scratch, then take k dot products against contiguous component rows.
@@ -44,3 +38,15 @@ export type Projector = (rows: Float32Array, n: number, model: PcaModel) => Prom
 
 /** `projectRows` behind the asynchronous signature of the engines' projectors. */
 export const projectInJs: Projector = async (rows, n, model) => projectRows(rows, n, model);
+
+/** Every projector's check of its input: n rows of the model's feature count. */
+export function checkProjectionInput(rows: Float32Array, n: number, model: PcaModel): void {
+  const p = model.nFeatures;
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`Expected a non-negative integer row count but got ${n}`);
+  if (rows.length !== n * p) {
+    throw new RangeError(
+      `Expected ${n} rows x ${p} features = ${n * p} values to project but got ${rows.length}` +
+        ' (were the features made by a different model than the PCA was fitted on?)',
+    );
+  }
+}

@@ -1,5 +1,6 @@
 import { OnnxGraphBuilder } from '../onnx/graph-builder';
 import { createSession, type OrtRuntime, type OrtSession } from '../onnx/runtime';
+import { blockedCoMoment } from './blocked-comoment';
 import type { AsyncCoMomentKernel } from './moments';
 
 /**
@@ -15,37 +16,17 @@ export const CHUNK_ROWS = 2048;
  * on WebAssembly. The session is created on first use and kept for the run.
  */
 export function ortCoMoment(runtime: OrtRuntime, threads: number, chunkRows = CHUNK_ROWS): AsyncCoMomentKernel {
-  if (!Number.isInteger(chunkRows) || chunkRows < 1) throw new RangeError(`Expected a positive chunk size but got ${chunkRows}`);
   const sessions = new Map<number, Promise<OrtSession>>();
-  return async (rows, n, dim, mean) => {
+  const product = async (centred: Float64Array, b: number, dim: number) => {
     let session = sessions.get(dim);
     if (!session) {
       session = createSession(runtime, gramGraph(dim), { threads });
       sessions.set(dim, session);
     }
-    const out = new Float64Array(dim * dim);
-    const centred = new Float64Array(Math.min(chunkRows, n) * dim);
-    for (let r0 = 0; r0 < n; r0 += chunkRows) {
-      const b = Math.min(chunkRows, n - r0);
-      for (let r = 0; r < b; r++) {
-        const src = (r0 + r) * dim;
-        const dst = r * dim;
-        for (let j = 0; j < dim; j++) centred[dst + j] = rows[src + j] - mean[j];
-      }
-      const outputs = await (await session).run({ x: new runtime.ort.Tensor('float64', centred.subarray(0, b * dim), [b, dim]) });
-      const block = outputs.y!.data as Float64Array;
-      for (let i = 0; i < out.length; i++) out[i] += block[i];
-    }
-    // Dᵀ D is symmetric; a product computed in blocks need not be to the last bit.
-    for (let i = 0; i < dim; i++) {
-      for (let j = i + 1; j < dim; j++) {
-        const v = (out[i * dim + j] + out[j * dim + i]) / 2;
-        out[i * dim + j] = v;
-        out[j * dim + i] = v;
-      }
-    }
-    return out;
+    const outputs = await (await session).run({ x: new runtime.ort.Tensor('float64', centred, [b, dim]) });
+    return outputs.y!.data as Float64Array;
   };
+  return blockedCoMoment(product, chunkRows, Float64Array);
 }
 
 /** y = xᵀx for x of [rows, dim], float64: one Gemm with transA. */

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { main, type CliIo } from '../../runtime/cli';
 
@@ -32,16 +32,32 @@ export async function orchard(...args: string[]): Promise<Captured> {
   return captured;
 }
 
-/** Runs the real bin in a child process (for what only a whole process shows: its real stderr). */
-export function orchardProcess(args: string[], env: Record<string, string> = {}): Promise<Captured> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
-    const captured: Captured = { code: undefined, out: '', err: '' };
-    child.stdout.on('data', (chunk: Buffer) => (captured.out += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (captured.err += chunk.toString('utf8')));
+/** How a child process of the real bin ended. */
+export interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Starts the real bin in a child process; `exited` settles when the process is gone, however it ended. */
+export function startOrchard(args: readonly string[], env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<Exit> } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+  const exited = new Promise<Exit>((resolve, reject) => {
     child.on('error', reject);
-    child.on('close', (code) => resolve({ ...captured, code: code ?? undefined }));
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
   });
+  return { child, exited };
+}
+
+/** Runs the real bin in a child process (for what only a whole process shows: its real stderr). */
+export async function orchardProcess(args: string[], env: Record<string, string> = {}): Promise<Captured> {
+  const { code, stdout, stderr } = await startOrchard(args, env).exited;
+  return { code: code ?? undefined, out: stdout, err: stderr };
 }
 
 /** Whether a message carries a stack trace (a line `    at fn (file:line:col)`). */
