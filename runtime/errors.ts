@@ -4,7 +4,7 @@
  * else at a glance: it has to mean something.
  */
 
-/** Exit statuses of `orchard` (documented in the README). */
+/** Exit statuses of `orchard` (documented in docs/cli.md). */
 export const ExitCode = {
   /** Finished; failed images within --max-error-rate. */
   Ok: 0,
