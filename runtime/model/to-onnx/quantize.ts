@@ -227,7 +227,7 @@ function findPixelInput(graph: onnx.IGraphProto, initializers: Map<string, onnx.
     const tensor = node.input!.map((input) => initializers.get(input)).find((t) => t !== undefined && (t.dims?.length ?? 0) === 0);
     return tensor ? floatsOf(tensor)[0] : undefined;
   };
-  const input = graph.input?.[0]?.name;
+  const input = graph.input?.[0]?.name ?? undefined;
   const transpose = input === undefined ? undefined : only(input);
   const cast = transpose?.opType === 'Transpose' ? only(transpose.output![0]!) : undefined;
   if (cast?.opType !== 'Cast') return undefined;
