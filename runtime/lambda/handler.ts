@@ -29,6 +29,7 @@ const SETTINGS = {
   modelCache: 'string',
   engine: 'string',
   backend: 'string',
+  precision: 'string',
   threads: 'number',
   batchSize: 'number',
   concurrency: 'number',

@@ -5,6 +5,7 @@ import type { AsyncCoMomentKernel } from '../stats/moments';
 import { tensorCoMoment } from '../stats/tensor-comoment';
 import type { Storage } from '../storage';
 import type { ModelFiles } from './artifacts';
+import type { Int8Graph } from './int8';
 import { initTf, tfForWeights, type BackendPreference, type TfRuntime } from './backend';
 import type { EnginePreference, FeatureModel } from './feature-model';
 import { createOnnxFeatureModel } from './onnx-model';
@@ -26,6 +27,8 @@ export interface EngineOptions {
   readonly warn: (message: string) => void;
   /** An already initialised TensorFlow.js (tests and the demo reuse one). */
   readonly tf?: TfRuntime;
+  /** The run's int8 graph (--precision int8): run as it is on ONNX Runtime, never compiled here nor replaced by tfjs. */
+  readonly int8?: Int8Graph;
 }
 
 /** The model, ready to predict, and the matrix product of the same engine for the shards' statistics. */
@@ -41,6 +44,11 @@ export interface LoadedEngine {
  * onnxruntime-node build for this platform), in which case it says why in one warning line and runs `tfjs`.
  */
 export async function loadEngine(preset: ModelPreset, files: ModelFiles, options: EngineOptions): Promise<LoadedEngine> {
+  if (options.int8) {
+    const runtime = loadOrt();
+    const model = await createOnnxFeatureModel(runtime, options.int8.graph, preset, files, { threads: options.threads, batchSize: options.batchSize, cached: false, int8: options.int8.info });
+    return { model, coMoment: ortCoMoment(runtime, options.threads) };
+  }
   let fallback: string | undefined;
   if (options.engine !== 'tfjs') {
     try {

@@ -1,4 +1,5 @@
 import { OrchardError } from '../errors';
+import type { Int8Info, Precision } from './int8';
 import type { ModelPreset, Normalization } from './presets';
 
 /** What the manifest records about the network that ran. */
@@ -28,6 +29,10 @@ export interface EngineInfo {
   readonly batchSize: number;
   /** The compiled ONNX graph (onnx engine only): its SHA-256 is checked again when a run resumes. */
   readonly graph?: { readonly sha256: string; readonly nodes: number; readonly cached: boolean };
+  /** fp32, or int8: the run's quantized graph (absent in manifests written before --precision). */
+  readonly precision?: Precision;
+  /** How the int8 graph was made (int8 only). */
+  readonly int8?: Int8Info;
   /** Why `auto` did not choose ONNX Runtime, when it did not. */
   readonly fallback?: string;
 }
@@ -35,7 +40,8 @@ export interface EngineInfo {
 /** `onnx (onnxruntime-node 1.30.0, 2 threads, batch 8)`, as the log, the summary and the report say it. */
 export function describeEngine(engine: EngineInfo): string {
   const runtime = engine.name === 'onnx' ? `onnxruntime-node ${engine.version}` : `tfjs ${engine.version} on ${engine.backend}`;
-  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize})`;
+  const int8 = engine.int8 ? `, int8 with ${engine.int8.weightBits}-bit weights` : '';
+  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize}${int8})`;
 }
 
 /** A loaded, warmed-up CNN that turns a batch of normalised images into feature vectors. */

@@ -2,6 +2,7 @@ import { ExitCode, OrchardError, describeError } from '../errors';
 import { PredictWorker } from '../onnx/worker-session';
 import type { OrtRuntime } from '../onnx/runtime';
 import type { ModelFiles } from './artifacts';
+import type { Int8Info } from './int8';
 import { checkFeatureDim, type FeatureModel } from './feature-model';
 import type { ModelPreset } from './presets';
 import { INPUT_NAME, OUTPUT_NAME } from './to-onnx/network';
@@ -12,6 +13,8 @@ export interface OnnxModelOptions {
   readonly batchSize: number;
   /** Whether the graph came from the model cache (for the manifest). */
   readonly cached: boolean;
+  /** How the graph was quantized, when it is the run's int8 graph. */
+  readonly int8?: Int8Info;
 }
 
 /**
@@ -64,6 +67,8 @@ export async function createOnnxFeatureModel(
       threads: options.threads,
       batchSize: options.batchSize,
       graph: { sha256: graph.sha256, nodes: graph.nodes, cached: options.cached },
+      precision: options.int8 ? 'int8' : 'fp32',
+      ...(options.int8 ? { int8: options.int8 } : {}),
     },
     predict,
     dispose: () => void worker.close(),

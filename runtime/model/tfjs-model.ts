@@ -72,6 +72,7 @@ export async function createTfjsFeatureModel(runtime: TfRuntime, preset: ModelPr
     },
     engine: {
       name: 'tfjs',
+      precision: 'fp32',
       version: runtime.versions['tfjs-core'] ?? '?',
       backend: runtime.backend,
       // WebAssembly runs one thread in Node (tfjs disables its threaded build there); libtensorflow uses every core.

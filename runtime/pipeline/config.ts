@@ -6,6 +6,7 @@ import { DEFAULT_MAX_PIXELS } from '../images/limits';
 import type { BackendPreference } from '../model/backend';
 import type { ModelChoice } from '../model/choice';
 import type { EnginePreference } from '../model/feature-model';
+import { PRECISIONS, type Precision } from '../model/int8';
 import { DEFAULT_MODEL, SIGNED_RANGE, UNIT_RANGE, type Normalization } from '../model/presets';
 import type { ComponentsSpec } from '../pca/fit';
 import { formatLocation, parseLocation, type Location, type S3Options } from '../storage';
@@ -23,6 +24,8 @@ export interface RunConfig {
   readonly engine: EnginePreference;
   /** TensorFlow.js backend, when TensorFlow.js runs the model. */
   readonly backend: BackendPreference;
+  /** fp32, or int8: a QDQ graph quantized and calibrated once by plan, stored in the run folder (ONNX Runtime only). */
+  readonly precision: Precision;
   /** Threads ONNX Runtime computes on. @default the machine's cores */
   readonly threads: number;
   readonly batchSize: number;
@@ -58,6 +61,7 @@ export interface RunSettings {
   readonly modelCache?: string;
   readonly engine?: EnginePreference;
   readonly backend?: BackendPreference;
+  readonly precision?: Precision;
   readonly threads?: number;
   readonly batchSize?: number;
   readonly concurrency?: number;
@@ -91,7 +95,7 @@ export const DEFAULTS = {
 } as const;
 
 /** Settings that must not change when a run is resumed: they change what the shards contain. */
-export const RESUME_INVARIANTS = ['input', 'model', 'featureLayer', 'inputSize', 'normalize', 'shardSize', 'labelFrom', 'maxPixels'] as const;
+export const RESUME_INVARIANTS = ['input', 'model', 'featureLayer', 'inputSize', 'normalize', 'shardSize', 'labelFrom', 'maxPixels', 'precision'] as const;
 
 /** Settings a stage process may set for itself (they depend on the machine, not on the run). */
 export const MACHINE_SETTINGS = ['threads', 'concurrency'] as const;
@@ -137,6 +141,11 @@ export function buildRunConfig(settings: RunSettings, s3: S3Options = {}): RunCo
       ? { kind: 'components', count: integer(settings.components, '--components') }
       : { kind: 'variance', fraction: fraction(settings.variance ?? DEFAULTS.variance, '--variance') };
   const batchSize = integer(settings.batchSize ?? DEFAULTS.batchSize, '--batch-size');
+  const engine = oneOf(settings.engine ?? 'auto', ['auto', 'onnx', 'tfjs'], '--engine');
+  const precision = oneOf(settings.precision ?? 'fp32', PRECISIONS, '--precision');
+  if (precision === 'int8' && engine === 'tfjs') {
+    throw new OrchardError('--precision int8 runs on ONNX Runtime only: use --engine onnx (or auto)', 'ERR_INVALID_PARAMETER', ExitCode.Usage);
+  }
   return {
     input,
     output,
@@ -149,8 +158,9 @@ export function buildRunConfig(settings: RunSettings, s3: S3Options = {}): RunCo
       normalization: settings.normalize === undefined ? undefined : normalization(settings.normalize),
     },
     modelCache: settings.modelCache === undefined ? undefined : parseLocation(settings.modelCache, '--model-cache'),
-    engine: oneOf(settings.engine ?? 'auto', ['auto', 'onnx', 'tfjs'], '--engine'),
+    engine,
     backend: oneOf(settings.backend ?? 'auto', ['auto', 'tensorflow', 'wasm'], '--backend'),
+    precision,
     threads: integer(settings.threads ?? defaultThreads(), '--threads'),
     batchSize,
     // At least a batch in flight, or the model would wait for every batch to be read.
@@ -180,6 +190,8 @@ export function settingsOf(config: RunConfig): RunSettings {
     modelCache: config.modelCache === undefined ? undefined : formatLocation(config.modelCache),
     engine: config.engine,
     backend: config.backend,
+    // fp32 is left out, as before --precision existed: runs planned then resume unchanged.
+    precision: config.precision === 'fp32' ? undefined : config.precision,
     threads: config.threads,
     batchSize: config.batchSize,
     concurrency: config.concurrency,

@@ -5,6 +5,7 @@ import { resolveModel } from '../model/resolve';
 import type { Reporter } from '../progress';
 import { childLocation, openStorage, type Location, type Storage } from '../storage';
 import { defaultModelCache, type RunConfig } from './config';
+import { requireInt8Graph } from './int8-graph';
 import { RunFolder } from './run-folder';
 
 /** A run's storages, opened once from its config. */
@@ -30,7 +31,9 @@ export async function loadModel(run: OpenRun, deps: { readonly reporter: Reporte
   const preset = resolveModel(config.model);
   const cache = openStorage(run.modelCache, config.s3);
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
+  const int8 = config.precision === 'int8' ? await requireInt8Graph(run, files) : undefined;
   return loadEngine(preset, files, {
+    int8,
     engine: config.engine,
     backend: config.backend,
     threads: config.threads,

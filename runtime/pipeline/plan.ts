@@ -2,7 +2,8 @@ import * as path from 'node:path';
 import pMap from 'p-map';
 import { OUTPUTS } from '../contracts/results';
 import { ExitCode, OrchardError, describeError } from '../errors';
-import { readModelFiles } from '../model/artifacts';
+import { readModelFiles, type ModelFiles } from '../model/artifacts';
+import type { CompiledGraph } from '../model/to-onnx/compile';
 import { tfForWeights } from '../model/backend';
 import { resolveModel } from '../model/resolve';
 import { loadOrCompileGraph } from '../model/to-onnx/cache';
@@ -10,6 +11,7 @@ import type { Reporter } from '../progress';
 import { exists, formatLocation, openStorage, type Location, type Storage } from '../storage';
 import { RESUME_INVARIANTS, settingsOf, type RunConfig, type RunSettings } from './config';
 import type { OpenRun } from './context';
+import { prepareInt8Graph } from './int8-graph';
 import { listShards } from './list';
 import { Lease, describeHolder, staleBecause } from './lease';
 import type { Plan, RunFolder } from './run-folder';
@@ -137,7 +139,8 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
     reporter.info(`list: ${plan.images} objects in ${plan.shards} shard(s) under ${input.uri()}`);
   }
 
-  await fillModelCache(run, reporter);
+  const model = await fillModelCache(run, reporter);
+  if (config.precision === 'int8') await prepareInt8Graph(run, plan, model.files, model.graph!, reporter);
   const done = await pMap(Array.from({ length: plan.shards }, (_, shard) => shard), async (shard) => (await folder.extracted(shard)) !== undefined, { concurrency: 16 });
   const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
   const itemsKey = await folder.writeWorkItems('extract', pending);
@@ -148,12 +151,12 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
  * The model's files into the cache (a web model is downloaded once), and its ONNX graph compiled into it. A model
  * the compiler cannot translate is left to the extract tasks, which run it on TensorFlow.js under `--engine auto`.
  */
-async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<void> {
+async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<{ files: ModelFiles; graph?: CompiledGraph }> {
   const { config } = run;
   const preset = resolveModel(config.model);
   const cache = openStorage(run.modelCache, config.s3);
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
-  if (config.engine === 'tfjs') return;
+  if (config.engine === 'tfjs') return { files };
   try {
     const compiled = await loadOrCompileGraph(
       tfForWeights,
@@ -163,9 +166,12 @@ async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<void> {
       (message) => reporter.warn(message),
     );
     if (!compiled.cached) reporter.info(`model: compiled ${preset.name} to an ONNX graph of ${compiled.graph.nodes} nodes in ${compiled.seconds.toFixed(2)} s`);
+    return { files, graph: compiled.graph };
   } catch (error) {
-    if (config.engine === 'onnx') throw error;
+    // int8 exists only as an ONNX graph: no TensorFlow.js fallback for it.
+    if (config.engine === 'onnx' || config.precision === 'int8') throw error;
     reporter.info(`model: ${preset.name} is not compiled to ONNX (${describeError(error)}); extract decides the engine`);
+    return { files };
   }
 }
 

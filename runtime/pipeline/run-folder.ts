@@ -1,10 +1,12 @@
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import * as os from 'node:os';
 import { INTERMEDIATE_TAG } from '../contracts/deployment';
 import { OUTPUTS, partKey } from '../contracts/results';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import type { EngineInfo, ModelIdentity } from '../model/feature-model';
+import type { Int8Graph, Int8Info } from '../model/int8';
+import type { CompiledGraph } from '../model/to-onnx/compile';
 import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
 import type { PcaModel } from '../pca/fit';
 import { decodeMoments, encodeMoments, encodedMomentsLength, type Moments } from '../stats/moments';
@@ -21,6 +23,8 @@ import { InvalidJsonError, NotFoundError, exists, getJson, putJson, type PutOpti
  *   _work/plan.json                        shard count and sizes, written last by plan
  *   _work/shards/NNNNN.json                the keys (and sizes) of one shard's images
  *   _work/model.json                       the network and engine the shards were extracted with
+ *   _work/int8/graph.onnx                  the run's int8 graph (--precision int8), built once by plan
+ *   _work/int8/graph.json                  its SHA-256, weight range and calibration images, written after it
  *   _work/items/<stage>.json               work items for an engine: [{"shard": n}, …], shards not yet done
  *   _work/extract/NNNNN/<attempt>.features.f32   n × dim float32, row-major, rows in the meta's order
  *   _work/extract/NNNNN/<attempt>.moments.bin    the shard's statistics (runtime/stats/moments.ts)
@@ -48,6 +52,8 @@ const KEYS = {
   config: `${WORK}config.json`,
   plan: `${WORK}plan.json`,
   model: `${WORK}model.json`,
+  int8Graph: `${WORK}int8/graph.onnx`,
+  int8Entry: `${WORK}int8/graph.json`,
   items: (stage: WorkStage) => `${WORK}items/${stage}.json`,
   shardItems: (shard: number) => `${WORK}shards/${pad(shard)}.json`,
   extractPrefix: `${WORK}extract/`,
@@ -88,6 +94,14 @@ export interface ExtractedWith extends ModelIdentity {
 export function modelIdentityOf(extractedWith: ExtractedWith): ModelIdentity {
   const { engine: _engine, graphSha256: _graph, ...identity } = extractedWith;
   return identity;
+}
+
+/** What `_work/int8/graph.json` says of the graph beside it. */
+interface Int8Entry extends Omit<CompiledGraph, 'bytes'> {
+  readonly weightsSha256: string;
+  readonly info: Int8Info;
+  /** The images it was calibrated on, relative to the input. */
+  readonly calibrationKeys: readonly string[];
 }
 
 /** What a finished extract shard records. */
@@ -216,6 +230,31 @@ export class RunFolder {
     const recorded = await this.readExtractedWith();
     if (!recorded) throw new Error(`${this.uri(KEYS.model)} disappeared right after it was written`);
     return recorded;
+  }
+
+  /**
+   * Stores the run's int8 graph: the graph first, then its entry, so that an entry means a whole graph. Every
+   * extract process and worker of the run reads these very bytes (`readInt8Graph`).
+   */
+  async writeInt8Graph(int8: Int8Graph, weightsSha256: string, calibrationKeys: readonly string[]): Promise<void> {
+    const { bytes, ...graph } = int8.graph;
+    await this.storage.put(KEYS.int8Graph, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), TAGGED);
+    const entry: Int8Entry = { ...graph, weightsSha256, info: int8.info, calibrationKeys };
+    await putJson(this.storage, KEYS.int8Entry, entry, TAGGED);
+  }
+
+  /** The run's int8 graph, checked against its entry's SHA-256; undefined when plan has not built it. */
+  async readInt8Graph(): Promise<(Int8Graph & { readonly weightsSha256: string }) | undefined> {
+    const remedy = 'Start again with another --run-id';
+    const entry = await readState<Int8Entry>(this.storage, KEYS.int8Entry, shape({ sha256: 'string', weightsSha256: 'string', info: 'object', calibrationKeys: 'array' }), remedy);
+    if (!entry) return undefined;
+    const data = await this.storage.get(KEYS.int8Graph).catch((error: unknown) => {
+      if (error instanceof NotFoundError) throw damaged(this.uri(KEYS.int8Graph), 'missing, though its entry exists', remedy);
+      throw error;
+    });
+    if (createHash('sha256').update(data).digest('hex') !== entry.sha256) throw damaged(this.uri(KEYS.int8Graph), `its SHA-256 is not ${entry.sha256}`, remedy);
+    const { info, weightsSha256, calibrationKeys: _keys, ...graph } = entry;
+    return { graph: { ...graph, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) }, info, weightsSha256 };
   }
 
   /** Writes the work items of a stage (the shards still to do) and returns the key, for an engine's item reader. */
