@@ -4,6 +4,7 @@ import { readModelFiles } from '../runtime/model/artifacts';
 import type { BackendPreference } from '../runtime/model/backend';
 import { loadEngine } from '../runtime/model/engine';
 import type { EngineInfo, EnginePreference } from '../runtime/model/feature-model';
+import type { Int8Graph } from '../runtime/model/int8';
 import type { ModelPreset } from '../runtime/model/presets';
 import { DEFAULTS } from '../runtime/pipeline/config';
 
@@ -18,6 +19,8 @@ export interface ModelBenchOptions {
   readonly backend: BackendPreference;
   readonly threads: number;
   readonly batchSize: number;
+  /** The int8 graph to run instead of the float one (bench/int8.ts makes it as plan does). */
+  readonly int8?: Int8Graph;
 }
 
 /**

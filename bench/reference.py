@@ -7,6 +7,8 @@ resized to 224, normalised; then scikit-learn PCA with orchard's k. Prints one J
 
   images mode:  reference.py images --list FILE --k K --threads T --batch-size B
   pca mode:     reference.py pca --features FILE.f32 --rows N --dim D --k K --threads T
+  quality mode: reference.py quality --fp32 A.f32 --int8 B.f32 --labels FILE --dim D --variance V
+                (int8 features against fp32: cosine, nearest-neighbour agreement, 5-fold 1-NN accuracy of both)
 
 Needs Debian's python3-torch python3-torchvision python3-sklearn python3-numpy (run with /usr/bin/python3).
 """
@@ -107,6 +109,41 @@ def run_pca(args):
                       "sklearn_pca_s": seconds, "sklearn": sklearn.__version__}))
 
 
+def run_quality(args):
+    try:
+        import numpy as np
+        from sklearn.decomposition import PCA
+        from sklearn.model_selection import cross_val_score
+        from sklearn.neighbors import KNeighborsClassifier
+    except ImportError as error:
+        fail_missing(error)
+    a = np.fromfile(args.fp32, dtype="<f4").reshape(-1, args.dim).astype(np.float64)
+    b = np.fromfile(args.int8, dtype="<f4").reshape(-1, args.dim).astype(np.float64)
+    with open(args.labels) as f:
+        labels = [line.rstrip("\n") for line in f]
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+    def nearest(x):
+        squared = (x * x).sum(1)
+        distance = squared[:, None] + squared[None, :] - 2 * x @ x.T
+        np.fill_diagonal(distance, np.inf)
+        return distance.argmin(1)
+
+    def accuracy(x):
+        # As orchard's figures are measured: 1-NN, 5-fold, on the PCA rows (components explaining `variance`).
+        rows = PCA(n_components=args.variance, svd_solver="full").fit_transform(x)
+        return float(cross_val_score(KNeighborsClassifier(1), rows, labels, cv=5).mean())
+
+    print(json.dumps({
+        "images": len(a),
+        "cosine_mean": float(cosine.mean()),
+        "cosine_min": float(cosine.min()),
+        "nn_agreement": float((nearest(a) == nearest(b)).mean()),
+        "accuracy_fp32": accuracy(a),
+        "accuracy_int8": accuracy(b),
+    }))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -121,9 +158,16 @@ def main():
     pca.add_argument("--dim", type=int, required=True)
     pca.add_argument("--k", type=int, required=True)
     pca.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    quality = sub.add_parser("quality")
+    quality.add_argument("--fp32", required=True)
+    quality.add_argument("--int8", required=True)
+    quality.add_argument("--labels", required=True)
+    quality.add_argument("--dim", type=int, required=True)
+    quality.add_argument("--variance", type=float, default=0.95)
+    quality.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     set_threads(args.threads)
-    (run_images if args.mode == "images" else run_pca)(args)
+    {"images": run_images, "pca": run_pca, "quality": run_quality}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ export interface Row {
   readonly value: number | string | null;
   readonly target?: Target;
   readonly note?: string;
+  /** Decimals shown (by default from the value's size). */
+  readonly digits?: number;
 }
 
 export function verdict(value: Row['value'], target: Target | undefined): '' | 'PASS' | 'MISS' | 'n/a' {
@@ -17,9 +19,10 @@ export function verdict(value: Row['value'], target: Target | undefined): '' | '
   return (target.op === '>=' ? value >= target.limit : value <= target.limit) ? 'PASS' : 'MISS';
 }
 
-function formatValue(value: Row['value']): string {
+function formatValue(value: Row['value'], digits?: number): string {
   if (value === null) return 'n/a';
   if (typeof value === 'string') return value;
+  if (digits !== undefined) return value.toFixed(digits);
   const abs = Math.abs(value);
   return abs >= 100 ? value.toFixed(0) : abs >= 10 ? value.toFixed(1) : abs >= 0.1 ? value.toFixed(2) : value.toFixed(3);
 }
@@ -28,7 +31,7 @@ function formatValue(value: Row['value']): string {
 export function formatTable(rows: readonly Row[]): string {
   const cells = rows.map((row) => [
     row.name,
-    formatValue(row.value),
+    formatValue(row.value, row.digits),
     row.target ? `${row.target.op} ${row.target.limit}${row.target.unit ?? ''}` : '',
     verdict(row.value, row.target),
     row.note ?? '',
