@@ -54,7 +54,7 @@ export async function validateRun(run: OpenRun): Promise<void> {
     for (const field of RESUME_INVARIANTS) {
       if (JSON.stringify(previous[field]) !== JSON.stringify(settings[field])) {
         throw new OrchardError(
-          `Cannot resume run ${config.runId}: ${field} was ${JSON.stringify(previous[field])} and is now ${JSON.stringify(settings[field])}. ` +
+          `Cannot resume run ${config.runId}: ${field} was ${shown(previous[field])} and is now ${shown(settings[field])}. ` +
             'Use the same settings, or another --run-id',
           'ERR_RESUME_MISMATCH',
           ExitCode.Usage,
@@ -81,6 +81,11 @@ export async function validateRun(run: OpenRun): Promise<void> {
     // could only be resumed with the same --model. Its files land in the model cache, where plan looks next.
     await readModelFiles(resolveModel(config.model).source, { cache: openStorage(run.modelCache, config.s3), s3: config.s3 });
   }
+}
+
+/** A setting as the resume refusal names it: unset is its default (an fp32 --precision, the preset's input size). */
+function shown(value: unknown): string {
+  return value === undefined ? 'the default' : JSON.stringify(value);
 }
 
 function noInput(input: Storage): OrchardError {
