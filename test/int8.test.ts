@@ -128,7 +128,8 @@ describe('pure parts', () => {
     expect(detectInt8Support('x64', x86('avx512f avx512_vnni'))).toEqual({ weightBits: 8, reason: 'avx512_vnni' });
     expect(detectInt8Support('x64', x86('avx_vnni')).weightBits).toBe(8);
     expect(detectInt8Support('x64', x86('amx_tile amx_int8')).weightBits).toBe(8);
-    expect(detectInt8Support('x64', undefined).weightBits).toBe(7);
+    expect(detectInt8Support('x64', null).weightBits).toBe(7);
+    expect(detectInt8Support('arm64', null).weightBits).toBe(8);
     expect(detectInt8Support('arm64', 'Features\t: fp asimd asimddp sha3\n')).toEqual({ weightBits: 8, reason: 'asimddp' });
     expect(detectInt8Support('arm64', 'Features\t: fp asimd\n').weightBits).toBe(7);
   });

@@ -19,8 +19,8 @@ export interface Int8Support {
 const X86_DOT_PRODUCT = ['avx512_vnni', 'avx_vnni', 'amx_int8'];
 const ARM_DOT_PRODUCT = ['asimddp'];
 
-/** The weight range for this machine, from the CPU's flags (Linux) or its architecture elsewhere. */
-export function detectInt8Support(arch: string = os.arch(), cpuinfo: string | undefined = readCpuinfo()): Int8Support {
+/** The weight range for this machine, from the CPU's flags (Linux's /proc/cpuinfo; null where there is none) or its architecture. */
+export function detectInt8Support(arch: string = os.arch(), cpuinfo: string | null = readCpuinfo()): Int8Support {
   const flags = new Set(
     (cpuinfo ?? '')
       .split('\n')
@@ -30,18 +30,18 @@ export function detectInt8Support(arch: string = os.arch(), cpuinfo: string | un
   if (arch === 'arm64') {
     const found = ARM_DOT_PRODUCT.filter((flag) => flags.has(flag));
     // Without /proc/cpuinfo (macOS): every Apple arm64 CPU and every Graviton has the dot product.
-    if (cpuinfo === undefined) return { weightBits: 8, reason: 'arm64 (dot product assumed)' };
+    if (cpuinfo === null) return { weightBits: 8, reason: 'arm64 (dot product assumed)' };
     return found.length > 0 ? { weightBits: 8, reason: found.join(' ') } : { weightBits: 7, reason: 'arm64 without asimddp' };
   }
   const found = X86_DOT_PRODUCT.filter((flag) => flags.has(flag));
   if (found.length > 0) return { weightBits: 8, reason: found.join(' ') };
-  return { weightBits: 7, reason: cpuinfo === undefined ? `${arch}, CPU flags unknown` : `${arch} without VNNI` };
+  return { weightBits: 7, reason: cpuinfo === null ? `${arch}, CPU flags unknown` : `${arch} without VNNI` };
 }
 
-function readCpuinfo(): string | undefined {
+function readCpuinfo(): string | null {
   try {
     return fs.readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
-    return undefined;
+    return null;
   }
 }
