@@ -53,11 +53,11 @@ const stage: LocalTask = async (event: StageEvent) => {
 };
 const tasks = { Plan: stage, ExtractShards: stage, MergeGroup: stage, Fit: stage, ProjectShards: stage, Publish: stage };
 
-async function execute(runId: string, overrides: Partial<Record<keyof typeof tasks, LocalTask>> = {}, input = 'images/') {
+async function execute(runId: string, overrides: Partial<Record<keyof typeof tasks, LocalTask>> = {}, input = 'images/', settings: Record<string, unknown> = {}) {
   const mapRuns: MapRunRecord[] = [];
   const output = await runLocally(
     definition,
-    { run: { input: `s3://${BUCKET}/${input}`, output: `s3://${BUCKET}/results/`, runId, ...runSettings }, shardsPerTask: SHARDS_PER_TASK, maxConcurrency: 3 },
+    { run: { input: `s3://${BUCKET}/${input}`, output: `s3://${BUCKET}/results/`, runId, ...runSettings, ...settings }, shardsPerTask: SHARDS_PER_TASK, maxConcurrency: 3 },
     { tasks: { ...tasks, ...overrides }, bucket: (name) => new S3Storage(createS3Client(s3.options), name, ''), onMapRun: (run) => mapRuns.push(run) },
   );
   return { output: output as Record<string, any>, mapRuns };
@@ -164,6 +164,26 @@ describe('a worker that fails once with a Lambda throttling error', () => {
     expect(attempts).toBe(2);
     expect(result.output.status).toBe('succeeded');
     expect(await read('results/retried/pca.csv')).toEqual(await read('reference/retried/pca.csv'));
+  });
+});
+
+describe('an int8 run', () => {
+  test('its Lambda workers run the graph plan stored: the same shards, byte for byte, as orchard run --precision int8', async () => {
+    const reference = await orchard(
+      'run', '-i', `s3://${BUCKET}/small/`, '-o', `s3://${BUCKET}/reference/`, '--run-id', 'int8', '--endpoint', s3.endpoint,
+      '--model', runSettings.model, '--feature-layer', 'features', '--input-size', '32', '-k', '3', '--shard-size', '1', '--precision', 'int8', '--keep-features',
+    );
+    expect(reference.code).toBe(0);
+    const result = await execute('int8', {}, 'small/', { precision: 'int8', keepFeatures: true });
+    expect(result.output.status).toBe('succeeded');
+    expect(await read('results/int8/_work/int8/graph.onnx')).toEqual(await read('reference/int8/_work/int8/graph.onnx'));
+    const features = async (root: string, shard: number) => {
+      const meta = JSON.parse((await read(`${root}/int8/_work/extract/0000${shard}.meta.json`)).toString('utf8')) as { attempt: string; engine: { precision: string } };
+      expect(meta.engine.precision).toBe('int8');
+      return read(`${root}/int8/_work/extract/0000${shard}/${meta.attempt}.features.f32`);
+    };
+    for (let shard = 0; shard < 8; shard++) expect(await features('results', shard)).toEqual(await features('reference', shard));
+    expect(await read('results/int8/pca.csv')).toEqual(await read('reference/int8/pca.csv'));
   });
 });
 
