@@ -22,7 +22,7 @@ import { calibrationPositions } from '../runtime/pipeline/int8-graph';
 import { log } from './child';
 import { measureModel, type ModelBenchOptions } from './model';
 import { runReference } from './reference';
-import { formatTable } from './table';
+import { formatTable, type Row } from './table';
 
 export interface Int8Quality {
   readonly images: number;
@@ -72,8 +72,9 @@ export function listDevset(dir: string): { files: string[]; labels: string[] } {
 }
 
 /** int8 features against fp32 on a labelled image folder; null with the reason when Python's sklearn is missing. */
-export async function devsetQuality(dir: string, preset: ModelPreset, options: ModelBenchOptions, int8: Int8Graph): Promise<Int8Quality | { unavailable: string }> {
+export async function devsetQuality(dir: string, preset: ModelPreset, options: ModelBenchOptions, given?: Int8Graph): Promise<Int8Quality | { unavailable: string }> {
   const { files, labels } = listDevset(dir);
+  const int8 = given ?? (await benchInt8Graph(preset, files, options.threads));
   const fp32 = await featuresOf(files, preset, options);
   const quantized = await featuresOf(files, preset, { ...options, engine: 'onnx', int8 });
   const scratch = await fs.promises.mkdtemp(path.join(os.tmpdir(), 'orchard-int8-'));
@@ -95,6 +96,21 @@ export async function devsetQuality(dir: string, preset: ModelPreset, options: M
   } finally {
     await fs.promises.rm(scratch, { recursive: true, force: true });
   }
+}
+
+/** The int8 rows of a bench table: speed against the float model's, measured in the same process, and quality. */
+export function int8Rows(fp32ImgPerS: number, int8ImgPerS: number, info: Int8Graph['info'], quality: Int8Quality | { unavailable: string } | undefined): Row[] {
+  const q = quality && !('unavailable' in quality) ? quality : undefined;
+  const why = quality === undefined ? 'give --devset <dir> (labelled photos)' : q ? undefined : (quality as { unavailable: string }).unavailable;
+  return [
+    { name: 'int8_model_img_per_s', value: Math.round(int8ImgPerS * 10) / 10, note: `--precision int8, ${info.weightBits}-bit weights (${info.cpu})` },
+    { name: 'int8_speedup', value: Math.round((int8ImgPerS / fp32ImgPerS) * 100) / 100, target: { op: '>=', limit: 1.6 }, note: 'int8 / fp32 bare predict' },
+    { name: 'int8_cosine_mean', value: q?.cosine_mean ?? null, digits: 4, target: { op: '>=', limit: 0.997 }, note: why ?? `${q!.images} dev-set images, cosine to fp32` },
+    { name: 'int8_cosine_min', value: q?.cosine_min ?? null, digits: 4, target: { op: '>=', limit: 0.97 } },
+    { name: 'int8_nn_agreement', value: q?.nn_agreement ?? null, digits: 4, target: { op: '>=', limit: 0.8 }, note: 'same nearest neighbour as fp32' },
+    { name: 'fp32_1nn_accuracy', value: q?.accuracy_fp32 ?? null, digits: 4, note: '5-fold 1-NN on the PCA rows (95 % of variance)' },
+    { name: 'int8_1nn_accuracy', value: q?.accuracy_int8 ?? null, digits: 4, note: q ? `difference ${(q.accuracy_int8 - q.accuracy_fp32).toFixed(4)} (target within 0.005)` : undefined },
+  ];
 }
 
 async function main(): Promise<void> {
@@ -119,20 +135,8 @@ async function main(): Promise<void> {
     log(`round ${round + 1}: fp32 best ${fp32.toFixed(1)}, int8 best ${quantized.toFixed(1)} images/s`);
   }
   const quality = await devsetQuality(o.devset, preset, options, int8);
-  const q = 'unavailable' in quality ? undefined : quality;
   console.log(`\norchard bench:int8: ${preset.name}, ${files.length} images of ${o.devset}, ${options.threads} threads, batch ${options.batchSize}, ${os.cpus()[0]?.model ?? ''}\n`);
-  console.log(
-    formatTable([
-      { name: 'model_img_per_s', value: Math.round(fp32 * 10) / 10, note: 'fp32, bare predict' },
-      { name: 'int8_model_img_per_s', value: Math.round(quantized * 10) / 10, note: `int8, ${int8.info.weightBits}-bit weights (${int8.info.cpu})` },
-      { name: 'int8_speedup', value: Math.round((quantized / fp32) * 100) / 100, target: { op: '>=', limit: 1.6 } },
-      { name: 'int8_cosine_mean', value: q ? q.cosine_mean : null, digits: 4, target: { op: '>=', limit: 0.997 }, note: q ? undefined : (quality as { unavailable: string }).unavailable },
-      { name: 'int8_cosine_min', value: q ? q.cosine_min : null, digits: 4, target: { op: '>=', limit: 0.97 } },
-      { name: 'int8_nn_agreement', value: q ? q.nn_agreement : null, digits: 4, target: { op: '>=', limit: 0.8 }, note: 'same nearest neighbour as fp32' },
-      { name: 'fp32_1nn_accuracy', value: q ? q.accuracy_fp32 : null, digits: 4, note: '5-fold, PCA rows (95 % of variance)' },
-      { name: 'int8_1nn_accuracy', value: q ? q.accuracy_int8 : null, digits: 4, note: q ? `difference ${(q.accuracy_int8 - q.accuracy_fp32).toFixed(4)}` : undefined },
-    ]),
-  );
+  console.log(formatTable([{ name: 'model_img_per_s', value: Math.round(fp32 * 10) / 10, note: 'fp32, bare predict' }, ...int8Rows(fp32, quantized, int8.info, quality)]));
 }
 
 if (require.main === module) {

@@ -25,6 +25,7 @@ import { S3Storage, createS3Client } from '../runtime/storage';
 import { startEmbeddedS3, type EmbeddedS3 } from '../runtime/storage/embedded-s3';
 import { uploadTree } from '../runtime/upload';
 import { log } from './child';
+import { benchInt8Graph, devsetQuality, int8Rows } from './int8';
 import { measureModel } from './model';
 import { orchardRun } from './orchard-run';
 import { measurePca, synthFeatures } from './pca';
@@ -50,6 +51,7 @@ interface Options {
   readonly engine: EnginePreference;
   readonly backend: BackendPreference;
   readonly threads: number;
+  readonly devset?: string;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -67,11 +69,12 @@ function parseOptions(argv: readonly string[]): Options {
     .option('--threads <n>', 'threads of ONNX Runtime and of the PyTorch reference', positiveInt('--threads'), defaultThreads())
     .option('--output <file>', 'where to write the results', path.join(ROOT, 'bench-results.json'))
     .option('--keep', 'keep the scratch folder (images, runs) and print its path', false)
+    .option('--devset <dir>', 'labelled photos (Class/image.jpg) for the int8 quality figures')
     .showHelpAfterError();
   program.parse(argv.filter((arg) => arg !== '--'), { from: 'user' });
   const o = program.opts<{
     images?: number; quick: boolean; rssImages?: number; hugeImages?: number; pcaRows: number; modelImages?: number; tfjsImages?: number;
-    output: string; keep: boolean; engine: EnginePreference; backend: BackendPreference; threads: number;
+    output: string; keep: boolean; engine: EnginePreference; backend: BackendPreference; threads: number; devset?: string;
   }>();
   return {
     images: o.images ?? (o.quick ? 4000 : 20_000),
@@ -86,6 +89,7 @@ function parseOptions(argv: readonly string[]): Options {
     engine: o.engine,
     backend: o.backend,
     threads: o.threads,
+    devset: o.devset,
   };
 }
 
@@ -136,6 +140,11 @@ async function main(): Promise<void> {
     const tfjs =
       model.engine.name === 'tfjs' ? model : await measureModel(files.slice(0, options.tfjsImages), preset, { ...engineOptions, engine: 'tfjs' });
     log(`tfjs model: ${tfjs.imgPerS.toFixed(2)} images/s over ${tfjs.images} images on the ${describeEngine(tfjs.engine)}`);
+    // The int8 graph (--precision int8), calibrated as plan does, on the same images; its quality on --devset.
+    const int8Graph = await benchInt8Graph(preset, files.slice(0, options.modelImages), threads);
+    const int8 = await measureModel(files.slice(0, options.modelImages), preset, { ...engineOptions, engine: 'onnx', int8: int8Graph });
+    log(`int8 model: ${int8.imgPerS.toFixed(2)} images/s (${(int8.imgPerS / model.imgPerS).toFixed(2)}x)`);
+    const int8Quality = options.devset ? await devsetQuality(options.devset, preset, { ...engineOptions, engine: 'onnx' }) : undefined;
 
     // 3. The whole pipeline against the embedded S3 server (s3rver on loopback).
     s3 = await startEmbeddedS3(path.join(scratch, 's3'), [BUCKET]);
@@ -204,6 +213,8 @@ async function main(): Promise<void> {
     const out = {
       model_img_per_s: round(model.imgPerS),
       tfjs_model_img_per_s: round(tfjs.imgPerS),
+      int8_model_img_per_s: round(int8.imgPerS),
+      int8_speedup: round(int8.imgPerS / model.imgPerS),
       pipeline_img_per_s: round(pipelineImgPerS),
       pipeline_vs_model: round(pipelineImgPerS / model.imgPerS),
       python_img_per_s: pyImgPerS === null ? null : round(pyImgPerS),
@@ -230,6 +241,7 @@ async function main(): Promise<void> {
         model_images: model.images,
         tfjs_engine: describeEngine(tfjs.engine),
         tfjs_model_images: tfjs.images,
+        int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_k: k,
         pipeline_timings: t,
@@ -256,6 +268,7 @@ async function main(): Promise<void> {
       formatTable([
         { name: 'model_img_per_s', value: out.model_img_per_s, note: `bare predict, ${model.images} images, ${model.engine.name} engine` },
         { name: 'tfjs_model_img_per_s', value: out.tfjs_model_img_per_s, note: `bare predict, ${tfjs.images} images, ${describeEngine(tfjs.engine)}` },
+        ...int8Rows(model.imgPerS, int8.imgPerS, int8Graph.info, int8Quality),
         { name: 'pipeline_img_per_s', value: out.pipeline_img_per_s, note: `orchard run; extract alone ${out.details.pipeline_extract_img_per_s} images/s` },
         { name: 'pipeline_vs_model', value: out.pipeline_vs_model, target: { op: '>=', limit: 0.9 } },
         { name: 'python_img_per_s', value: out.python_img_per_s, note: py.ok ? `torch ${String(py.json.torch)}, ${threads} threads` : py.message },

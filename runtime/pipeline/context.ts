@@ -31,7 +31,7 @@ export async function loadModel(run: OpenRun, deps: { readonly reporter: Reporte
   const preset = resolveModel(config.model);
   const cache = openStorage(run.modelCache, config.s3);
   const files = await readModelFiles(preset.source, { cache, s3: config.s3 });
-  const int8 = config.precision === 'int8' ? await requireInt8Graph(run, files) : undefined;
+  const int8 = config.precision === 'int8' ? await requireInt8Graph(run, files, deps.reporter) : undefined;
   return loadEngine(preset, files, {
     int8,
     engine: config.engine,

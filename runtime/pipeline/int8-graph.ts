@@ -54,7 +54,7 @@ export async function prepareInt8Graph(run: OpenRun, plan: Plan, files: ModelFil
 }
 
 /** The run's int8 graph for an extract process: the one plan stored, never one made here. */
-export async function requireInt8Graph(run: OpenRun, files: ModelFiles): Promise<Int8Graph> {
+export async function requireInt8Graph(run: OpenRun, files: ModelFiles, reporter: Reporter): Promise<Int8Graph> {
   const stored = await run.folder.readInt8Graph();
   if (!stored) {
     throw new OrchardError(`${run.folder.uri()} has no int8 graph (_work/int8/graph.onnx): run \`orchard plan\` for this run id first`, 'ERR_NO_PLAN');
@@ -64,6 +64,13 @@ export async function requireInt8Graph(run: OpenRun, files: ModelFiles): Promise
       `The int8 graph of run ${run.config.runId} was made from other model weights (sha256 ${stored.weightsSha256.slice(0, 12)}…, now ${files.weightsSha256.slice(0, 12)}…). Use another --run-id`,
       'ERR_RESUME_MISMATCH',
       ExitCode.Usage,
+    );
+  }
+  const here = detectInt8Support();
+  if (stored.info.weightBits > here.weightBits) {
+    // The graph is the run's and is kept; this machine's integer kernels may saturate on it (features drift).
+    reporter.warn(
+      `int8: run ${run.config.runId}'s graph has 8-bit weights (made on a CPU with ${stored.info.cpu}), and this CPU has no 8-bit dot product (${here.reason}): its features may be less accurate than the plan machine's. Extract int8 runs on CPUs like the plan's`,
     );
   }
   return stored;
