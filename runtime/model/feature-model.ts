@@ -37,11 +37,11 @@ export interface EngineInfo {
   readonly fallback?: string;
 }
 
-/** `onnx (onnxruntime-node 1.30.0, 2 threads, batch 8)`, as the log, the summary and the report say it. */
+/** `onnx (onnxruntime-node 1.30.0, 2 threads, batch 8, fp32)`, as the log, the summary and the report say it. */
 export function describeEngine(engine: EngineInfo): string {
   const runtime = engine.name === 'onnx' ? `onnxruntime-node ${engine.version}` : `tfjs ${engine.version} on ${engine.backend}`;
-  const int8 = engine.int8 ? `, int8 with ${engine.int8.weightBits}-bit weights` : '';
-  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize}${int8})`;
+  const precision = engine.int8 ? `, int8 with ${engine.int8.weightBits}-bit weights` : engine.precision ? `, ${engine.precision}` : '';
+  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize}${precision})`;
 }
 
 /** A loaded, warmed-up CNN that turns a batch of normalised images into feature vectors. */
