@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
 import { tfForWeights } from '../runtime/model/backend';
@@ -36,11 +36,12 @@ export interface Int8Quality {
 const decode = async (file: string, size: number) => (await preprocessImage(await fs.promises.readFile(file), { size, maxPixels: DEFAULTS.maxPixels })).pixels;
 
 /** The int8 graph of `preset` as plan makes it: calibrated on images spread evenly over `files`, weight range from this CPU. */
-export async function benchInt8Graph(preset: ModelPreset, files: readonly string[], threads: number): Promise<Int8Graph> {
+export async function benchInt8Graph(preset: ModelPreset, files: readonly string[], threads: number, weightBits?: 7 | 8): Promise<Int8Graph> {
   const modelFiles = await readModelFiles(preset.source);
   const { graph } = await loadOrCompileGraph(tfForWeights, modelFiles, preset);
   const images = await Promise.all(calibrationPositions(files.length).map((i) => decode(files[i]!, preset.inputSize)));
-  return buildInt8Graph(loadOrt(), graph, images, { inputSize: preset.inputSize, threads, support: detectInt8Support() });
+  const support = weightBits === undefined ? detectInt8Support() : { weightBits, reason: `--weight-bits ${weightBits}` };
+  return buildInt8Graph(loadOrt(), graph, images, { inputSize: preset.inputSize, threads, support });
 }
 
 /** Every file's features (rows in the files' order) from the bare model. */
@@ -117,15 +118,16 @@ async function main(): Promise<void> {
   const program = new Command('bench:int8')
     .requiredOption('--devset <dir>', 'labelled photos (Class/image.jpg): speed and quality are measured on them')
     .option('--model <preset>', 'model preset', 'mobilenet_v2_offline')
-    .option('--rounds <n>', 'alternated fp32/int8 speed measures (the best of each counts)', (v) => Number.parseInt(v, 10), 2);
+    .option('--rounds <n>', 'alternated fp32/int8 speed measures (the best of each counts)', (v) => Number.parseInt(v, 10), 2)
+    .addOption(new Option('--weight-bits <n>', 'weight range instead of the one this CPU chooses (7 measures the graph a CPU without VNNI gets)').choices(['7', '8']));
   program.parse(process.argv.slice(2).filter((arg) => arg !== '--'), { from: 'user' });
-  const o = program.opts<{ devset: string; model: string; rounds: number }>();
+  const o = program.opts<{ devset: string; model: string; rounds: number; weightBits?: '7' | '8' }>();
   const preset = PRESETS[o.model];
   if (!preset) throw new Error(`unknown preset ${o.model}`);
   const options: ModelBenchOptions = { engine: 'onnx', backend: 'auto', threads: defaultThreads(), batchSize: DEFAULTS.batchSize };
   const { files } = listDevset(o.devset);
   const started = performance.now();
-  const int8 = await benchInt8Graph(preset, files, options.threads);
+  const int8 = await benchInt8Graph(preset, files, options.threads, o.weightBits === undefined ? undefined : (Number(o.weightBits) as 7 | 8));
   log(`int8 graph: ${int8.info.weightBits}-bit weights (${int8.info.cpu}), calibrated on ${int8.info.calibrationImages} images in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   let fp32 = 0;
   let quantized = 0;
