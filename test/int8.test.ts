@@ -13,7 +13,7 @@ import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
 import { tfForWeights } from '../runtime/model/backend';
 import { buildInt8Graph, type Int8Graph } from '../runtime/model/int8';
-import { PRESETS } from '../runtime/model/presets';
+import { PRESETS, SIGNED_RANGE } from '../runtime/model/presets';
 import { loadOrCompileGraph } from '../runtime/model/to-onnx/cache';
 import type { CompiledGraph } from '../runtime/model/to-onnx/compile';
 import { activationParams } from '../runtime/model/to-onnx/quantize';
@@ -120,6 +120,21 @@ test('bias correction: without the calibrated channel means the features drift f
   };
   expect(await mean(graphs.get(7)!.graph.bytes)).toBeGreaterThan(await mean(uncorrected));
 });
+
+test('a [-1, 1] normalisation (no whole zero point) is quantized as a calibrated activation, and still agrees', async () => {
+  const signed = (await loadOrCompileGraph(tfForWeights, await readModelFiles(preset.source), { ...preset, normalization: SIGNED_RANGE })).graph;
+  const int8 = await buildInt8Graph(ort, signed, images.slice(0, 8), { inputSize: SIZE, threads: 2, support: { weightBits: 8, reason: 'test' } });
+  const nodes = onnx.ModelProto.decode(int8.graph.bytes).graph!.node!;
+  const normalised = nodes.find((node) => node.opType === 'Add' && node.input!.some((input) => input.startsWith('offset')))!;
+  expect(nodes.find((node) => node.input![0] === normalised.output![0])?.opType).toBe('QuantizeLinear');
+  const float = await features(signed.bytes, sessionOptions({ threads: 2 }));
+  const quantized = await features(int8.graph.bytes, sessionOptions({ threads: 2 }));
+  const simulated = await features(int8.graph.bytes, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 2 });
+  for (let i = 0; i < images.length; i++) {
+    expect(cosine(quantized[i]!, simulated[i]!)).toBeGreaterThan(0.995);
+    expect(cosine(quantized[i]!, float[i]!)).toBeGreaterThan(0.97);
+  }
+}, 60_000);
 
 describe('pure parts', () => {
   test('the CPU features choose the weight range', () => {
