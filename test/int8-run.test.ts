@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
 import { detectInt8Support } from '../runtime/onnx/cpu';
+import { planWeightRange } from '../runtime/pipeline/int8-graph';
 import { LocalStorage } from '../runtime/storage';
 import { orchard, startOrchard } from './helpers/cli';
 import { tempDir } from './helpers/s3';
@@ -84,6 +85,24 @@ test('a resume with another precision is refused before anything is written', as
   const before = snapshot(path.join(output, 'split'));
   const resumed = await orchard('run', ...settings('split', 'fp32'));
   expect(resumed.code).toBe(2);
-  expect(resumed.err).toMatch(/Cannot resume run split: precision was "int8" and is now the default/);
+  expect(resumed.err).toMatch(/Cannot resume run split: precision was "int8" and is now "fp32" \(the default\)/);
   expect(snapshot(path.join(output, 'split'))).toEqual(before);
 }, 60_000);
+
+test('an extract process refuses a run whose stored int8 graph was altered', async () => {
+  await expect(orchard('plan', ...settings('tampered'))).resolves.toMatchObject({ code: 0 });
+  const graph = work('tampered', 'int8', 'graph.onnx');
+  const bytes = fs.readFileSync(graph);
+  bytes[bytes.length >> 1] ^= 0xff;
+  fs.writeFileSync(graph, bytes);
+  const extract = await orchard('extract', '-o', output, '--run-id', 'tampered', '--shards', '0');
+  expect(extract.code).toBe(1);
+  expect(extract.err).toMatch(/_work\/int8\/graph\.onnx.*SHA-256 is not/);
+  expect(fs.existsSync(work('tampered', 'extract', '00000.meta.json'))).toBe(false);
+}, 60_000);
+
+test('a Lambda x86_64 plan keeps to 7-bit weights, whatever CPU it lands on', () => {
+  expect(planWeightRange({ AWS_LAMBDA_FUNCTION_NAME: 'orchard-stage' }, 'x64').weightBits).toBe(7);
+  expect(planWeightRange({ AWS_LAMBDA_FUNCTION_NAME: 'orchard-stage' }, 'arm64')).toEqual(detectInt8Support('arm64'));
+  expect(planWeightRange({}, 'x64')).toEqual(detectInt8Support('x64'));
+});

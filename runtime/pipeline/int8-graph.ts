@@ -1,10 +1,11 @@
+import * as os from 'node:os';
 import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
 import type { ModelFiles } from '../model/artifacts';
 import { resolveModel } from '../model/resolve';
 import { buildInt8Graph, type Int8Graph } from '../model/int8';
 import type { CompiledGraph } from '../model/to-onnx/compile';
-import { detectInt8Support } from '../onnx/cpu';
+import { detectInt8Support, type Int8Support } from '../onnx/cpu';
 import { loadOrt } from '../onnx/runtime';
 import type { Reporter } from '../progress';
 import { DEFAULTS, type RunConfig } from './config';
@@ -44,13 +45,23 @@ export async function prepareInt8Graph(run: OpenRun, plan: Plan, files: ModelFil
   const started = performance.now();
   const inputSize = resolveModel(config.model).inputSize;
   const { keys, images } = await calibrationSample(run, plan, inputSize, config);
-  const support = detectInt8Support();
+  const support = planWeightRange();
   const int8 = await buildInt8Graph(loadOrt(), fp32, images, { inputSize, threads: config.threads, support });
   await folder.writeInt8Graph(int8, files.weightsSha256, keys);
   reporter.info(
     `model: int8 graph with ${support.weightBits}-bit weights (${support.reason}), calibrated on ${images.length} images in ${((performance.now() - started) / 1000).toFixed(1)} s`,
   );
   return int8;
+}
+
+/**
+ * The weight range of the run's graph: this CPU's, except where the run's extract workers may run on other CPUs.
+ * Lambda's x86_64 hosts are of mixed generations: a plan on one with VNNI would give 8-bit weights that saturate on
+ * a worker without it, so the scale path's x86_64 plan keeps to 7 bits (exact everywhere, a little less precise).
+ */
+export function planWeightRange(env: NodeJS.ProcessEnv = process.env, arch: string = os.arch()): Int8Support {
+  if (env.AWS_LAMBDA_FUNCTION_NAME && arch === 'x64') return { weightBits: 7, reason: 'Lambda x86_64, whose hosts may lack VNNI' };
+  return detectInt8Support(arch);
 }
 
 /** The run's int8 graph for an extract process: the one plan stored, never one made here. */

@@ -54,7 +54,7 @@ export async function validateRun(run: OpenRun): Promise<void> {
     for (const field of RESUME_INVARIANTS) {
       if (JSON.stringify(previous[field]) !== JSON.stringify(settings[field])) {
         throw new OrchardError(
-          `Cannot resume run ${config.runId}: ${field} was ${shown(previous[field])} and is now ${shown(settings[field])}. ` +
+          `Cannot resume run ${config.runId}: ${field} was ${shown(field, previous[field])} and is now ${shown(field, settings[field])}. ` +
             'Use the same settings, or another --run-id',
           'ERR_RESUME_MISMATCH',
           ExitCode.Usage,
@@ -83,9 +83,14 @@ export async function validateRun(run: OpenRun): Promise<void> {
   }
 }
 
-/** A setting as the resume refusal names it: unset is its default (an fp32 --precision, the preset's input size). */
-function shown(value: unknown): string {
-  return value === undefined ? 'the default' : JSON.stringify(value);
+/** Defaults the stored settings leave out, named in the resume refusal (runs planned before --precision existed resume). */
+const UNSTORED_DEFAULTS: Partial<Record<string, string>> = { precision: 'fp32' };
+
+/** A setting as the resume refusal names it: unset is its default (fp32 for --precision, the preset's input size). */
+function shown(field: string, value: unknown): string {
+  if (value !== undefined) return JSON.stringify(value);
+  const fallback = UNSTORED_DEFAULTS[field];
+  return fallback ? `"${fallback}" (the default)` : "the preset's default";
 }
 
 function noInput(input: Storage): OrchardError {
