@@ -9,8 +9,15 @@ import { detectInt8Support, type Int8Support } from '../onnx/cpu';
 import { loadOrt } from '../onnx/runtime';
 import type { Reporter } from '../progress';
 import { DEFAULTS, type RunConfig } from './config';
-import type { OpenRun } from './context';
-import type { Plan } from './run-folder';
+import type { Plan, RunFolder } from './run-folder';
+import type { Storage } from '../storage';
+
+/** What the int8 graph needs of an open run (context.ts's OpenRun, which loads the engine through this module). */
+interface Int8Run {
+  readonly config: RunConfig;
+  readonly input: Storage;
+  readonly folder: RunFolder;
+}
 
 /** Images calibration looks at: the ranges of MobileNetV2's activations settle well before 100. */
 export const CALIBRATION_IMAGES = 100;
@@ -29,7 +36,7 @@ export function calibrationPositions(images: number, count = CALIBRATION_IMAGES)
  * CPU, calibrated on a sample of the run's own images, stored in the run folder. A resumed plan keeps the stored
  * one (it must come from the same float graph).
  */
-export async function prepareInt8Graph(run: OpenRun, plan: Plan, files: ModelFiles, fp32: CompiledGraph, reporter: Reporter): Promise<Int8Graph> {
+export async function prepareInt8Graph(run: Int8Run, plan: Plan, files: ModelFiles, fp32: CompiledGraph, reporter: Reporter): Promise<Int8Graph> {
   const { config, folder } = run;
   const stored = await folder.readInt8Graph();
   if (stored) {
@@ -65,7 +72,7 @@ export function planWeightRange(env: NodeJS.ProcessEnv = process.env, arch: stri
 }
 
 /** The run's int8 graph for an extract process: the one plan stored, never one made here. */
-export async function requireInt8Graph(run: OpenRun, files: ModelFiles, reporter: Reporter): Promise<Int8Graph> {
+export async function requireInt8Graph(run: Int8Run, files: ModelFiles, reporter: Reporter): Promise<Int8Graph> {
   const stored = await run.folder.readInt8Graph();
   if (!stored) {
     throw new OrchardError(`${run.folder.uri()} has no int8 graph (_work/int8/graph.onnx): run \`orchard plan\` for this run id first`, 'ERR_NO_PLAN');
@@ -87,7 +94,7 @@ export async function requireInt8Graph(run: OpenRun, files: ModelFiles, reporter
   return stored;
 }
 
-async function calibrationSample(run: OpenRun, plan: Plan, size: number, config: RunConfig): Promise<{ keys: string[]; images: Uint8Array[] }> {
+async function calibrationSample(run: Int8Run, plan: Plan, size: number, config: RunConfig): Promise<{ keys: string[]; images: Uint8Array[] }> {
   const keys: string[] = [];
   const images: Uint8Array[] = [];
   const shards = new Map<number, Awaited<ReturnType<typeof run.folder.readShardItems>>>();
