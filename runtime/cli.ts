@@ -425,6 +425,18 @@ export function summaryLine(result: {
   );
 }
 
+/** The run summary's label line (`labels: 94.8% 5-fold 1-NN accuracy on 520 images, …`), when there is a PCA. */
+export function labelsLine(quality: RunResult['manifest']['labelQuality']): string | undefined {
+  if (!quality) return undefined;
+  if (quality.status === 'absent') return `labels   not checked: ${quality.reason}`;
+  const weakest = [...quality.classes].sort((a, b) => a.recall - b.recall)[0]!;
+  const sample = quality.sample.rows < quality.sample.of ? `a sample of ${quality.sample.rows} of ${quality.sample.of}` : `${quality.sample.rows}`;
+  return (
+    `labels   ${(quality.accuracy * 100).toFixed(1)}% ${quality.folds}-fold 1-NN accuracy on ${sample} images of ${quality.classes.length} classes; ` +
+    `lowest recall ${weakest.label} ${(weakest.recall * 100).toFixed(0)}%; ${quality.suspiciousCount} suspicious label${quality.suspiciousCount === 1 ? '' : 's'} (see the report)`
+  );
+}
+
 function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {
   const { manifest } = result;
   if (options.jsonLogs) {
@@ -441,6 +453,7 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
         imagesPerSecond: manifest.imagesPerSecond,
         where: `the ${describeEngine(manifest.engine)}`,
       }),
+      ...[labelsLine(manifest.labelQuality)].filter((line) => line !== undefined),
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
     ].join('\n'),
