@@ -6,8 +6,8 @@
  *   (`cross_val_score(KNeighborsClassifier(1), X, y, cv=5)` uses StratifiedKFold without shuffling), and its
  *   figure: the mean of the folds' accuracies. Per-class recall and the confusions come from the same
  *   predictions.
- * - Suspicious labels: an image most of whose VOTE_NEIGHBOURS nearest neighbours (leave-one-out, in the whole
- *   sample) carry one other label; and an image unusually far from its own class's centroid (a robust z-score
+ * - Suspicious labels: an image more than half of whose VOTE_NEIGHBOURS nearest neighbours (leave-one-out, in
+ *   the whole sample) carry one other label; and an image unusually far from its own class's centroid (a robust z-score
  *   over the class's distances), with the class whose centroid is nearest.
  *
  * What this cannot see: a whole folder that is consistently wrong. Its images are each other's nearest
@@ -237,7 +237,7 @@ function confusedPairsOf(confusions: readonly Confusion[]): ConfusedPair[] {
   return [...pairs.values()].sort((p, q) => q.aAsB + q.bAsA - (p.aAsB + p.bAsA) || p.a.localeCompare(q.a)).slice(0, MAX_CONFUSED_PAIRS);
 }
 
-/** Images fewer than half of whose neighbours share their label, with the label most of the rest carry. */
+/** Images more than half of whose neighbours carry one other label, with that label. */
 function byNeighbours(y: Int32Array, neighbours: Int32Array, k: number, keys: readonly string[], names: readonly string[]): SuspiciousLabel[] {
   const found: SuspiciousLabel[] = [];
   const votes = new Map<number, number>();
@@ -252,7 +252,8 @@ function byNeighbours(y: Int32Array, neighbours: Int32Array, k: number, keys: re
     let lead = -1;
     let leadVotes = 0;
     for (const [c, v] of votes) if (c !== y[i] && (v > leadVotes || (v === leadVotes && c < lead))) [lead, leadVotes] = [c, v];
-    if (leadVotes <= own) continue;
+    // "Mostly another label": one other label holds a majority of the neighbours.
+    if (leadVotes * 2 <= k) continue;
     found.push({ key: keys[i]!, label: names[y[i]!]!, looksLike: names[lead]!, reason: 'neighbours', score: leadVotes });
   }
   return found.sort((a, b) => b.score - a.score || a.key.localeCompare(b.key));
