@@ -119,22 +119,27 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
     expect(problems).toEqual([]);
   });
 
-  it('draws three charts: the scree plot, PC1 × PC2 and PC1 × PC3', async () => {
-    expect(await page.$$eval('canvas', (canvases) => canvases.map((c) => c.id))).toEqual(['scree', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
+  it('draws four charts: variance per component, the cumulative curve, PC1 × PC2 and PC1 × PC3', async () => {
+    expect(await page.$$eval('canvas', (canvases) => canvases.map((c) => c.id))).toEqual(['scree', 'cumulative', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
   });
 
-  it('draws the scree plot as bars, the cumulative line, the chosen-k marker and the variance-target marker', async () => {
+  it('draws the variance per component as bars, past k', async () => {
     const scree = await chart('scree');
+    expect(scree.type).toBe('bar');
+    expect(scree.datasets).toHaveLength(1);
+    expect(scree.datasets[0]!.points).toBeGreaterThan(result.manifest.pca!.components);
+    expect(scree.painted).toBeGreaterThan(1000);
+  });
+
+  it('draws the cumulative curve on its own chart, with the chosen k and the variance target marked', async () => {
+    const cumulative = await chart('cumulative');
     const k = result.manifest.pca!.components;
-    expect(scree.datasets.map((d) => d.type)).toEqual(['bar', 'line', 'line', 'line']);
-    expect(scree.legend).toEqual([
-      'explained variance per component',
+    expect(cumulative.legend).toEqual([
       'cumulative explained variance',
       `chosen k = ${k} (${(result.manifest.pca!.explainedVariance * 100).toFixed(2)}%)`,
       'variance target 99%',
     ]);
-    expect(scree.datasets[0]!.points).toBeGreaterThan(k);
-    expect(scree.painted).toBeGreaterThan(1000);
+    expect(cumulative.painted).toBeGreaterThan(1000);
   });
 
   it.each(['scatter-pc1-pc2', 'scatter-pc1-pc3'])('draws %s with one dataset per class, named in the legend', async (id) => {
@@ -159,6 +164,29 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
       return instance.tooltip.body.flatMap((part) => part.lines);
     });
     expect(lines).toContain('Banana: Banana/0_100.jpg');
+  });
+
+  it('gives each class one colour and marker, the same in both scatter plots and in the classes table', async () => {
+    const looks = await page.evaluate(() => {
+      type Dataset = { label: string; borderColor: string; pointStyle: string };
+      const charts = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Dataset[] } } } }).Chart;
+      const of = (id: string) => charts.getChart(id).data.datasets.map((d) => `${d.label} ${d.borderColor} ${d.pointStyle}`);
+      const table = Array.from(document.querySelectorAll('table.classes tbody tr'), (row) => {
+        const mark = row.querySelector('svg.swatch > *')!;
+        return `${row.querySelector('td')!.textContent!.trim()} ${mark.getAttribute('fill') ?? mark.getAttribute('stroke')}`;
+      });
+      return { a: of('scatter-pc1-pc2'), b: of('scatter-pc1-pc3'), table };
+    });
+    expect(looks.a).toEqual(looks.b);
+    expect(new Set(looks.a.map((look) => look.split(' ').slice(-2).join(' '))).size).toBe(CLASSES.length);
+    expect(looks.table).toEqual(looks.a.map((look) => look.split(' ').slice(0, -1).join(' ')));
+  });
+
+  it("shows the labels' cross-validated accuracy and recall per class", async () => {
+    const quality = result.manifest.labelQuality;
+    if (quality?.status !== 'assessed') throw new Error('labels not assessed');
+    expect(await page.locator('#labels .headline').textContent()).toContain(`${(quality.accuracy * 100).toFixed(1)}%`);
+    expect(await page.$$eval('#labels table.recall tbody tr', (rows) => rows.length)).toBe(CLASSES.length);
   });
 
   it('shows up to four thumbnails per class as data: URIs', async () => {

@@ -106,6 +106,8 @@ function confusionPicture(quality: Extract<LabelQuality, { status: 'assessed' }>
   const longest = Math.max(...shown.map((label) => label.length));
   const margin = Math.min(200, 16 + 6.6 * longest);
   const size = margin + CELL * shown.length;
+  // The column labels lean right: room for the last ones past the grid.
+  const width = size + margin / 2;
   const parts: string[] = [];
   shown.forEach((label, r) => {
     const row = rows.get(label)!;
@@ -123,7 +125,7 @@ function confusionPicture(quality: Extract<LabelQuality, { status: 'assessed' }>
       if (count && r !== c) parts.push(`<text x="${x + CELL / 2}" y="${y + CELL / 2 + 4}" text-anchor="middle" class="cell">${count}</text>`);
     });
   });
-  return `<svg class="heatmap" width="${size}" height="${size}" viewBox="0 0 ${size} ${size}" role="img" aria-label="confusion picture">${parts.join('')}</svg>
+  return `<svg class="heatmap" width="${width}" height="${size}" viewBox="0 0 ${width} ${size}" role="img" aria-label="confusion picture">${parts.join('')}</svg>
 <figcaption class="note">${escapeHtml(caption)}</figcaption>`;
 }
 
