@@ -71,6 +71,8 @@ const seconds = (value: number | undefined) => (value === undefined ? '–' : `$
 
 /** Bars in the per-component chart: past these the bars are too thin to read; the cumulative curve goes on. */
 export const SCREE_BARS = 40;
+/** Height of a row of the scatter plots' legend, in px. */
+const LEGEND_ROW = 24;
 
 /** Renders the whole page. `chartJs` is the Chart.js UMD source (tests may pass a stub). */
 export function renderReport(content: ReportContent, chartJs: string = chartJsSource()): string {
@@ -79,6 +81,11 @@ export function renderReport(content: ReportContent, chartJs: string = chartJsSo
   const variance = content.variance;
   const styles = classStyles(classes.length);
   const dims = Math.min(variance.k, 3);
+  // Legend rows for a chart about 520 px wide (two side by side): by the average label's width, so that the
+  // legend never takes the plot's room nor is cut (Chart.js cuts a legend taller than half the chart by default).
+  const averageLabel = classes.reduce((sum, c) => sum + displayLabel(c.label).length, 0) / Math.max(classes.length, 1);
+  const legendRows = Math.ceil(classes.length / Math.max(1, Math.floor(500 / (7 * averageLabel + 34))));
+  const scatterHeight = 420 + LEGEND_ROW * legendRows;
   const payload = {
     variance: {
       ratio: variance.ratio.map(roundForPlot),
@@ -89,6 +96,7 @@ export function renderReport(content: ReportContent, chartJs: string = chartJsSo
     },
     dims,
     bars: SCREE_BARS,
+    legendHeight: LEGEND_ROW * (legendRows + 1),
     classes: classes.map((c, i) => ({
       label: displayLabel(c.label),
       colour: styles[i]!.colour,
@@ -99,13 +107,11 @@ export function renderReport(content: ReportContent, chartJs: string = chartJsSo
       pcs: Array.from({ length: dims }, (_, d) => c.points.map((p) => roundForPlot(p.pcs[d] ?? 0))),
     })),
   };
-  const legendRows = Math.ceil(classes.length / 4);
-  const scatterHeight = 420 + 22 * legendRows;
 
   const scatterCharts =
     dims >= 2
       ? [chartBox('scatter-pc1-pc2', 'PC1 × PC2', scatterHeight), ...(dims >= 3 ? [chartBox('scatter-pc1-pc3', 'PC1 × PC3', scatterHeight)] : [])]
-      : [chartBox('scatter-pc1', 'PC1 by class (k = 1: a single component)', 160 + 28 * classes.length + 22 * legendRows)];
+      : [chartBox('scatter-pc1', 'PC1 by class (k = 1: a single component)', 160 + 28 * classes.length + LEGEND_ROW * legendRows)];
 
   return page(
     content,
@@ -419,7 +425,7 @@ const CLIENT = String.raw`
   var plotted = data.classes.reduce(function (sum, c) { return sum + c.keys.length; }, 0);
   var radius = plotted > 5000 ? 1.5 : plotted > 1500 ? 2.2 : 3; // dense clouds stay readable
   // Each class's own marker shape in the legend too (colour and shape tell 120 classes apart).
-  var legend = { position: 'bottom', labels: { usePointStyle: true, boxWidth: 8, boxHeight: 8, padding: 14 } };
+  var legend = { position: 'bottom', maxHeight: data.legendHeight, labels: { usePointStyle: true, boxWidth: 8, boxHeight: 8, padding: 14 } };
   // Line-only shapes (crosses, stars) need a thicker stroke and a little more size to show their colour.
   var stroke = function (c) { return c.shape === 'crossRot' || c.shape === 'star' ? 1.6 : 0.5; };
   var grow = function (c, r) { return c.shape === 'crossRot' || c.shape === 'star' ? r + 1.5 : r; };
