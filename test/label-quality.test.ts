@@ -141,12 +141,13 @@ describe('a run where a fifth of one class is filed under another', () => {
   let moved: string[];
   let quality: Assessed;
   let report: string;
+  let images: string;
 
   beforeAll(async () => {
     tf = await initTf('wasm');
     modelDir = tempDir();
     await saveTinyModel(tf.tf, new LocalStorage(modelDir));
-    const images = tempDir();
+    images = tempDir();
     await generateSampleImages(images, { perClass: PER_CLASS, seed: 5, classes: CLASSES });
     // Every fifth Banana goes into the Lemon folder: its label becomes Lemon.
     const bananas = fs.readdirSync(path.join(images, 'Banana')).sort();
@@ -184,6 +185,21 @@ describe('a run where a fifth of one class is filed under another', () => {
     for (const key of moved) expect(section).toContain(`<div class="key">${key}</div>`);
     expect(section.match(/<img src="data:image\/jpeg;base64,/g)!.length).toBeGreaterThanOrEqual(2 * moved.length);
     expect(section).toMatch(/a whole folder that is consistently wrong/);
+  });
+
+  it('gives the same figures when the run is too large for the single files (the rows read back from the Parquet parts)', async () => {
+    const result = await runPipeline(
+      tinyRunConfig(modelDir, {}, {
+        input: { kind: 'local', dir: images },
+        output: { kind: 'local', dir: tempDir() },
+        runId: 'parts-only',
+        components: { kind: 'components', count: 8 },
+        singleFileMaxRows: 10,
+      }),
+      { reporter: silentReporter(), tf },
+    );
+    expect(result.outputs.csv).toBeUndefined();
+    expect(result.manifest.labelQuality).toEqual(quality);
   });
 
   it('says labels are absent when the run has none (--label-from none)', async () => {
