@@ -151,37 +151,42 @@ export function assessLabels(rows: LabelledRows, total = rows.keys.length): Labe
   const fold = stratifiedFolds(labels, folds);
 
   const k = Math.min(VOTE_NEIGHBOURS, n - 1);
-  const predicted = new Int32Array(n);
+  // Each pair's distance is computed once and offered to both rows (half the work). Row r sees its candidates in
+  // ascending order (i < r while the outer loop reaches r, then r + 1, …), so ties go to the first, as a stable
+  // brute-force search does.
+  const best = new Float64Array(n).fill(Infinity);
+  const bestJ = new Int32Array(n).fill(-1);
+  const nearD = new Float64Array(n * k);
   const neighbours = new Int32Array(n * k);
-  const nearD = new Float64Array(k);
-  const nearJ = new Int32Array(k);
-  for (let i = 0; i < n; i++) {
-    let best = Infinity;
-    let bestJ = -1;
-    let filled = 0;
-    for (let j = 0; j < n; j++) {
-      if (j === i) continue;
-      const d = distance(values, dim, i, j);
-      // Nearest neighbour in the other folds (the first one on a tie, as a stable brute-force search does).
-      if (fold[j] !== fold[i] && d < best) {
-        best = d;
-        bestJ = j;
-      }
-      // The k nearest in the whole sample, kept sorted by insertion.
-      if (filled < k || d < nearD[filled - 1]!) {
-        let at = filled < k ? filled++ : k - 1;
-        while (at > 0 && nearD[at - 1]! > d) {
-          nearD[at] = nearD[at - 1]!;
-          nearJ[at] = nearJ[at - 1]!;
-          at -= 1;
-        }
-        nearD[at] = d;
-        nearJ[at] = j;
-      }
+  const filled = new Int32Array(n);
+  const offer = (r: number, j: number, d: number) => {
+    // Nearest neighbour in the other folds.
+    if (fold[j] !== fold[r] && d < best[r]!) {
+      best[r] = d;
+      bestJ[r] = j;
     }
-    predicted[i] = bestJ >= 0 ? y[bestJ]! : -1;
-    neighbours.set(nearJ.subarray(0, k), i * k);
+    // The k nearest in the whole sample, kept sorted by insertion.
+    const base = r * k;
+    const count = filled[r]!;
+    if (count < k || d < nearD[base + count - 1]!) {
+      let at = count < k ? (filled[r] = count + 1) - 1 : k - 1;
+      while (at > 0 && nearD[base + at - 1]! > d) {
+        nearD[base + at] = nearD[base + at - 1]!;
+        neighbours[base + at] = neighbours[base + at - 1]!;
+        at -= 1;
+      }
+      nearD[base + at] = d;
+      neighbours[base + at] = j;
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const d = distance(values, dim, i, j);
+      offer(i, j, d);
+      offer(j, i, d);
+    }
   }
+  const predicted = Int32Array.from(bestJ, (j) => (j >= 0 ? y[j]! : -1));
 
   // Accuracy as scikit-learn reports it: the mean of the folds' accuracies.
   const foldRight = new Array<number>(folds).fill(0);
