@@ -123,6 +123,11 @@ export function stratifiedFolds(labels: readonly string[], nSplits: number): Int
   return Int32Array.from(encoded, (c) => blocks[c]![next[c]!++]!);
 }
 
+/** Labels sort as a person expects ("Apple 2" before "Apple 10"), the same on every machine. */
+export function compareLabels(a: string, b: string): number {
+  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'variant' }) || (a < b ? -1 : a > b ? 1 : 0);
+}
+
 /** Squared Euclidean distance between rows i and j. */
 function distance(values: Float32Array | Float64Array, dim: number, i: number, j: number): number {
   let sum = 0;
@@ -139,7 +144,7 @@ function distance(values: Float32Array | Float64Array, dim: number, i: number, j
 export function assessLabels(rows: LabelledRows, total = rows.keys.length): LabelQuality {
   const { labels, values, dim, keys } = rows;
   const n = labels.length;
-  const names = [...new Set(labels)].sort((a, b) => a.localeCompare(b, 'en', { numeric: true }) || (a < b ? -1 : a > b ? 1 : 0));
+  const names = [...new Set(labels)].sort(compareLabels);
   if (names.length === 1 && names[0] === '') return { status: 'absent', reason: 'the run has no labels (--label-from none)' };
   if (names.length < 2) return { status: 'absent', reason: `every image has the same label (${names[0] ?? 'none'}): there is nothing to separate` };
   const classOf = new Map(names.map((name, c) => [name, c]));
