@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { fraction, positiveInt, rate, runIdArg, shardList, wholeNumber, wholeNumberUpTo } from './cli-args';
 import { OUTPUTS, type Manifest, type RunResult } from './contracts/results';
+import { labelSummary } from './quality/labels';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, buildRunConfig, defaultThreads, type RunSettings } from './pipeline/config';
@@ -425,18 +426,6 @@ export function summaryLine(result: {
   );
 }
 
-/** The run summary's label line (`labels: 94.8% 5-fold 1-NN accuracy on 520 images, …`), when there is a PCA. */
-export function labelsLine(quality: RunResult['manifest']['labelQuality']): string | undefined {
-  if (!quality) return undefined;
-  if (quality.status === 'absent') return `labels   not checked: ${quality.reason}`;
-  const weakest = [...quality.classes].sort((a, b) => a.recall - b.recall)[0]!;
-  const sample = quality.sample.rows < quality.sample.of ? `a sample of ${quality.sample.rows} of ${quality.sample.of}` : `${quality.sample.rows}`;
-  return (
-    `labels   ${(quality.accuracy * 100).toFixed(1)}% ${quality.folds}-fold 1-NN accuracy on ${sample} images of ${quality.classes.length} classes; ` +
-    `lowest recall ${weakest.label} ${(weakest.recall * 100).toFixed(0)}%; ${quality.suspiciousCount} suspicious label${quality.suspiciousCount === 1 ? '' : 's'} (see the report)`
-  );
-}
-
 function printResult(result: RunResult, options: CommonOptions, io: CliIo): void {
   const { manifest } = result;
   if (options.jsonLogs) {
@@ -453,7 +442,7 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
         imagesPerSecond: manifest.imagesPerSecond,
         where: `the ${describeEngine(manifest.engine)}`,
       }),
-      ...[labelsLine(manifest.labelQuality)].filter((line) => line !== undefined),
+      ...(manifest.labelQuality ? [`labels   ${labelSummary(manifest.labelQuality)}`] : []),
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
     ].join('\n'),

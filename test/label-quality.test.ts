@@ -9,7 +9,7 @@ import { generateSampleImages } from '../runtime/images/generate';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { runPipeline } from '../runtime/pipeline/run';
 import { silentReporter } from '../runtime/progress';
-import { assessLabels, stratifiedFolds, VOTE_NEIGHBOURS, type LabelQuality } from '../runtime/quality/labels';
+import { assessLabels, labelSummary, stratifiedFolds, VOTE_NEIGHBOURS, type LabelQuality } from '../runtime/quality/labels';
 import { MAX_MULTIPLY_ADDS, MAX_SAMPLE_ROWS, MIN_ROWS_PER_CLASS, sampleSize, stratifiedSample } from '../runtime/quality/sample';
 import { LocalStorage } from '../runtime/storage';
 import { tempDir } from './helpers/s3';
@@ -124,6 +124,20 @@ describe('assessLabels', () => {
     values.set([0, 2.2, 0, 2.8], at * 4);
     const q = assessed(assessLabels({ ...rows, values }));
     expect(q.suspicious.map((s) => [s.key, s.looksLike])).toContainEqual(['Banana/5.jpg', 'Lemon']);
+  });
+
+  it('sums the check up in one line for the run summaries', () => {
+    const rows = clusters(names, 20, 4);
+    const labels = [...rows.labels];
+    labels[rows.keys.indexOf('Kiwi/3.jpg')] = 'Apple';
+    const q = assessed(assessLabels({ ...rows, labels }, 1000));
+    const weakest = [...q.classes].sort((a, b) => a.recall - b.recall)[0]!;
+    expect(weakest.recall).toBeLessThan(1);
+    expect(labelSummary(q)).toBe(
+      `${(q.accuracy * 100).toFixed(1)}% 5-fold 1-NN accuracy on a sample of 80 of 1000 images of 4 classes; lowest recall ${weakest.label} ${(weakest.recall * 100).toFixed(0)}%; 1 suspicious label (see the report)`,
+    );
+    expect(labelSummary(assessed(assessLabels(rows)))).toMatch(/^100\.0% 5-fold 1-NN accuracy on 80 images of 4 classes; recall 100% in every class; 0 suspicious labels/);
+    expect(labelSummary({ status: 'absent', reason: 'the run has no labels (--label-from none)' })).toBe('not checked: the run has no labels (--label-from none)');
   });
 
   it('says labels are absent when every label is empty (--label-from none), and when there is one class', () => {
