@@ -375,7 +375,7 @@ const CLIENT = String.raw`
   // Cumulative curve on its own chart and axis, zoomed to where it runs, so the target line cannot hide it: the
   // curve is drawn on top, the target thin and dashed, the chosen k a dashed vertical with a dot on the curve.
   var curve = v.cumulative.map(function (y, i) { return { x: i + 1, y: y }; });
-  var low = Math.max(0, Math.floor(Math.min(v.cumulative[0], v.target === null ? 1 : v.target) * 10) / 10 - 0.05);
+  var low = Math.floor(Math.min(v.cumulative[0], v.target === null ? 1 : v.target) * 10) / 10;
   var lastX = curve.length;
   var lines = [
     { label: 'cumulative explained variance', data: curve, borderColor: LINE, backgroundColor: LINE, borderWidth: 2.5,
