@@ -382,7 +382,7 @@ const CLIENT = String.raw`
       pointRadius: curve.length > 60 ? 0 : 2.5, order: 0 },
     { label: 'chosen k = ' + v.k + ' (' + pct(v.explained, 2) + ')', marker: true,
       data: [{ x: v.k, y: low }, { x: v.k, y: v.explained }], borderColor: '#1f2328', backgroundColor: '#1f2328',
-      borderWidth: 1.5, borderDash: [6, 4], pointRadius: [0, 5], order: 1 }
+      borderWidth: 1.5, borderDash: [6, 4], pointRadius: [0, 5], clip: false, order: 1 }
   ];
   if (v.target !== null) {
     lines.push({ label: 'variance target ' + pct(v.target, v.target * 100 % 1 === 0 ? 0 : 1), marker: true,
