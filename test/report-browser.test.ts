@@ -13,6 +13,8 @@ import { initTf } from '../runtime/model/backend';
 import { runPipeline, type RunResult } from '../runtime/pipeline/run';
 import { silentReporter } from '../runtime/progress';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
+import { ClassSampler, varianceCurve } from '../runtime/report/data';
+import { renderReport } from '../runtime/report/html';
 import { uploadTree } from '../runtime/upload';
 import { startTestS3, tempDir } from './helpers/s3';
 import { saveTinyModel, tinyRunConfig } from './helpers/tiny-model';
@@ -208,5 +210,40 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
 
   it('saves a full-page screenshot', () => {
     expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+
+  it('keeps 100 classes apart: every class in both legends, no two with the same colour and marker', async () => {
+    const sampler = new ClassSampler();
+    const names = Array.from({ length: 100 }, (_, c) => `Fruit number ${c + 1}`);
+    for (let i = 0; i < 1000; i++) sampler.add(`${names[i % 100]}/${i}.jpg`, names[i % 100]!, [Math.sin(i), Math.cos(i * 3), (i % 100) / 10]);
+    const html = renderReport({
+      manifest: { ...result.manifest, labelQuality: undefined },
+      classes: sampler.result(),
+      variance: varianceCurve({ n_components_: 3, cumulative_explained_variance_ratio: [0.5, 0.8, 0.9, 1] }),
+      errors: { listed: [], total: 0 },
+      thumbnails: new Map(),
+      sampling: { perClass: 500, total: 20_000 },
+      generatedAt: new Date(),
+    });
+    const file = path.join(tempDir(), 'report-100.html');
+    fs.writeFileSync(file, html);
+    const many = await context.newPage();
+    try {
+      await many.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+      const shown = await many.evaluate(() => {
+        type ChartLike = { legend: { legendItems: { text: string }[] }; data: { datasets: { borderColor: string; pointStyle: string }[] } };
+        const charts = (window as unknown as { Chart: { getChart(id: string): ChartLike } }).Chart;
+        return ['scatter-pc1-pc2', 'scatter-pc1-pc3'].map((id) => ({
+          // Chart.js lays every item out but draws the legend box no taller than its maxHeight: count the items
+          // inside the box.
+          drawn: ((legend: { bottom: number; legendHitBoxes: { top: number; height: number }[] }) =>
+            legend.legendHitBoxes.filter((box) => box.top + box.height <= legend.bottom + 1).length)(charts.getChart(id).legend as never),
+          looks: new Set(charts.getChart(id).data.datasets.map((d) => `${d.borderColor} ${d.pointStyle}`)).size,
+        }));
+      });
+      expect(shown).toEqual([{ drawn: 100, looks: 100 }, { drawn: 100, looks: 100 }]);
+    } finally {
+      await many.close();
+    }
   });
 });
