@@ -1,6 +1,6 @@
 // The module graph's rules, checked by test/architecture.test.ts (npx depcruise runtime lib bin bench).
 // Layers of runtime/, lowest first: leaves (errors, random, progress, contracts/deployment, images/limits) →
-// storage, onnx → images, stats, pca → model → contracts/results, output → report → pipeline → the commands
+// storage, onnx → images, stats, pca, quality → model → contracts/results, output → report → pipeline → the commands
 // (cli, demo, doctor, upload). A module may import its own layer and the ones below, never one above.
 const below = (from, to, comment) => ({ name: `no-upward-${from}`.replace(/[^a-z-]+/g, '-'), severity: 'error', comment, from: { path: from }, to: { path: to } });
 
@@ -18,7 +18,7 @@ module.exports = {
     },
     below('^runtime/contracts/', '^runtime/(pipeline|report|output|storage|onnx|cli|demo|doctor|upload|main)', 'The results contract imports types from the layers below the pipeline only.'),
     below('^runtime/(storage|onnx)/', '^runtime/(images|stats|pca|model|contracts/results|output|report|pipeline)/|^runtime/(cli|demo|doctor|upload)\\.ts$', 'Storage and ONNX plumbing know nothing of what uses them.'),
-    below('^runtime/(images|stats|pca)/', '^runtime/(model|contracts/results|output|report|pipeline)/|^runtime/(cli|demo|doctor|upload)\\.ts$', 'Images, statistics and PCA are below the model and the pipeline.'),
+    below('^runtime/(images|stats|pca|quality)/', '^runtime/(model|contracts/results|output|report|pipeline)/|^runtime/(cli|demo|doctor|upload)\\.ts$', 'Images, statistics and PCA are below the model and the pipeline.'),
     below('^runtime/model/', '^runtime/(contracts/results|output|report|pipeline)/|^runtime/(cli|demo|doctor|upload)\\.ts$', 'The model layer does not depend on the pipeline (ModelChoice lives in model/).'),
     below('^runtime/(output|report)/', '^runtime/pipeline/|^runtime/(cli|demo|doctor|upload)\\.ts$', 'The report reads the results contract, never the pipeline.'),
     below('^runtime/pipeline/', '^runtime/(cli|demo|doctor|upload)\\.ts$', 'The pipeline is called by the commands, not the other way round.'),

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { fraction, positiveInt, rate, runIdArg, shardList, wholeNumber, wholeNumberUpTo } from './cli-args';
 import { OUTPUTS, type Manifest, type RunResult } from './contracts/results';
+import { labelSummary } from './quality/labels';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, buildRunConfig, defaultThreads, type RunSettings } from './pipeline/config';
@@ -441,6 +442,7 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
         imagesPerSecond: manifest.imagesPerSecond,
         where: `the ${describeEngine(manifest.engine)}`,
       }),
+      ...(manifest.labelQuality ? [`labels   ${labelSummary(manifest.labelQuality)}`] : []),
       ...Object.entries(result.outputs).map(([name, uri]) => `  ${name.padEnd(8)} ${uri}`),
       '',
     ].join('\n'),

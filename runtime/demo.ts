@@ -6,6 +6,7 @@ import { describeEngine, type EnginePreference } from './model/feature-model';
 import { DEFAULTS, buildRunConfig } from './pipeline/config';
 import type { RunResult } from './contracts/results';
 import { runPipeline } from './pipeline/run';
+import { labelSummary } from './quality/labels';
 import type { Reporter } from './progress';
 import { S3Storage, createS3Client } from './storage';
 import { startEmbeddedS3 } from './storage/embedded-s3';
@@ -54,6 +55,7 @@ export async function runDemo(options: DemoOptions, reporter: Reporter): Promise
       `orchard demo: ${manifest.status}`,
       `  images         ${manifest.counts.processed} processed, ${manifest.counts.failed} failed (${SAMPLE_CLASSES.length} classes, from ${manifest.input} on the embedded S3 server)`,
       `  PCA            ${manifest.pca ? `k=${manifest.pca.components} components explain ${(manifest.pca.explainedVariance * 100).toFixed(2)}% of the variance (target ${DEFAULTS.variance * 100}%)` : 'none: too few images'}`,
+      ...(manifest.labelQuality ? [`  labels         ${labelSummary(manifest.labelQuality)}`] : []),
       `  model          ${manifest.model.name} (${manifest.model.featureDim} features) on the ${describeEngine(manifest.engine)}`,
       `  time           ${manifest.timings.total.toFixed(1)} s, ${manifest.imagesPerSecond.toFixed(1)} images/s (extract ${manifest.timings.extract.toFixed(1)} s, fit ${manifest.timings.fit.toFixed(1)} s)`,
       `  outputs        ${run.runUri}`,

@@ -13,6 +13,8 @@ import { initTf } from '../runtime/model/backend';
 import { runPipeline, type RunResult } from '../runtime/pipeline/run';
 import { silentReporter } from '../runtime/progress';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
+import { ClassSampler, varianceCurve } from '../runtime/report/data';
+import { renderReport } from '../runtime/report/html';
 import { uploadTree } from '../runtime/upload';
 import { startTestS3, tempDir } from './helpers/s3';
 import { saveTinyModel, tinyRunConfig } from './helpers/tiny-model';
@@ -119,22 +121,27 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
     expect(problems).toEqual([]);
   });
 
-  it('draws three charts: the scree plot, PC1 × PC2 and PC1 × PC3', async () => {
-    expect(await page.$$eval('canvas', (canvases) => canvases.map((c) => c.id))).toEqual(['scree', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
+  it('draws four charts: variance per component, the cumulative curve, PC1 × PC2 and PC1 × PC3', async () => {
+    expect(await page.$$eval('canvas', (canvases) => canvases.map((c) => c.id))).toEqual(['scree', 'cumulative', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
   });
 
-  it('draws the scree plot as bars, the cumulative line, the chosen-k marker and the variance-target marker', async () => {
+  it('draws the variance per component as bars, past k', async () => {
     const scree = await chart('scree');
+    expect(scree.type).toBe('bar');
+    expect(scree.datasets).toHaveLength(1);
+    expect(scree.datasets[0]!.points).toBeGreaterThan(result.manifest.pca!.components);
+    expect(scree.painted).toBeGreaterThan(1000);
+  });
+
+  it('draws the cumulative curve on its own chart, with the chosen k and the variance target marked', async () => {
+    const cumulative = await chart('cumulative');
     const k = result.manifest.pca!.components;
-    expect(scree.datasets.map((d) => d.type)).toEqual(['bar', 'line', 'line', 'line']);
-    expect(scree.legend).toEqual([
-      'explained variance per component',
+    expect(cumulative.legend).toEqual([
       'cumulative explained variance',
       `chosen k = ${k} (${(result.manifest.pca!.explainedVariance * 100).toFixed(2)}%)`,
       'variance target 99%',
     ]);
-    expect(scree.datasets[0]!.points).toBeGreaterThan(k);
-    expect(scree.painted).toBeGreaterThan(1000);
+    expect(cumulative.painted).toBeGreaterThan(1000);
   });
 
   it.each(['scatter-pc1-pc2', 'scatter-pc1-pc3'])('draws %s with one dataset per class, named in the legend', async (id) => {
@@ -161,6 +168,29 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
     expect(lines).toContain('Banana: Banana/0_100.jpg');
   });
 
+  it('gives each class one colour and marker, the same in both scatter plots and in the classes table', async () => {
+    const looks = await page.evaluate(() => {
+      type Dataset = { label: string; borderColor: string; pointStyle: string };
+      const charts = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Dataset[] } } } }).Chart;
+      const of = (id: string) => charts.getChart(id).data.datasets.map((d) => `${d.label} ${d.borderColor} ${d.pointStyle}`);
+      const table = Array.from(document.querySelectorAll('table.classes tbody tr'), (row) => {
+        const mark = row.querySelector('svg.swatch > *')!;
+        return `${row.querySelector('td')!.textContent!.trim()} ${mark.getAttribute('fill') ?? mark.getAttribute('stroke')}`;
+      });
+      return { a: of('scatter-pc1-pc2'), b: of('scatter-pc1-pc3'), table };
+    });
+    expect(looks.a).toEqual(looks.b);
+    expect(new Set(looks.a.map((look) => look.split(' ').slice(-2).join(' '))).size).toBe(CLASSES.length);
+    expect(looks.table).toEqual(looks.a.map((look) => look.split(' ').slice(0, -1).join(' ')));
+  });
+
+  it("shows the labels' cross-validated accuracy and recall per class", async () => {
+    const quality = result.manifest.labelQuality;
+    if (quality?.status !== 'assessed') throw new Error('labels not assessed');
+    expect(await page.locator('#labels .headline').textContent()).toContain(`${(quality.accuracy * 100).toFixed(1)}%`);
+    expect(await page.$$eval('#labels table.recall tbody tr', (rows) => rows.length)).toBe(CLASSES.length);
+  });
+
   it('shows up to four thumbnails per class as data: URIs', async () => {
     const sources = await page.$$eval('td.thumbs img', (images) => images.map((img) => (img as HTMLImageElement).src));
     expect(sources).toHaveLength(CLASSES.length * 4);
@@ -180,5 +210,40 @@ describeWithBrowser('the report of a run, in headless Chromium', () => {
 
   it('saves a full-page screenshot', () => {
     expect(fs.statSync(SCREENSHOT).size).toBeGreaterThan(10_000);
+  });
+
+  it('keeps 100 classes apart: every class in both legends, no two with the same colour and marker', async () => {
+    const sampler = new ClassSampler();
+    const names = Array.from({ length: 100 }, (_, c) => `Fruit number ${c + 1}`);
+    for (let i = 0; i < 1000; i++) sampler.add(`${names[i % 100]}/${i}.jpg`, names[i % 100]!, [Math.sin(i), Math.cos(i * 3), (i % 100) / 10]);
+    const html = renderReport({
+      manifest: { ...result.manifest, labelQuality: undefined },
+      classes: sampler.result(),
+      variance: varianceCurve({ n_components_: 3, cumulative_explained_variance_ratio: [0.5, 0.8, 0.9, 1] }),
+      errors: { listed: [], total: 0 },
+      thumbnails: new Map(),
+      sampling: { perClass: 500, total: 20_000 },
+      generatedAt: new Date(),
+    });
+    const file = path.join(tempDir(), 'report-100.html');
+    fs.writeFileSync(file, html);
+    const many = await context.newPage();
+    try {
+      await many.goto(pathToFileURL(file).href, { waitUntil: 'load' });
+      const shown = await many.evaluate(() => {
+        type ChartLike = { legend: { legendItems: { text: string }[] }; data: { datasets: { borderColor: string; pointStyle: string }[] } };
+        const charts = (window as unknown as { Chart: { getChart(id: string): ChartLike } }).Chart;
+        return ['scatter-pc1-pc2', 'scatter-pc1-pc3'].map((id) => ({
+          // Chart.js lays every item out but draws the legend box no taller than its maxHeight: count the items
+          // inside the box.
+          drawn: ((legend: { bottom: number; legendHitBoxes: { top: number; height: number }[] }) =>
+            legend.legendHitBoxes.filter((box) => box.top + box.height <= legend.bottom + 1).length)(charts.getChart(id).legend as never),
+          looks: new Set(charts.getChart(id).data.datasets.map((d) => `${d.borderColor} ${d.pointStyle}`)).size,
+        }));
+      });
+      expect(shown).toEqual([{ drawn: 100, looks: 100 }, { drawn: 100, looks: 100 }]);
+    } finally {
+      await many.close();
+    }
   });
 });

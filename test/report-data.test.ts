@@ -237,16 +237,16 @@ describe('rendering', () => {
   };
   const canvases = (html: string) => [...html.matchAll(/<canvas id="([^"]+)"/g)].map((m) => m[1]);
 
-  it('draws the scree plot and both scatter plots when k ≥ 3', () => {
-    expect(canvases(render(3, 'Kiwi'))).toEqual(['scree', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
+  it('draws the variance charts and both scatter plots when k ≥ 3', () => {
+    expect(canvases(render(3, 'Kiwi'))).toEqual(['scree', 'cumulative', 'scatter-pc1-pc2', 'scatter-pc1-pc3']);
   });
 
   it('leaves out PC1 × PC3 when k = 2', () => {
-    expect(canvases(render(2, 'Kiwi'))).toEqual(['scree', 'scatter-pc1-pc2']);
+    expect(canvases(render(2, 'Kiwi'))).toEqual(['scree', 'cumulative', 'scatter-pc1-pc2']);
   });
 
   it('draws PC1 per class when k = 1', () => {
-    expect(canvases(render(1, 'Kiwi'))).toEqual(['scree', 'scatter-pc1']);
+    expect(canvases(render(1, 'Kiwi'))).toEqual(['scree', 'cumulative', 'scatter-pc1']);
   });
 
   it('escapes a label that holds </script> in both the HTML and the inline JSON', () => {

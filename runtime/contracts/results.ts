@@ -6,6 +6,7 @@
 import type { ExitCode } from '../errors';
 import type { EngineInfo, ModelIdentity } from '../model/feature-model';
 import type { ComponentsSpec } from '../pca/fit';
+import type { LabelQuality } from '../quality/labels';
 
 /** Result files in `<output>/<run-id>/`. */
 export const OUTPUTS = {
@@ -49,6 +50,11 @@ export interface Manifest {
   readonly counts: { listed: number; processed: number; failed: number; errorRate: number; shards: number; shardsResumed: number };
   /** Absent when there is no PCA (status `too_few_images`). */
   readonly pca?: { components: number; explainedVariance: number; spec: ComponentsSpec };
+  /**
+   * How well the features separate the labels (cross-validated 1-NN on a bounded stratified sample of the PCA
+   * rows) and which labels look wrong; absent when there is no PCA.
+   */
+  readonly labelQuality?: LabelQuality;
   readonly timings: Record<string, number>;
   readonly imagesPerSecond: number;
   /** The inference engine that ran: name, version, threads, batch size (and the compiled graph for onnx). */

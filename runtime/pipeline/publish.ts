@@ -11,6 +11,7 @@ import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
 import { formatLocation, putJson, type Storage } from '../storage';
 import { settingsOf, type RunConfig } from './config';
+import { assessRunLabels } from './label-quality';
 import { withScratchDir } from './scratch-dir';
 import { modelIdentityOf, type ExtractMeta, type Plan, type ProjectMeta, type RunFolder } from './run-folder';
 
@@ -97,6 +98,7 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
   // This process's count when it ran every stage; for a run split into tasks, what the extract tasks recorded.
   const retries = () => (options.timings && config.s3.retries ? config.s3.retries.totals() : sumRetries(extracted));
   const cumulative = fitted ? fitted.explainedVarianceRatio.reduce((a, b) => a + b, 0) : 0;
+  const labelQuality = fitted ? await assessRunLabels(folder, extracted, projected, fitted.nComponents) : undefined;
   let manifest: Manifest = {
     orchard: ORCHARD_VERSION,
     runId: config.runId,
@@ -108,6 +110,7 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     config: { ...settingsOf(config), endpoint: config.s3.endpoint },
     counts: { listed: plan.images, processed, failed, errorRate, shards: plan.shards, shardsResumed: options.shardsResumed ?? 0 },
     ...(fitted ? { pca: { components: fitted.nComponents, explainedVariance: cumulative, spec: config.components } } : {}),
+    ...(labelQuality ? { labelQuality } : {}),
     timings: { ...roundAll(timings), predict: round(sum(extracted, (meta) => meta.predictSeconds)), moments: round(sum(extracted, (meta) => meta.momentsSeconds)) },
     // Over the images this process (or, for a run split into tasks, this run since its plan) did: a resumed run's
     // earlier shards are not counted as if done in no time.

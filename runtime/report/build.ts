@@ -20,10 +20,10 @@ import {
   MAX_POINTS_TOTAL,
   SCATTER_COMPONENTS,
   varianceCurve,
-  type ClassSample,
   type PcaModelCurveFields,
 } from './data';
 import { renderReport, type Thumbnail } from './html';
+import { SHOWN_SUSPICIOUS } from './labels-section';
 
 /** Thumbnail edge in pixels. */
 export const THUMBNAIL_SIZE = 64;
@@ -68,13 +68,21 @@ export async function buildReport(run: Storage, options: BuildReportOptions = {}
   await readCsv(run, OUTPUTS.errors, () => (record) => errors.add(record[0] ?? '', record[1] ?? ''), { optional: true });
 
   const classes = sampler.result();
-  const thumbnails = options.input ? await makeThumbnails(options.input, classes, options) : new Map<string, Thumbnail[]>();
+  const quality = manifest.labelQuality;
+  const suspiciousKeys = quality?.status === 'assessed' ? quality.suspicious.slice(0, SHOWN_SUSPICIOUS).map((s) => s.key) : [];
+  const classKeys = classes.flatMap((c) => c.thumbnailKeys);
+  const made = options.input ? await makeThumbnails(options.input, [...new Set([...classKeys, ...suspiciousKeys])], options) : new Map<string, string>();
+  const thumbnails = new Map<string, Thumbnail[]>();
+  for (const c of classes) {
+    thumbnails.set(c.label, c.thumbnailKeys.flatMap((key) => (made.has(key) ? [{ key, src: made.get(key)! }] : [])));
+  }
   const html = renderReport({
     manifest,
     classes,
     variance: model ? varianceCurve(model, manifest.pca?.spec) : undefined,
     errors: errors.result(),
     thumbnails,
+    suspiciousThumbnails: new Map(suspiciousKeys.flatMap((key) => (made.has(key) ? [[key, made.get(key)!] as const] : []))),
     sampling: { perClass: MAX_POINTS_PER_CLASS, total: MAX_POINTS_TOTAL },
     generatedAt: new Date(),
   });
@@ -121,16 +129,15 @@ async function readParts(run: Storage, k: number, onRow: (key: string, label: st
   }
 }
 
-/** Up to THUMBNAILS_PER_CLASS small JPEGs per class; an image that cannot be read or decoded is skipped. */
-async function makeThumbnails(input: Storage, classes: readonly ClassSample[], options: BuildReportOptions): Promise<Map<string, Thumbnail[]>> {
-  const jobs = classes.flatMap((c) => c.thumbnailKeys.map((key) => ({ label: c.label, key })));
+/** Small JPEGs of the images `keys` (class thumbnails, suspicious labels), by key; one that cannot be read is left out. */
+async function makeThumbnails(input: Storage, keys: readonly string[], options: BuildReportOptions): Promise<Map<string, string>> {
   let storageDown = false;
   const made = await pMap(
-    jobs,
-    async (job) => {
+    keys,
+    async (key) => {
       if (storageDown) return undefined;
       try {
-        return { ...job, src: await thumbnail(await input.get(job.key), options.maxPixels ?? DEFAULT_MAX_PIXELS) };
+        return [key, await thumbnail(await input.get(key), options.maxPixels ?? DEFAULT_MAX_PIXELS)] as const;
       } catch (error) {
         if (error instanceof OrchardError && STORAGE_DOWN.has(error.code) && !storageDown) {
           storageDown = true;
@@ -141,14 +148,7 @@ async function makeThumbnails(input: Storage, classes: readonly ClassSample[], o
     },
     { concurrency: THUMBNAIL_CONCURRENCY },
   );
-  const byLabel = new Map<string, Thumbnail[]>();
-  for (const item of made) {
-    if (!item) continue;
-    const list = byLabel.get(item.label) ?? [];
-    list.push({ key: item.key, src: item.src });
-    byLabel.set(item.label, list);
-  }
-  return byLabel;
+  return new Map(made.filter((item) => item !== undefined));
 }
 
 /** A THUMBNAIL_SIZE px JPEG (upright, on white, sRGB) as a data URI. */

@@ -7,6 +7,7 @@
  * errors and counts the rest, and each class remembers THUMBNAILS_PER_CLASS keys.
  */
 import type { ComponentsSpec } from '../pca/fit';
+import { compareLabels } from '../quality/labels';
 import { hash32, mulberry32 } from '../random';
 
 /** Scatter points kept per class: a uniform random sample (reservoir sampling) of that class's images. */
@@ -129,10 +130,6 @@ export function classCounts(classes: readonly ClassSample[]): { label: string; c
   return classes.map(({ label, count }) => ({ label, count }));
 }
 
-/** Labels sort as a person expects ("Apple 2" before "Apple 10"), the same on every machine. */
-function compareLabels(a: string, b: string): number {
-  return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'variant' }) || (a < b ? -1 : a > b ? 1 : 0);
-}
 
 /** The fields of pca-model.json the variance curve needs. */
 export interface PcaModelCurveFields {

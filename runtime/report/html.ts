@@ -14,6 +14,9 @@ import * as path from 'node:path';
 import { describeEngine } from '../model/feature-model';
 import type { Manifest } from '../contracts/results';
 import { roundForPlot, type ClassSample, type ErrorList, type VarianceCurve } from './data';
+import { displayLabel, escapeHtml, integer, percent } from './format';
+import { labelsSection } from './labels-section';
+import { classStyles, swatchSvg, type ClassStyle } from './palette';
 
 export interface Thumbnail {
   readonly key: string;
@@ -31,6 +34,8 @@ export interface ReportContent {
   readonly errors: ErrorList;
   /** Thumbnails by class label. */
   readonly thumbnails: ReadonlyMap<string, readonly Thumbnail[]>;
+  /** Thumbnails of the suspicious labels' images, by key (`data:` URIs). */
+  readonly suspiciousThumbnails?: ReadonlyMap<string, string>;
   /** How the scatter was sampled, for the note under the plots. */
   readonly sampling: { readonly perClass: number; readonly total: number };
   readonly generatedAt: Date;
@@ -62,35 +67,25 @@ export function inlineJson(value: unknown): string {
   return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
 }
 
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
-}
-
-/** Tableau 10: distinct, readable on white, and friendly to the common colour-vision deficiencies. */
-const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#79706e'];
-
-/** A colour per class: the palette for up to 10 classes, evenly spread hues (golden angle) beyond. */
-export function classColours(count: number): { solid: string; fill: string }[] {
-  return Array.from({ length: count }, (_, i) => {
-    if (count <= PALETTE.length) return { solid: PALETTE[i]!, fill: `${PALETTE[i]!}b3` };
-    const hue = Math.round((i * 137.508) % 360);
-    const lightness = i % 2 === 0 ? 42 : 55;
-    return { solid: `hsl(${hue} 65% ${lightness}%)`, fill: `hsl(${hue} 65% ${lightness}% / 0.7)` };
-  });
-}
-
-const displayLabel = (label: string) => (label === '' ? '(no label)' : label);
-const percent = (value: number, digits = 2) => `${(value * 100).toFixed(digits)}%`;
-const integer = (value: number) => value.toLocaleString('en-US');
 const seconds = (value: number | undefined) => (value === undefined ? '–' : `${value.toFixed(value < 10 ? 2 : 1)} s`);
+
+/** Bars in the per-component chart: past these the bars are too thin to read; the cumulative curve goes on. */
+export const SCREE_BARS = 40;
+/** Height of a row of the scatter plots' legend, in px. */
+const LEGEND_ROW = 24;
 
 /** Renders the whole page. `chartJs` is the Chart.js UMD source (tests may pass a stub). */
 export function renderReport(content: ReportContent, chartJs: string = chartJsSource()): string {
   if (!content.variance) return renderWithoutPca(content);
   const { classes } = content;
   const variance = content.variance;
-  const colours = classColours(classes.length);
+  const styles = classStyles(classes.length);
   const dims = Math.min(variance.k, 3);
+  // Legend rows for a chart about 520 px wide (two side by side): by the average label's width, so that the
+  // legend never takes the plot's room nor is cut (Chart.js cuts a legend taller than half the chart by default).
+  const averageLabel = classes.reduce((sum, c) => sum + displayLabel(c.label).length, 0) / Math.max(classes.length, 1);
+  const legendRows = Math.ceil(classes.length / Math.max(1, Math.floor(500 / (7 * averageLabel + 34))));
+  const scatterHeight = 420 + LEGEND_ROW * legendRows;
   const payload = {
     variance: {
       ratio: variance.ratio.map(roundForPlot),
@@ -100,38 +95,42 @@ export function renderReport(content: ReportContent, chartJs: string = chartJsSo
       target: variance.target ?? null,
     },
     dims,
+    bars: SCREE_BARS,
+    legendHeight: LEGEND_ROW * (legendRows + 1),
     classes: classes.map((c, i) => ({
       label: displayLabel(c.label),
-      colour: colours[i]!.solid,
-      fill: colours[i]!.fill,
+      colour: styles[i]!.colour,
+      fill: styles[i]!.fill,
+      shape: styles[i]!.shape,
       keys: c.points.map((p) => p.key),
       // Column-wise: pcs[0] holds PC1 of every point, pcs[1] PC2, …
       pcs: Array.from({ length: dims }, (_, d) => c.points.map((p) => roundForPlot(p.pcs[d] ?? 0))),
     })),
   };
-  const legendRows = Math.ceil(classes.length / 4);
-  const scatterHeight = 420 + 22 * legendRows;
 
   const scatterCharts =
     dims >= 2
       ? [chartBox('scatter-pc1-pc2', 'PC1 × PC2', scatterHeight), ...(dims >= 3 ? [chartBox('scatter-pc1-pc3', 'PC1 × PC3', scatterHeight)] : [])]
-      : [chartBox('scatter-pc1', 'PC1 by class (k = 1: a single component)', 160 + 28 * classes.length + 22 * legendRows)];
+      : [chartBox('scatter-pc1', 'PC1 by class (k = 1: a single component)', 160 + 28 * classes.length + LEGEND_ROW * legendRows)];
 
   return page(
     content,
     `${summarySection(content)}
 <section id="variance">
   <h2>Explained variance</h2>
-  <p class="note">Bars: share of the variance explained by each component (the kept ones in blue). Line: cumulative share (right axis).
+  <p class="note">Left: share of the variance explained by each of the first ${Math.min(SCREE_BARS, variance.ratio.length)} components${variance.k < Math.min(SCREE_BARS, variance.ratio.length) ? ' (the kept ones in blue, the others grey)' : ` (all kept: k = ${variance.k})`}.
+  Right: cumulative share over ${variance.ratio.length} components, with the chosen k${variance.target !== undefined ? ' and the variance target' : ''} marked.
   ${variance.available > variance.ratio.length ? `The first ${variance.ratio.length} of ${variance.available} components with non-zero variance are shown.` : ''}</p>
-  ${chartBox('scree', 'Scree plot and cumulative explained variance', 380)}
+  <div class="charts">${chartBox('scree', 'Variance per component', 340)}
+  ${chartBox('cumulative', 'Cumulative explained variance', 340)}</div>
 </section>
 <section id="scatter">
   <h2>Principal components</h2>
   <p class="note">${escapeHtml(samplingNote(content))} Hover a point to see its image key; click a class in the legend to hide it.</p>
   <div class="charts">${scatterCharts.join('\n')}</div>
 </section>
-${classesSection(content, colours)}
+${labelsSection({ quality: content.manifest.labelQuality, labels: classes.map((c) => c.label), styles, classThumbnails: content.thumbnails, suspiciousThumbnails: content.suspiciousThumbnails })}
+${classesSection(content, styles)}
 ${errorsSection(content.errors)}`,
     ' Charts by Chart.js (MIT), inlined: this file needs no network.',
     `<script>${inlineScript(chartJs)}</script>
@@ -242,13 +241,13 @@ function summarySection({ manifest, classes, variance }: ReportContent): string 
 </section>`;
 }
 
-function classesSection({ classes, thumbnails }: ReportContent, colours: { solid: string }[]): string {
+function classesSection({ classes, thumbnails }: ReportContent, styles: readonly ClassStyle[]): string {
   const total = classes.reduce((sum, c) => sum + c.count, 0);
   const max = classes.reduce((m, c) => Math.max(m, c.count), 0);
   const rows = classes.map((c, i) => {
     const images = thumbnails.get(c.label) ?? [];
     const thumbs = images.map((t) => `<img src="${t.src}" alt="${escapeHtml(t.key)}" title="${escapeHtml(t.key)}" width="64" height="64">`).join('');
-    return `<tr><td><span class="swatch" style="background:${colours[i]!.solid}"></span>${escapeHtml(displayLabel(c.label))}</td>
+    return `<tr><td>${swatchSvg(styles[i]!)}${escapeHtml(displayLabel(c.label))}</td>
 <td class="num">${integer(c.count)}</td><td class="num">${percent(total ? c.count / total : 0, 1)}</td>
 <td class="bar"><span style="width:${max ? ((100 * c.count) / max).toFixed(1) : 0}%"></span></td>
 <td class="thumbs">${thumbs}</td></tr>`;
@@ -300,7 +299,7 @@ figure.chart { margin: 0 0 12px; }
 figcaption { font-weight: 600; margin-bottom: 6px; }
 .canvas-box { position: relative; width: 100%; }
 table.classes { width: 100%; }
-.swatch { display: inline-block; width: 12px; height: 12px; border-radius: 50%; margin-right: 8px; vertical-align: -1px; }
+.swatch { display: inline-block; margin-right: 6px; vertical-align: -1px; flex: none; }
 td.bar { width: 22%; }
 td.bar span { display: block; height: 10px; background: #9fb3c8; border-radius: 2px; }
 td.thumbs img { margin-right: 4px; border: 1px solid var(--line); border-radius: 3px; vertical-align: middle; }
@@ -310,6 +309,22 @@ table.errors { width: 100%; }
 .scroll { max-height: 440px; overflow: auto; border-bottom: 1px solid var(--line); }
 .scroll thead th { position: sticky; top: 0; }
 td.key { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; overflow-wrap: anywhere; }
+.headline { font-size: 16px; margin: 8px 0 4px; }
+h3 { font-size: 16px; margin: 20px 0 6px; }
+.labels-grid { display: flex; gap: 32px; flex-wrap: wrap; align-items: flex-start; }
+.scroll.tall { max-height: 560px; flex: 0 1 460px; }
+table.recall td.bar { width: 120px; }
+table.recall td.bar span { background: #7f9cbf; }
+td.low { color: #cf222e; font-weight: 600; }
+figure.confusion { margin: 0; flex: 1 1 420px; overflow-x: auto; }
+svg.heatmap { font-size: 11px; fill: #1f2328; }
+svg.heatmap text.cell { font-size: 10px; fill: #fff; font-weight: 600; }
+.suspicious { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 10px; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px; font-size: 13px; }
+.card .pair { display: flex; align-items: center; gap: 6px; margin-bottom: 4px; }
+.card img, .nothumb { border: 1px solid var(--line); border-radius: 3px; width: 64px; height: 64px; display: inline-block; background: var(--bg); }
+.card .arrow { color: var(--muted); font-size: 18px; }
+.card .key { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 12px; overflow-wrap: anywhere; }
 footer { color: var(--muted); font-size: 13px; margin-top: 32px; padding-top: 12px; padding-bottom: 24px; border-top: 1px solid var(--line); }
 `;
 
@@ -330,56 +345,75 @@ const CLIENT = String.raw`
   var BAR = '#4e79a7', LINE = '#d62f3f';
   var charts = {};
 
-  // Scree plot (bars, left axis) with the cumulative curve (line, right axis); the chosen k and the variance
-  // target are drawn as two extra line datasets, marked "marker" so tooltips leave them out.
+  // Variance per component: bars for the first components only (past SCREE_BARS they would be slivers), kept
+  // ones in blue.
   var v = data.variance;
-  var labels = v.ratio.map(function (_, i) { return String(i + 1); });
-  var last = labels[labels.length - 1];
-  var datasets = [
-    { type: 'bar', label: 'explained variance per component', data: v.ratio, yAxisID: 'y',
-      backgroundColor: v.ratio.map(function (_, i) { return i < v.k ? BAR : '#bcc8d6'; }), order: 2 },
-    { type: 'line', label: 'cumulative explained variance', data: v.cumulative, yAxisID: 'y2', borderColor: LINE,
-      backgroundColor: LINE, borderWidth: 2, pointRadius: labels.length > 60 ? 0 : 2.5, order: 1 },
-    { type: 'line', label: 'chosen k = ' + v.k + ' (' + pct(v.explained, 2) + ')', marker: true,
-      data: [{ x: String(v.k), y: 0 }, { x: String(v.k), y: 1 }], yAxisID: 'y2', borderColor: '#1f2328',
-      backgroundColor: '#1f2328', borderWidth: 2, borderDash: [6, 4], pointRadius: 0, order: 0 }
-  ];
-  if (v.target !== null) {
-    datasets.push({ type: 'line', label: 'variance target ' + pct(v.target, v.target * 100 % 1 === 0 ? 0 : 1), marker: true,
-      data: [{ x: labels[0], y: v.target }, { x: last, y: v.target }], yAxisID: 'y2', borderColor: '#59a14f',
-      backgroundColor: '#59a14f', borderWidth: 2, borderDash: [3, 3], pointRadius: 0, order: 0 });
-  }
+  var bars = v.ratio.slice(0, data.bars);
   charts.scree = new Chart(document.getElementById('scree'), {
-    data: { labels: labels, datasets: datasets },
+    type: 'bar',
+    data: {
+      labels: bars.map(function (_, i) { return String(i + 1); }),
+      datasets: [{ label: 'explained variance per component', data: bars,
+        backgroundColor: bars.map(function (_, i) { return i < v.k ? BAR : '#bcc8d6'; }) }]
+    },
     options: {
       responsive: true, maintainAspectRatio: false,
-      interaction: { mode: 'index', intersect: false },
       scales: {
         x: { title: axisTitle('principal component'), ticks: { autoSkip: true, maxRotation: 0 } },
-        // Two scales (a Pareto chart): each axis takes the colour of what it measures, so neither is misread.
-        y: { position: 'left', beginAtZero: true, title: axisTitle('per component (bars)', BAR), ticks: { color: BAR, callback: function (value) { return pct(value, 0); } } },
-        y2: { position: 'right', min: 0, max: 1, grid: { drawOnChartArea: false }, title: axisTitle('cumulative (line)', LINE), ticks: { color: LINE, callback: function (value) { return pct(value, 0); } } }
+        y: { beginAtZero: true, title: axisTitle('share of the variance'), ticks: { callback: function (value) { return pct(value, 0); } } }
+      },
+      plugins: {
+        legend: { display: false },
+        tooltip: { callbacks: {
+          title: function (items) { return items.length ? 'PC' + items[0].label + (Number(items[0].label) <= v.k ? ' (kept)' : '') : ''; },
+          label: function (item) { return pct(item.parsed.y, 2) + ' of the variance'; }
+        } }
+      }
+    }
+  });
+
+  // Cumulative curve on its own chart and axis, zoomed to where it runs, so the target line cannot hide it: the
+  // curve is drawn on top, the target thin and dashed, the chosen k a dashed vertical with a dot on the curve.
+  var curve = v.cumulative.map(function (y, i) { return { x: i + 1, y: y }; });
+  var low = Math.floor(Math.min(v.cumulative[0], v.target === null ? 1 : v.target) * 10) / 10;
+  var lastX = curve.length;
+  var lines = [
+    { label: 'cumulative explained variance', data: curve, borderColor: LINE, backgroundColor: LINE, borderWidth: 2.5,
+      pointRadius: curve.length > 60 ? 0 : 2.5, order: 0 },
+    { label: 'chosen k = ' + v.k + ' (' + pct(v.explained, 2) + ')', marker: true,
+      data: [{ x: v.k, y: low }, { x: v.k, y: v.explained }], borderColor: '#1f2328', backgroundColor: '#1f2328',
+      borderWidth: 1.5, borderDash: [6, 4], pointRadius: [0, 5], clip: false, order: 1 }
+  ];
+  if (v.target !== null) {
+    lines.push({ label: 'variance target ' + pct(v.target, v.target * 100 % 1 === 0 ? 0 : 1), marker: true,
+      data: [{ x: 1, y: v.target }, { x: lastX, y: v.target }], borderColor: 'rgba(46, 125, 50, 0.8)',
+      backgroundColor: 'rgba(46, 125, 50, 0.8)', borderWidth: 1, borderDash: [2, 3], pointRadius: 0, order: 2 });
+  }
+  charts.cumulative = new Chart(document.getElementById('cumulative'), {
+    type: 'line',
+    data: { datasets: lines },
+    options: {
+      responsive: true, maintainAspectRatio: false,
+      interaction: { mode: 'nearest', axis: 'x', intersect: false },
+      scales: {
+        x: { type: 'linear', min: 1, max: lastX, title: axisTitle('number of components'), ticks: { precision: 0 } },
+        y: { min: low, max: 1, title: axisTitle('cumulative share', LINE), ticks: { color: LINE, callback: function (value) { return pct(value, 0); } } }
       },
       plugins: {
         legend: {
           position: 'bottom',
           labels: {
-            // Lines as lines (dashed for the markers), bars as boxes; in dataset order, not drawing order.
             usePointStyle: true, pointStyleWidth: 28,
             generateLabels: function (chart) {
-              return Chart.defaults.plugins.legend.labels.generateLabels(chart).map(function (item) {
-                item.pointStyle = chart.data.datasets[item.datasetIndex].type === 'bar' ? 'rect' : 'line';
-                return item;
-              });
-            },
-            sort: function (a, b) { return a.datasetIndex - b.datasetIndex; }
+              return Chart.defaults.plugins.legend.labels.generateLabels(chart).map(function (item) { item.pointStyle = 'line'; return item; });
+            }
           }
         },
         tooltip: {
           filter: function (item) { return !item.dataset.marker; },
           callbacks: {
-            title: function (items) { return items.length ? 'PC' + items[0].label : ''; },
-            label: function (item) { return item.dataset.label + ': ' + pct(item.parsed.y, 2); }
+            title: function (items) { return items.length ? items[0].parsed.x + ' components' : ''; },
+            label: function (item) { return pct(item.parsed.y, 2) + ' of the variance'; }
           }
         }
       }
@@ -390,15 +424,19 @@ const CLIENT = String.raw`
   var ratioText = function (d) { return 'PC' + (d + 1) + (d < v.ratio.length ? ' (' + pct(v.ratio[d], 1) + ' of variance)' : ''); };
   var plotted = data.classes.reduce(function (sum, c) { return sum + c.keys.length; }, 0);
   var radius = plotted > 5000 ? 1.5 : plotted > 1500 ? 2.2 : 3; // dense clouds stay readable
-  var legend = { position: 'bottom', labels: { usePointStyle: true, pointStyle: 'circle', boxWidth: 8, boxHeight: 8, padding: 14 } };
+  // Each class's own marker shape in the legend too (colour and shape tell 120 classes apart).
+  var legend = { position: 'bottom', maxHeight: data.legendHeight, labels: { usePointStyle: true, boxWidth: 8, boxHeight: 8, padding: 14 } };
+  // Line-only shapes (crosses, stars) need a thicker stroke and a little more size to show their colour.
+  var stroke = function (c) { return c.shape === 'crossRot' || c.shape === 'star' ? 1.6 : 0.5; };
+  var grow = function (c, r) { return c.shape === 'crossRot' || c.shape === 'star' ? r + 1.5 : r; };
   function scatter(id, xd, yd) {
     charts[id] = new Chart(document.getElementById(id), {
       type: 'scatter',
       data: {
         datasets: data.classes.map(function (c) {
           return {
-            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: 0.5,
-            pointRadius: radius, pointHoverRadius: 6,
+            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: stroke(c),
+            pointStyle: c.shape, pointRadius: grow(c, radius), pointHoverRadius: 6,
             data: c.keys.map(function (_, i) { return { x: c.pcs[xd][i], y: c.pcs[yd][i] }; })
           };
         })
@@ -426,7 +464,8 @@ const CLIENT = String.raw`
       data: {
         datasets: data.classes.map(function (c, row) {
           return {
-            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: 0.5, pointRadius: radius,
+            label: c.label, keys: c.keys, backgroundColor: c.fill, borderColor: c.colour, borderWidth: stroke(c),
+            pointStyle: c.shape, pointRadius: grow(c, radius),
             data: c.keys.map(function (_, i) { return { x: c.pcs[0][i], y: row + ((i * 0.6180339887) % 1 - 0.5) * 0.5 }; })
           };
         })
