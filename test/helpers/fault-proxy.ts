@@ -21,6 +21,8 @@ export interface FaultRules {
   resetRate?: number;
   /** Only these requests are subject to slow-downs and resets (default: all). */
   flaky?: (request: ProxiedRequest) => boolean;
+  /** Requests never answered (their connection is held open): a network path gone wrong. */
+  hang?: (request: ProxiedRequest) => boolean;
   /** Answer `If-None-Match: *` writes as AWS S3 does (412 when the key exists), which s3rver does not. */
   conditionalWrites?: boolean;
 }
@@ -28,7 +30,7 @@ export interface FaultRules {
 export interface FaultProxy {
   readonly endpoint: string;
   readonly rules: FaultRules;
-  readonly stats: { requests: number; denied: number; slowDowns: number; resets: number; preconditionFailed: number };
+  readonly stats: { requests: number; denied: number; slowDowns: number; resets: number; preconditionFailed: number; hung: number };
   close(): Promise<void>;
 }
 
@@ -41,7 +43,7 @@ export interface FaultProxy {
 export async function startFaultProxy(upstream: string, rules: FaultRules = {}, seed = 1): Promise<FaultProxy> {
   const target = new URL(upstream);
   const random = mulberry32(seed);
-  const stats = { requests: 0, denied: 0, slowDowns: 0, resets: 0, preconditionFailed: 0 };
+  const stats = { requests: 0, denied: 0, slowDowns: 0, resets: 0, preconditionFailed: 0, hung: 0 };
   // Conditional writes to one key are serialised, so that check-then-write is atomic as on S3.
   const keyLocks = new Map<string, Promise<void>>();
 
@@ -83,6 +85,10 @@ export async function startFaultProxy(upstream: string, rules: FaultRules = {}, 
     if (rules.deny?.(request)) {
       stats.denied++;
       return answer(req, res, 403, 'AccessDenied', 'Access Denied');
+    }
+    if (rules.hang?.(request)) {
+      stats.hung++;
+      return;
     }
     if (rules.flaky?.(request) ?? true) {
       if (random() < (rules.resetRate ?? 0)) {
