@@ -29,15 +29,17 @@ const run = (...args: string[]) => orchard('run', ...settings(), ...args);
 const csvRows = (file: string) => fs.readFileSync(file, 'utf8').trim().split('\n').slice(1);
 const keysOf = (file: string) => csvRows(file).map((row) => row.slice(0, row.indexOf(',')));
 /** Every path below a folder, with its size (folders as `/`): what "nothing written, nothing deleted" compares. */
-const tree = (dir: string) =>
-  fs
-    .readdirSync(dir, { recursive: true, encoding: 'buffer' })
-    .map((name) => {
-      const full = Buffer.concat([Buffer.from(`${dir}/`), name]);
+function tree(dir: string | Buffer, prefix = ''): string[] {
+  return fs
+    .readdirSync(dir, { encoding: 'buffer' })
+    .flatMap((name) => {
+      const full = Buffer.concat([Buffer.from(dir), Buffer.from('/'), name]);
       const stat = fs.lstatSync(full);
-      return `${name.toString('latin1')}:${stat.isDirectory() ? '/' : stat.size}`;
+      const shown = `${prefix}${name.toString('latin1')}`;
+      return stat.isDirectory() ? [`${shown}/`, ...tree(full, `${shown}/`)] : [`${shown}:${stat.size}`];
     })
     .sort();
+}
 const s3Keys = async (prefix = '') => {
   const storage = new S3Storage(createS3Client(s3.options), BUCKET, prefix);
   const keys: string[] = [];
