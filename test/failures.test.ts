@@ -204,7 +204,7 @@ describe('a configuration that cannot work', () => {
     const before = listing(input);
     const result = await orchard('run', '-i', input, '-o', input, '--run-id', 'same', ...settings());
     expect(result.code).toBe(2);
-    expect(result.err).toContain('--input folder itself');
+    expect(result.err).toContain('lies inside the --input');
     expect(listing(input)).toEqual(before);
   });
 

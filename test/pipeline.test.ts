@@ -242,16 +242,19 @@ describe('a run over bad inputs', () => {
 });
 
 describe('an output folder inside the input folder', () => {
-  it('is not read as input by later runs, and hidden folders are skipped', async () => {
+  it('is refused before anything is written (16.1), and hidden folders are skipped', async () => {
     const input = tempDir();
     await generateSampleImages(input, { perClass: 4, seed: 5, classes: ['Kiwi', 'Lemon'] });
     fs.mkdirSync(path.join(input, 'Kiwi', '.ipynb_checkpoints'));
     fs.copyFileSync(path.join(input, 'Kiwi', '0_100.jpg'), path.join(input, 'Kiwi', '.ipynb_checkpoints', '0_100.jpg'));
-    const output = { kind: 'local' as const, dir: path.join(input, 'results') };
-    const first = await runPipeline(config({ input: { kind: 'local', dir: input }, output, runId: 'one' }), { reporter: silentReporter(), tf });
-    const second = await runPipeline(config({ input: { kind: 'local', dir: input }, output, runId: 'two' }), { reporter: silentReporter(), tf });
-    expect(first.manifest.counts).toMatchObject({ listed: 8, failed: 0 });
-    expect(second.manifest.counts).toMatchObject({ listed: 8, failed: 0 });
+    const inside = runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: path.join(input, 'results') }, runId: 'one' }), {
+      reporter: silentReporter(),
+      tf,
+    });
+    await expect(inside).rejects.toMatchObject({ code: 'ERR_INVALID_PARAMETER', message: expect.stringContaining('lies inside the --input') });
+    expect(fs.existsSync(path.join(input, 'results'))).toBe(false);
+    const outside = await runPipeline(config({ input: { kind: 'local', dir: input }, output: { kind: 'local', dir: tempDir() }, runId: 'two' }), { reporter: silentReporter(), tf });
+    expect(outside.manifest.counts).toMatchObject({ listed: 8, failed: 0 });
   });
 
   it('may not be the input folder itself', async () => {
@@ -260,7 +263,7 @@ describe('an output folder inside the input folder', () => {
       reporter: silentReporter(),
       tf,
     });
-    await expect(run).rejects.toMatchObject({ code: 'ERR_INVALID_PARAMETER', message: expect.stringContaining('--input folder itself') });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_INVALID_PARAMETER', message: expect.stringContaining('lies inside the --input') });
   });
 });
 

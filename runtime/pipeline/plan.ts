@@ -13,6 +13,7 @@ import { RESUME_INVARIANTS, settingsOf, type RunConfig, type RunSettings } from 
 import type { OpenRun } from './context';
 import { prepareInt8Graph } from './int8-graph';
 import { listShards } from './list';
+import { refuseOverlap } from './overlap';
 import { Lease, describeHolder, staleBecause } from './lease';
 import type { Plan, RunFolder } from './run-folder';
 
@@ -34,6 +35,7 @@ export interface PlanResult {
 export async function validateRun(run: OpenRun): Promise<void> {
   const { config, input, folder } = run;
   resolveModel(config.model);
+  refuseOverlap(config.input, folder.storage.location);
   excludedPrefixes(run);
   await input.check({ mustExist: true });
   await folder.storage.check();
@@ -48,6 +50,15 @@ export async function validateRun(run: OpenRun): Promise<void> {
   if (!previous) {
     if (await exists(folder.storage, OUTPUTS.manifest)) {
       throw new OrchardError(`${folder.uri()} holds outputs of another run; choose another --run-id`, 'ERR_RUN_EXISTS', ExitCode.Usage);
+    }
+    // orchard writes and deletes under a _work/ of its own only: one holding anything else is someone else's folder.
+    const foreign = await folder.foreignWorkObject();
+    if (foreign) {
+      throw new OrchardError(
+        `${folder.uri()} holds a _work/ that orchard did not write (${folder.uri(foreign)}): choose another --run-id or --output`,
+        'ERR_RUN_EXISTS',
+        ExitCode.Usage,
+      );
     }
   } else {
     const settings = settingsOf(config);
@@ -185,14 +196,14 @@ async function fillModelCache(run: OpenRun, reporter: Reporter): Promise<{ files
   }
 }
 
-/** Prefixes of the input that are not inputs: the output and the model cache, when they lie inside it. */
+/** Prefixes of the input that are not inputs: the model cache, when it lies inside it (a run folder may not). */
 function excludedPrefixes(run: OpenRun): string[] {
-  return [run.config.output, run.modelCache].flatMap((location) => excludedPrefix(run.config.input, location) ?? []);
+  return [run.modelCache].flatMap((location) => excludedPrefix(run.config.input, location) ?? []);
 }
 
 /**
- * When a location (the output, the model cache) lies inside the input, its files are not inputs: the prefix to
- * leave out, relative to the input. The output may not be the input folder itself (earlier runs would be read).
+ * When the model cache lies inside the input, its files are not inputs: the prefix to leave out, relative to the
+ * input. It may not be the input folder itself.
  */
 function excludedPrefix(input: Location, inner: Location): string | undefined {
   const withSlash = (location: Location) => formatLocation(location).split(path.sep).join('/').replace(/\/?$/, '/');
@@ -201,7 +212,7 @@ function excludedPrefix(input: Location, inner: Location): string | undefined {
   if (!candidate.startsWith(base)) return undefined;
   if (candidate === base) {
     throw new OrchardError(
-      `--output ${formatLocation(inner)} is the --input folder itself; use a folder outside it or below it (e.g. ${base}results/)`,
+      `--model-cache ${formatLocation(inner)} is the --input folder itself; use a folder outside it or below it (e.g. ${base}models/)`,
       'ERR_INVALID_PARAMETER',
       ExitCode.Usage,
     );

@@ -70,6 +70,22 @@ const KEYS = {
 
 export type WorkStage = 'extract' | 'project';
 
+/**
+ * Every key orchard writes under `_work/` (the layout above, the leases, S3's conditional-write probe): what
+ * `deleteWork` may delete, and what a new run's `_work/` may already hold. Anything else there is not orchard's.
+ */
+const OWN_WORK_KEY = new RegExp(
+  `^${WORK}(?:(?:config|plan|model|lease)\.json|items/(?:extract|project)\.json|shards/\d{5,}\.json` +
+    '|extract/\d{5,}\.meta\.json|extract/\d{5,}/[\w-]+\.(?:features\.f32|moments\.bin)' +
+    '|fit/\d{2}-\d{5,}\.moments\.bin|fit/pca\.json' +
+    '|project/\d{5,}\.meta\.json|project/\d{5,}/[\w-]+\.pcs\.f32' +
+    '|leases/(?:extract|project)-\d{5,}\.json|\.conditional-write-probe-[\w-]+)$',
+);
+
+export function isOwnWorkKey(key: string): boolean {
+  return OWN_WORK_KEY.test(key);
+}
+
 export interface ShardItem {
   readonly key: string;
   readonly size: number;
@@ -426,9 +442,18 @@ export class RunFolder {
     return exists(this.storage, OUTPUTS.success);
   }
 
-  /** Deletes `_work/` (after a successful publish, unless the user keeps the features). */
+  /**
+   * Deletes orchard's own files in `_work/` (after a successful publish, unless the user keeps the features):
+   * only keys of its layout, so that nothing orchard did not write is ever deleted.
+   */
   deleteWork(): Promise<void> {
-    return this.storage.deletePrefix(WORK);
+    return this.storage.deletePrefix(WORK, isOwnWorkKey);
+  }
+
+  /** The first object under `_work/` that orchard would not have written there, if any. */
+  async foreignWorkObject(): Promise<string | undefined> {
+    for await (const object of this.storage.list(WORK)) if (!isOwnWorkKey(object.key)) return object.key;
+    return undefined;
   }
 }
 

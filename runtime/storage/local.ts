@@ -135,8 +135,21 @@ export class LocalStorage implements Storage {
     await fs.promises.rename(temp, target);
   }
 
-  async deletePrefix(prefix: string): Promise<void> {
-    await fs.promises.rm(this.resolve(prefix), { recursive: true, force: true });
+  async deletePrefix(prefix: string, only?: (key: string) => boolean): Promise<void> {
+    if (!only) {
+      await fs.promises.rm(this.resolve(prefix), { recursive: true, force: true });
+      return;
+    }
+    const folders = new Set<string>();
+    for await (const object of this.list(prefix)) {
+      if (!only(object.key)) continue;
+      await fs.promises.rm(this.resolve(object.key), { force: true });
+      for (let folder = path.posix.dirname(object.key); folder !== '.' && folder !== ''; folder = path.posix.dirname(folder)) folders.add(folder);
+    }
+    // The folders it emptied, deepest first; rmdir leaves any folder that still holds something.
+    for (const folder of [...folders].sort((a, b) => b.length - a.length)) {
+      await fs.promises.rmdir(this.resolve(folder)).catch(() => undefined);
+    }
   }
 
   // Folders it leaves empty stay: removing them could race with another writer's mkdir-then-write.

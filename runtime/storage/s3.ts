@@ -216,7 +216,7 @@ export class S3Storage implements Storage {
 
   private exclusive?: Promise<boolean>;
 
-  async deletePrefix(prefix: string): Promise<void> {
+  async deletePrefix(prefix: string, only?: (key: string) => boolean): Promise<void> {
     let batch: { Key: string }[] = [];
     const flush = async () => {
       if (batch.length === 0) return;
@@ -238,6 +238,7 @@ export class S3Storage implements Storage {
       batch = [];
     };
     for await (const item of this.list(prefix)) {
+      if (only && !only(item.key)) continue;
       batch.push({ Key: this.prefix + item.key });
       if (batch.length === 1000) await flush();
     }

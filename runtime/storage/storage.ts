@@ -37,8 +37,8 @@ export interface Storage {
   put(key: string, body: Buffer | string, options?: PutOptions): Promise<void>;
   /** Copies a local file in; large files go up in parts. */
   putFile(key: string, localPath: string): Promise<void>;
-  /** Deletes every object below `prefix`. */
-  deletePrefix(prefix: string): Promise<void>;
+  /** Deletes every object below `prefix`, or only those whose key `only` accepts (the others, and their folders, stay). */
+  deletePrefix(prefix: string, only?: (key: string) => boolean): Promise<void>;
   /** Deletes one object (nothing happens if it is not there). */
   delete(key: string): Promise<void>;
   /**
