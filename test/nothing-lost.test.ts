@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
+import { listShards } from '../runtime/pipeline/list';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { BIN, S3_ENV, hasStack, orchard, startOrchard, type Captured } from './helpers/cli';
@@ -170,6 +171,30 @@ describe('16.2 earlier results inside the input are not images', () => {
     expect(csvRows(path.join(x, 'out', 'new', 'errors.csv'))).toEqual([]);
     expect(result.err).toMatch(/skipped.*zz-results\/old\//);
   });
+});
+
+test('16.2 a run folder found after its first files went into a written shard is listed again without them', async () => {
+  const input = tempDir();
+  fs.mkdirSync(path.join(input, 'Kiwi'));
+  fs.writeFileSync(path.join(input, 'Kiwi', 'a.jpg'), 'a');
+  fs.mkdirSync(path.join(input, 'old'));
+  fs.writeFileSync(path.join(input, 'old', 'errors.csv'), 'key,reason\n');
+  fs.writeFileSync(path.join(input, 'old', 'manifest.json'), JSON.stringify({ orchard: '1', runId: 'old' }));
+  fs.writeFileSync(path.join(input, 'old', 'pca.csv'), 'key\n');
+  fs.mkdirSync(path.join(input, 'notes'));
+  fs.writeFileSync(path.join(input, 'notes', 'manifest.json'), JSON.stringify({ not: 'orchard' }));
+  const shards = new Map<number, string[]>();
+  const listed = await listShards(
+    new LocalStorage(input),
+    { shardSize: 1 },
+    async (shard, items) => void shards.set(shard, items.map((item) => item.key)),
+    async (shard) => void shards.delete(shard),
+  );
+  expect(listed).toEqual({ shards: 2, images: 2, skipped: ['old/'] });
+  expect([...shards.entries()].sort()).toEqual([
+    [0, ['Kiwi/a.jpg']],
+    [1, ['notes/manifest.json']],
+  ]);
 });
 
 describe('16.3 names that are not valid UTF-8', () => {

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import pMap, { pMapIterable } from 'p-map';
-import type { ObjectInfo, Storage } from '../storage';
+import { OUTPUTS } from '../contracts/results';
+import { getJson, type ObjectInfo, type Storage } from '../storage';
 import type { ShardItem } from './run-folder';
 
 export interface ListOptions {
@@ -20,6 +21,8 @@ export interface ListOptions {
 export interface Listed {
   readonly shards: number;
   readonly images: number;
+  /** Orchard run folders found inside the input (`results/r1/`), whose files were not listed. */
+  readonly skipped: readonly string[];
 }
 
 const CONCURRENCY = 8;
@@ -56,18 +59,60 @@ export async function listShards(
   input: Storage,
   options: ListOptions,
   writeShard: (shard: number, items: readonly ShardItem[]) => Promise<void>,
+  /** Deletes a shard file an earlier pass wrote and the last one did not (see below). */
+  dropShard: (shard: number) => Promise<void> = async () => undefined,
 ): Promise<Listed> {
   const concurrency = options.concurrency ?? CONCURRENCY;
+  const runFolders = new Set<string>();
+  let written = 0;
+  for (;;) {
+    const known = runFolders.size;
+    const listed = await listOnce(input, options, concurrency, runFolders, writeShard);
+    written = Math.max(written, listed.shards);
+    // A run folder found after some of its files went into a shard already written: list again without it.
+    if (!listed.again) {
+      await pMap(Array.from({ length: written - listed.shards }, (_, i) => listed.shards + i), dropShard, { concurrency });
+      return { shards: listed.shards, images: listed.images, skipped: [...runFolders].sort() };
+    }
+    if (runFolders.size === known) throw new Error('listing: a run folder was found twice');
+  }
+}
+
+async function listOnce(
+  input: Storage,
+  options: ListOptions,
+  concurrency: number,
+  runFolders: Set<string>,
+  writeShard: (shard: number, items: readonly ShardItem[]) => Promise<void>,
+): Promise<{ shards: number; images: number; again: boolean }> {
   let images = 0;
   let shards = 0;
+  let again = false;
+  const inRunFolder = (key: string) => [...runFolders].some((folder) => key.startsWith(folder));
   async function* cut(): AsyncIterable<{ shard: number; items: ShardItem[] }> {
     let items: ShardItem[] = [];
+    // The last key of the last shard cut: a folder's keys come together, so a run folder found later had files
+    // in a shard already cut exactly when this key is one of them.
+    let lastCut: string | undefined;
     for await (const object of listInput(input, concurrency, options.parallel ?? false)) {
       if (options.exclude?.some((prefix) => object.key.startsWith(prefix))) continue;
+      const marked = await runFolderMarkedBy(input, object.key);
+      if (marked && !inRunFolder(marked)) {
+        runFolders.add(marked);
+        if (lastCut?.startsWith(marked)) {
+          again = true;
+          return;
+        }
+        const kept = items.filter((item) => !item.key.startsWith(marked));
+        images -= items.length - kept.length;
+        items = kept;
+      }
+      if (inRunFolder(object.key)) continue;
       if (object.key.split('/').some((segment) => segment.startsWith('.'))) continue;
       items.push({ key: object.key, size: object.size });
       images += 1;
       if (items.length === options.shardSize) {
+        lastCut = object.key;
         yield { shard: shards++, items };
         items = [];
       }
@@ -75,7 +120,27 @@ export async function listShards(
     if (items.length > 0) yield { shard: shards++, items };
   }
   await pMap(cut(), ({ shard, items }) => writeShard(shard, items), { concurrency });
-  return { shards, images };
+  return { shards, images, again };
+}
+
+/**
+ * The orchard run folder (as a prefix of the input, `results/r1/`) that a key shows to be one: `_SUCCESS`,
+ * orchard's `manifest.json`, or a `_work/` folder. Not the input itself (`-i` names what the user wants read).
+ */
+async function runFolderMarkedBy(input: Storage, key: string): Promise<string | undefined> {
+  const parts = key.split('/');
+  const work = parts.indexOf('_work');
+  if (work > 0 && work < parts.length - 1) return `${parts.slice(0, work).join('/')}/`;
+  const name = parts[parts.length - 1];
+  if (parts.length < 2 || (name !== OUTPUTS.success && name !== OUTPUTS.manifest)) return undefined;
+  if (name === OUTPUTS.manifest && !(await isOrchardManifest(input, key))) return undefined;
+  return `${parts.slice(0, -1).join('/')}/`;
+}
+
+/** Whether a `manifest.json` is one orchard wrote (a dataset may carry a manifest of its own). */
+async function isOrchardManifest(input: Storage, key: string): Promise<boolean> {
+  const manifest = await getJson<Record<string, unknown>>(input, key).catch(() => undefined);
+  return typeof manifest?.orchard === 'string' && typeof manifest.runId === 'string';
 }
 
 /** The label of a key: the name of the folder that holds it (Fruits-360: `Test/Apple Braeburn/3_100.jpg`). */

@@ -143,7 +143,10 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
     const listStarted = performance.now();
     // Folder by folder in parallel on AWS S3; through another endpoint one plain listing (see ListOptions.parallel).
     const parallel = config.input.kind === 's3' && config.s3.endpoint === undefined;
-    const listed = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items));
+    const { skipped, ...listed } = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items), (shard) => folder.deleteShardItems(shard));
+    if (skipped.length > 0) {
+      reporter.warn(`list: skipped ${skipped.length} orchard run folder(s) inside the input, their files are not images: ${skipped.map((prefix) => input.uri(prefix)).join(', ')}`);
+    }
     // Nothing is kept of a listing that found nothing: the same run id lists again once images are there.
     if (listed.images === 0) throw noInput(input);
     // A PCA has at most as many components as images: say so now, not after extracting them all.

@@ -230,6 +230,10 @@ export class RunFolder {
     return putJson(this.storage, KEYS.shardItems(shard), { shard, items }, TAGGED);
   }
 
+  deleteShardItems(shard: number): Promise<void> {
+    return this.storage.delete(KEYS.shardItems(shard));
+  }
+
   async readShardItems(shard: number): Promise<ShardItem[]> {
     const items = await readState<{ items: ShardItem[] }>(this.storage, KEYS.shardItems(shard), shape({ shard: 'number', items: 'array' }), NEW_RUN);
     if (!items) throw damaged(this.uri(KEYS.shardItems(shard)), 'missing, though the plan has this shard', NEW_RUN);
