@@ -11,7 +11,7 @@ import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Norm
 import type { BackendPreference } from './model/backend';
 import { describeEngine, type EnginePreference } from './model/feature-model';
 import type { DoctorConfig } from './doctor';
-import { InvalidJsonError, NotFoundError, S3RetryCounter, S3Storage, UnreadableObjectError, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
+import { InvalidJsonError, NotFoundError, S3RetryCounter, noSpace, S3Storage, UnreadableObjectError, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
 
 /**
  * 8 classes x 125 = 1,000 images: the demo's embedded S3 server (s3rver) cannot page a listing past 1,000 keys
@@ -504,6 +504,9 @@ export async function main(argv: string[], io: CliIo = defaultIo()): Promise<voi
       io.exit(error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage);
       return;
     }
+    // A full disk anywhere (a scratch file, sharp's cache) is the environment's, as in LocalStorage's writes.
+    const errno = (error as NodeJS.ErrnoException | undefined)?.code;
+    if (errno === 'ENOSPC' || errno === 'EDQUOT') error = noSpace((error as NodeJS.ErrnoException).path ?? 'a temporary file', error);
     // Errors that name their object and reason (a damaged JSON file, one that cannot be read) need no stack either.
     if (error instanceof OrchardError || error instanceof InvalidJsonError || error instanceof UnreadableObjectError || error instanceof NotFoundError) {
       io.err(`orchard: ${error.message}\n`);

@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'ERR_STORAGE'
   | 'ERR_STORAGE_UNREACHABLE'
   | 'ERR_SOURCE_UNREADABLE'
+  | 'ERR_NO_SPACE'
   // models and engines
   | 'ERR_MODEL_FETCH'
   | 'ERR_MODEL_LOAD'

@@ -5,7 +5,8 @@ import type { Location } from './uri';
 
 export * from './storage';
 export * from './uri';
-export { LocalStorage, md5File } from './local';
+export { LocalStorage, md5File, noSpace } from './local';
+export { keyOfName, nameOfKey } from './file-names';
 export { S3Storage, createS3Client, type S3Options } from './s3';
 export { S3RetryCounter, type RetryEvent } from './s3-retries';
 

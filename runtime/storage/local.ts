@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { ExitCode, OrchardError } from '../errors';
 import { NotFoundError, UnreadableObjectError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
+import { keyOfName, nameOfKey } from './file-names';
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
 export class LocalStorage implements Storage {
@@ -18,12 +19,13 @@ export class LocalStorage implements Storage {
     return path.join(this.dir, key);
   }
 
-  private resolve(key: string): string {
+  /** The path of a key: a Buffer when the key encodes bytes that are not UTF-8 (see file-names.ts). */
+  private resolve(key: string): string | Buffer {
     const full = path.resolve(this.dir, key);
     if (full !== this.dir && !full.startsWith(this.dir + path.sep)) {
       throw new OrchardError(`Key ${JSON.stringify(key)} escapes ${this.dir}`, 'ERR_INVALID_KEY');
     }
-    return full;
+    return key.includes('%') ? Buffer.concat([Buffer.from(this.dir), nameOfKey(full.slice(this.dir.length))]) : full;
   }
 
   async check(options: { readonly mustExist?: boolean } = {}): Promise<void> {
@@ -51,38 +53,60 @@ export class LocalStorage implements Storage {
    * the folders on the way down, so a link back up the tree cannot loop. A broken link is listed, so that its
    * read fails and the image shows up in errors.csv instead of vanishing.
    */
-  private async *walk(dir: string, relative: string, visited: Set<string>): AsyncIterable<ObjectInfo> {
-    let entries: fs.Dirent[];
+  private async *walk(dir: string | Buffer, relative: string, visited: Set<string>): AsyncIterable<ObjectInfo> {
+    let entries: fs.Dirent<Buffer>[];
     let real: string;
     try {
-      real = await fs.promises.realpath(dir);
-      entries = await fs.promises.readdir(dir, { withFileTypes: true });
+      // Names as bytes: a name that is not valid UTF-8 read as a string would name no file (see file-names.ts).
+      real = (await fs.promises.realpath(dir, { encoding: 'buffer' })).toString('latin1');
+      entries = await fs.promises.readdir(dir, { withFileTypes: true, encoding: 'buffer' });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw error;
     }
     if (visited.has(real)) return;
     const below = new Set(visited).add(real);
-    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    entries.sort((a, b) => Buffer.compare(a.name, b.name));
     for (const entry of entries) {
-      if (entry.name.startsWith('.tmp-')) continue;
-      const key = relative ? `${relative}/${entry.name}` : entry.name;
-      const full = path.join(dir, entry.name);
-      const stat = entry.isSymbolicLink() ? await fs.promises.stat(full).catch(() => undefined) : entry;
+      if (entry.name.toString('latin1').startsWith('.tmp-')) continue;
+      const name = keyOfName(entry.name);
+      const key = relative ? `${relative}/${name}` : name;
+      const full = Buffer.concat([Buffer.from(dir), Buffer.from(path.sep), entry.name]);
+      const stat = entry.isSymbolicLink() || entry.isFile() ? await fs.promises.stat(full).catch(() => undefined) : entry;
       if (stat?.isDirectory()) {
         yield* this.walk(full, key, below);
-      } else if (!stat || stat.isFile()) {
-        yield { key, size: stat ? (await fs.promises.stat(full)).size : 0 };
+      } else {
+        // Everything else is listed, so that what cannot be read (a broken link, a FIFO, a device) becomes a row
+        // of errors.csv with its reason instead of vanishing.
+        yield { key, size: stat && 'size' in stat ? stat.size : 0 };
       }
     }
   }
 
   async get(key: string): Promise<Buffer> {
+    const handle = await this.openRegular(key);
     try {
-      return await fs.promises.readFile(this.resolve(key));
+      return await handle.readFile();
     } catch (error) {
       throw await this.readError(error, key);
+    } finally {
+      await handle.close();
     }
+  }
+
+  /**
+   * Opens a key for reading only if it is a regular file. Opened without blocking (a FIFO's open would wait for
+   * a writer for ever), then checked on the open descriptor, so that a FIFO, a socket or a device (or a link to
+   * one), even one swapped in after listing, is an UnreadableObjectError and never a read that does not end.
+   */
+  private async openRegular(key: string): Promise<fs.promises.FileHandle> {
+    const handle = await fs.promises.open(this.resolve(key), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch(async (error: unknown) => {
+      throw await this.readError(error, key);
+    });
+    const stat = await handle.stat();
+    if (stat.isFile()) return handle;
+    await handle.close();
+    throw stat.isDirectory() ? new NotFoundError(this.uri(key)) : new UnreadableObjectError(this.uri(key), `not a regular file: ${fileKind(stat)}`);
   }
 
   /**
@@ -99,6 +123,8 @@ export class LocalStorage implements Storage {
       return new NotFoundError(this.uri(key));
     }
     if (code === 'EISDIR' || code === 'ENOTDIR') return new NotFoundError(this.uri(key));
+    // open(2) of a Unix socket.
+    if (code === 'ENXIO') return new UnreadableObjectError(this.uri(key), 'not a regular file: a socket');
     if (code === 'EACCES' || code === 'EPERM') {
       return new OrchardError(`Access denied to ${this.uri(key)}: check the file's permissions for this user`, 'ERR_ACCESS_DENIED', ExitCode.Fatal, { cause: error });
     }
@@ -106,12 +132,8 @@ export class LocalStorage implements Storage {
   }
 
   async getStream(key: string): Promise<Readable> {
-    const file = this.resolve(key);
     // Open first, so a missing key fails here rather than later, inside the consumer of the stream.
-    const handle = await fs.promises.open(file, 'r').catch(async (error: unknown) => {
-      throw await this.readError(error, key);
-    });
-    return handle.createReadStream();
+    return (await this.openRegular(key)).createReadStream();
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -120,19 +142,37 @@ export class LocalStorage implements Storage {
   }
 
   async put(key: string, body: Buffer | string, _options?: PutOptions): Promise<void> {
-    const target = this.resolve(key);
-    await fs.promises.mkdir(path.dirname(target), { recursive: true });
-    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
-    await fs.promises.writeFile(temp, body);
-    await fs.promises.rename(temp, target);
+    await this.writeVia(key, async (temp, target) => {
+      await fs.promises.writeFile(temp, body);
+      await fs.promises.rename(temp, target);
+    });
   }
 
   async putFile(key: string, localPath: string): Promise<void> {
+    await this.writeVia(key, async (temp, target) => {
+      await fs.promises.copyFile(localPath, temp);
+      await fs.promises.rename(temp, target);
+    });
+  }
+
+  /**
+   * A write through a temporary file next to the key: the temporary file never outlives the write (it is renamed
+   * or linked into place, or removed when the write fails), and a full disk is an environment error that says so.
+   */
+  private async writeVia<T>(key: string, write: (temp: string | Buffer, target: string | Buffer) => Promise<T>): Promise<T> {
     const target = this.resolve(key);
-    await fs.promises.mkdir(path.dirname(target), { recursive: true });
-    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
-    await fs.promises.copyFile(localPath, temp);
-    await fs.promises.rename(temp, target);
+    const folder = parentOf(target);
+    const temp = typeof folder === 'string' ? path.join(folder, tempName()) : Buffer.concat([folder, Buffer.from(`${path.sep}${tempName()}`)]);
+    try {
+      await fs.promises.mkdir(folder, { recursive: true });
+      return await write(temp, target);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw noSpace(this.uri(key), error);
+      throw error;
+    } finally {
+      await fs.promises.rm(temp, { force: true }).catch(() => undefined);
+    }
   }
 
   async deletePrefix(prefix: string, only?: (key: string) => boolean): Promise<void> {
@@ -162,19 +202,16 @@ export class LocalStorage implements Storage {
    * exactly one creates it, and no reader ever sees it half written.
    */
   async putIfAbsent(key: string, body: Buffer | string): Promise<boolean> {
-    const target = this.resolve(key);
-    await fs.promises.mkdir(path.dirname(target), { recursive: true });
-    const temp = path.join(path.dirname(target), `.tmp-${randomBytes(6).toString('hex')}`);
-    await fs.promises.writeFile(temp, body);
-    try {
-      await fs.promises.link(temp, target);
-      return true;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
-      throw error;
-    } finally {
-      await fs.promises.rm(temp, { force: true });
-    }
+    return this.writeVia(key, async (temp, target) => {
+      await fs.promises.writeFile(temp, body);
+      try {
+        await fs.promises.link(temp, target);
+        return true;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false;
+        throw error;
+      }
+    });
   }
 
   async exclusiveCreate(): Promise<boolean> {
@@ -187,6 +224,34 @@ export async function md5File(file: string): Promise<string> {
   const hash = createHash('md5');
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+function tempName(): string {
+  return `.tmp-${randomBytes(6).toString('hex')}`;
+}
+
+/** The folder of a path given as a string or as bytes. */
+function parentOf(file: string | Buffer): string | Buffer {
+  return typeof file === 'string' ? path.dirname(file) : file.subarray(0, file.lastIndexOf(path.sep));
+}
+
+/** What a file that is not a regular file is, for the errors.csv reason. */
+function fileKind(stat: fs.Stats): string {
+  if (stat.isFIFO()) return 'a FIFO (named pipe)';
+  if (stat.isSocket()) return 'a socket';
+  if (stat.isCharacterDevice()) return 'a character device';
+  if (stat.isBlockDevice()) return 'a block device';
+  return 'not a file';
+}
+
+/** A full disk (or quota): the environment's, with its remedy; never "unexpected". */
+export function noSpace(where: string, cause: unknown): OrchardError {
+  return new OrchardError(
+    `No space left on the device writing ${where}: free some space there (or give another --output), then rerun with the same --run-id to resume`,
+    'ERR_NO_SPACE',
+    ExitCode.Fatal,
+    { cause },
+  );
 }
 
 /** The first path on the way to `dir` that exists and is not a folder. */
