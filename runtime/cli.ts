@@ -5,13 +5,14 @@ import { fraction, positiveInt, rate, runIdArg, shardList, wholeNumber, wholeNum
 import { OUTPUTS, type Manifest, type RunResult } from './contracts/results';
 import { labelSummary } from './quality/labels';
 import { ExitCode, OrchardError, describeError, invalidParameter } from './errors';
+import { STOP_GRACE_MS, interruptible } from './interrupt';
 import { createReporter, type Reporter } from './progress';
 import { DEFAULTS, buildRunConfig, defaultThreads, type RunSettings } from './pipeline/config';
 import { DEFAULT_MODEL, DEMO_MODEL, PRESETS, SIGNED_RANGE, UNIT_RANGE, type Normalization } from './model/presets';
 import type { BackendPreference } from './model/backend';
 import { describeEngine, type EnginePreference } from './model/feature-model';
 import type { DoctorConfig } from './doctor';
-import { InvalidJsonError, NotFoundError, S3RetryCounter, noSpace, S3Storage, UnreadableObjectError, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
+import { InvalidJsonError, NotFoundError, S3RetryCounter, S3_ATTEMPTS, S3_TIMEOUT_SECONDS, noSpace, S3Storage, UnreadableObjectError, createS3Client, getJsonIfExists, openStorage, parseLocation, type S3Options } from './storage';
 
 /**
  * 8 classes x 125 = 1,000 images: the demo's embedded S3 server (s3rver) cannot page a listing past 1,000 keys
@@ -31,6 +32,7 @@ interface CommonOptions {
   region?: string;
   quiet?: boolean;
   jsonLogs?: boolean;
+  s3Timeout?: number;
 }
 
 /** `run` and `plan` take every setting of a run; commander gives them under the settings' own names. */
@@ -65,6 +67,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       .addOption(new Option('--region <region>', 'AWS region of the buckets').default(env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? 'us-east-1'))
       .option('-q, --quiet', 'print warnings and the result only')
       .option('--json-logs', 'log one JSON object per line (no progress bar)')
+      .option('--s3-timeout <seconds>', `seconds an S3 request waits for a connection, then for each answer, before it is retried (${S3_ATTEMPTS} attempts)`, positiveInt('--s3-timeout'), S3_TIMEOUT_SECONDS)
       .option('--debug', 'print the stack trace of an unexpected error');
 
   withCommon(withRunSettings(program.command('run').description('Run the pipeline: list → extract features → fit PCA → project → write the outputs under <output>/<run-id>/')))
@@ -344,7 +347,7 @@ function machineSettings(options: StageOptions): { threads?: number; concurrency
 
 /** Turns parsed flags into run settings; `buildRunConfig` validates them. */
 export function toRunSettings(options: RunOptions): RunSettings {
-  const { endpoint: _endpoint, region: _region, quiet: _quiet, jsonLogs: _jsonLogs, normalize, ...settings } = options;
+  const { endpoint: _endpoint, region: _region, quiet: _quiet, jsonLogs: _jsonLogs, s3Timeout: _s3Timeout, normalize, ...settings } = options;
   return { ...settings, normalize: normalize === undefined ? undefined : normalize === SIGNED_RANGE ? '-1,1' : '0,1' };
 }
 
@@ -376,7 +379,7 @@ function s3Options(options: CommonOptions, reporter?: Reporter): S3Options {
       { command: event.command, retries: event.total },
     ),
   );
-  return { endpoint: options.endpoint, region: options.region, retries };
+  return { endpoint: options.endpoint, region: options.region, retries, timeoutSeconds: options.s3Timeout };
 }
 
 /** `--endpoint`: an http(s) URL, named in the error when it is not one. */
@@ -449,7 +452,10 @@ function printResult(result: RunResult, options: CommonOptions, io: CliIo): void
   );
 }
 
-/** SIGINT/SIGTERM stop the run after the current batch (completed shards are kept); a second one exits at once. */
+/**
+ * SIGINT/SIGTERM stop the run after the current batch (completed shards are kept); a second one exits at once.
+ * Work that does not stop by itself (a request that never ends) is abandoned a few seconds after the signal.
+ */
 async function withInterrupt<T>(work: (signal: AbortSignal) => Promise<T>, runId: string | undefined, io: CliIo): Promise<T> {
   const controller = new AbortController();
   // Every in-flight S3 request (16 uploads, 8 shard writes…) listens on this one signal: not a leak.
@@ -462,7 +468,7 @@ async function withInterrupt<T>(work: (signal: AbortSignal) => Promise<T>, runId
   const handlers = { SIGINT: () => onSignal('SIGINT'), SIGTERM: () => onSignal('SIGTERM') };
   process.on('SIGINT', handlers.SIGINT).on('SIGTERM', handlers.SIGTERM);
   try {
-    return await work(controller.signal);
+    return await interruptible(work(controller.signal), controller.signal, 2 * STOP_GRACE_MS + 500);
   } finally {
     process.off('SIGINT', handlers.SIGINT).off('SIGTERM', handlers.SIGTERM);
   }
@@ -488,6 +494,9 @@ function defaultIo(): CliIo {
     err: (text) => process.stderr.write(text),
     exit: (code) => {
       process.exitCode = code;
+      // Once a command has ended nothing else may keep the process (a request abandoned on an interrupt, or left
+      // in flight by a fatal error): it ends now if idle, else in half a second.
+      setTimeout(() => process.exit(code), 500).unref();
     },
     isTty: Boolean(process.stderr.isTTY),
   };

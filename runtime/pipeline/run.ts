@@ -2,6 +2,7 @@ import type { RunResult } from '../contracts/results';
 import { OrchardError } from '../errors';
 import type { TfRuntime } from '../model/backend';
 import { describeEngine } from '../model/feature-model';
+import { STOP_GRACE_MS, interruptible, settlesWithin } from '../interrupt';
 import type { Reporter } from '../progress';
 import type { RunConfig } from './config';
 import { loadModel, openRun, type OpenRun } from './context';
@@ -28,16 +29,19 @@ export interface RunDependencies {
  */
 export async function runPipeline(config: RunConfig, deps: RunDependencies): Promise<RunResult> {
   const run = openRun(config);
-  // Every check before the first write (the lease is one).
-  await validateRun(run);
+  // Every check before the first write (the lease is one). A signal ends the run whatever it waits on.
+  await interruptible(validateRun(run), deps.signal);
   const guarded = leaseGuard(deps.signal);
-  const lease = await acquireRunLease(run, 'orchard run', guarded.lose, deps.reporter);
+  const lease = await interruptible(acquireRunLease(run, 'orchard run', guarded.lose, deps.reporter), deps.signal);
   try {
-    return await runStages(run, { ...deps, signal: guarded.signal }, guarded.lose);
+    return await interruptible(runStages(run, { ...deps, signal: guarded.signal }, guarded.lose), guarded.signal);
   } catch (error) {
     throw guarded.lostWith ?? error;
   } finally {
-    await lease.release();
+    // Bounded: a storage that stopped answering must not keep an interrupted run from ending.
+    if (!(await settlesWithin(lease.release(), STOP_GRACE_MS))) {
+      deps.reporter.warn(`could not release the run's lease ${run.folder.uri(run.folder.leaseKey('run'))} (no answer): a rerun takes it over once it expires`);
+    }
   }
 }
 

@@ -7,7 +7,7 @@ export * from './storage';
 export * from './uri';
 export { LocalStorage, md5File, noSpace } from './local';
 export { keyOfName, nameOfKey } from './file-names';
-export { S3Storage, createS3Client, type S3Options } from './s3';
+export { S3Storage, S3_ATTEMPTS, S3_TIMEOUT_SECONDS, createS3Client, type S3Options } from './s3';
 export { S3RetryCounter, type RetryEvent } from './s3-retries';
 
 /** Opens the storage behind a parsed location. */

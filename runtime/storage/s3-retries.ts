@@ -26,8 +26,9 @@ export class S3RetryCounter {
     const before = this.counts.get(command) ?? 0;
     const total = before + retries;
     this.counts.set(command, total);
-    // A line when the count reaches the next power of ten (1, 10, 100, …), and for every request that failed.
-    if (failed || Math.floor(Math.log10(total)) > Math.floor(Math.log10(Math.max(before, 0.5)))) {
+    // A line when the count reaches the next power of ten (1, 10, 100, …). Not for a request that failed in the
+    // end: its error stops the run and is the one line that says what happened (with the attempts it took).
+    if (!failed && Math.floor(Math.log10(total)) > Math.floor(Math.log10(Math.max(before, 0.5)))) {
       this.onRetry?.({ command, retries, total, delayMs, failed });
     }
   }

@@ -24,7 +24,24 @@ export interface S3Options {
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
   /** Where retried requests are counted (and reported): a process-wide sink, not a setting of the run. */
   readonly retries?: S3RetryCounter;
+  /**
+   * Seconds a request may wait for its connection, and then for each sign of life from the server (socket
+   * inactivity), before it fails and is retried. @default S3_TIMEOUT_SECONDS
+   */
+  readonly timeoutSeconds?: number;
 }
+
+/**
+ * Long enough for S3 under load (its first byte comes in well under a second), short enough that an endpoint
+ * that accepts connections and never answers fails a run in under 2 minutes (S3_ATTEMPTS × 20 s, plus backoff)
+ * instead of hanging it.
+ */
+export const S3_TIMEOUT_SECONDS = 20;
+/** Attempts per request (the SDK's retry loop: throttling, 5xx, resets, timeouts). */
+export const S3_ATTEMPTS = 5;
+
+/** What an error message says about a client: the endpoint it talks to and its timeout. */
+const clientFacts = new WeakMap<S3Client, { readonly endpoint: string; readonly timeoutSeconds: number }>();
 
 /** Where exclusiveCreate's probe object goes, below the storage's prefix (inside a run folder: `_work/`). */
 const PROBE_PREFIX = '_work/.conditional-write-probe-';
@@ -34,13 +51,18 @@ const PART_SIZE = 16 * 1024 * 1024;
 const PART_QUEUE = 4;
 
 export function createS3Client(options: S3Options = {}): S3Client {
+  const region = options.region ?? 'us-east-1';
+  const timeoutSeconds = options.timeoutSeconds ?? S3_TIMEOUT_SECONDS;
   const client = new S3Client({
-    region: options.region ?? 'us-east-1',
+    region,
     endpoint: options.endpoint,
     forcePathStyle: options.endpoint !== undefined,
     credentials: options.credentials,
-    maxAttempts: 5,
+    maxAttempts: S3_ATTEMPTS,
+    // Without these a request to an endpoint that accepts and never answers waits for ever.
+    requestHandler: { connectionTimeout: timeoutSeconds * 1000, socketTimeout: timeoutSeconds * 1000 },
   });
+  clientFacts.set(client, { endpoint: options.endpoint ?? `https://s3.${region}.amazonaws.com`, timeoutSeconds });
   options.retries?.attach(client);
   return client;
 }
@@ -260,6 +282,16 @@ export class S3Storage implements Storage {
       return new OrchardError(
         `No AWS credentials to reach ${uri}: on EC2 the instance role provides them; elsewhere set AWS_PROFILE or AWS_* variables`,
         'ERR_NO_CREDENTIALS',
+        ExitCode.Fatal,
+        { cause: error },
+      );
+    }
+    if (name === 'TimeoutError' || (error as { code?: string })?.code === 'ETIMEDOUT') {
+      const facts = clientFacts.get(this.client);
+      return new OrchardError(
+        `S3 endpoint ${facts?.endpoint ?? '(unknown)'} did not answer within ${facts?.timeoutSeconds ?? S3_TIMEOUT_SECONDS} s (${S3_ATTEMPTS} attempts) ` +
+          `for ${uri}: check the network path to it (route, proxy, VPC endpoint), or give a longer --s3-timeout`,
+        'ERR_STORAGE_UNREACHABLE',
         ExitCode.Fatal,
         { cause: error },
       );
