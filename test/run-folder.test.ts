@@ -139,7 +139,7 @@ describe('listing', () => {
     for (const parallel of [false, true]) {
       written.clear();
       const listed = await listShards(storage, { shardSize: 3, parallel }, async (shard, items) => void written.set(shard, items.map((item) => item.key)));
-      expect(listed).toEqual({ shards: 3, images: 9 });
+      expect(listed).toEqual({ shards: 3, images: 9, skipped: [] });
       expect([...written.keys()].sort()).toEqual([0, 1, 2]);
       expect([...written.values()].flat()).not.toContain('Kiwi/.DS_Store');
       expect(written.get(2)).toHaveLength(3);
