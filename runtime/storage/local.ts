@@ -186,9 +186,13 @@ export class LocalStorage implements Storage {
       await fs.promises.rm(this.resolve(object.key), { force: true });
       for (let folder = path.posix.dirname(object.key); folder !== '.' && folder !== ''; folder = path.posix.dirname(folder)) folders.add(folder);
     }
-    // The folders it emptied, deepest first; rmdir leaves any folder that still holds something.
+    // The folders it emptied, deepest first, with the temporary files of writes killed half-way (this store's own
+    // names); rmdir leaves any folder that still holds something.
     for (const folder of [...folders].sort((a, b) => b.length - a.length)) {
-      await fs.promises.rmdir(this.resolve(folder)).catch(() => undefined);
+      const dir = this.resolve(folder);
+      const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+      for (const name of names) if (TEMP_NAME.test(name)) await fs.promises.rm(path.join(dir.toString(), name), { force: true });
+      await fs.promises.rmdir(dir).catch(() => undefined);
     }
   }
 
@@ -229,6 +233,7 @@ export async function md5File(file: string): Promise<string> {
 function tempName(): string {
   return `.tmp-${randomBytes(6).toString('hex')}`;
 }
+const TEMP_NAME = /^\.tmp-[0-9a-f]{12}$/;
 
 /** The folder of a path given as a string or as bytes. */
 function parentOf(file: string | Buffer): string | Buffer {
