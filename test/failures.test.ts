@@ -7,16 +7,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { generateSampleImages } from '../runtime/images/generate';
-import { initTf } from '../runtime/model/backend';
 import { Lease, type LeaseRecord } from '../runtime/pipeline/lease';
 import { varianceCurve } from '../runtime/report/data';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
-import { uploadTree } from '../runtime/upload';
-import { S3_ENV, hasStack, orchard, type Captured } from './helpers/cli';
+import { hasStack, orchard, type Captured } from './helpers/cli';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
 import { startTestS3, tempDir } from './helpers/s3';
-import { saveTinyModel } from './helpers/tiny-model';
+import { startCliFixture } from './helpers/fixture';
 
 const BUCKET = 'failures-test';
 const CLASSES = ['Kiwi', 'Lemon', 'Orange'];
@@ -46,14 +43,7 @@ function expectClean(result: Captured): void {
 }
 
 beforeAll(async () => {
-  Object.assign(process.env, S3_ENV);
-  const tf = await initTf('wasm');
-  modelDir = tempDir();
-  await saveTinyModel(tf.tf, new LocalStorage(modelDir));
-  imagesDir = tempDir();
-  await generateSampleImages(imagesDir, { perClass: PER_CLASS, seed: 21, classes: CLASSES });
-  s3 = await startTestS3([BUCKET]);
-  await uploadTree({ sourceDir: imagesDir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
+  ({ modelDir, imagesDir, s3 } = await startCliFixture({ bucket: BUCKET, classes: CLASSES, perClass: PER_CLASS, seed: 21 }));
   proxy = await startFaultProxy(s3.endpoint);
   const clean = await run('clean', '-i', imagesDir);
   expect(clean.code).toBe(0);

@@ -7,15 +7,13 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { generateSampleImages } from '../runtime/images/generate';
-import { initTf } from '../runtime/model/backend';
 import { listShards } from '../runtime/pipeline/list';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { BIN, S3_ENV, hasStack, orchard, startOrchard, type Captured } from './helpers/cli';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy';
 import { startTestS3, tempDir } from './helpers/s3';
-import { saveTinyModel } from './helpers/tiny-model';
+import { startCliFixture } from './helpers/fixture';
 
 const BUCKET = 'nothing-lost';
 const CLASSES = ['Kiwi', 'Lemon', 'Orange'];
@@ -61,14 +59,7 @@ async function copyImages(into: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  Object.assign(process.env, S3_ENV);
-  const tf = await initTf('wasm');
-  modelDir = tempDir();
-  await saveTinyModel(tf.tf, new LocalStorage(modelDir));
-  imagesDir = tempDir();
-  await generateSampleImages(imagesDir, { perClass: PER_CLASS, seed: 16, classes: CLASSES });
-  s3 = await startTestS3([BUCKET]);
-  await uploadTree({ sourceDir: imagesDir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
+  ({ modelDir, imagesDir, s3 } = await startCliFixture({ bucket: BUCKET, classes: CLASSES, perClass: PER_CLASS, seed: 16 }));
 });
 afterAll(async () => {
   await s3.close();
