@@ -298,12 +298,14 @@ export function toDoctorConfig(options: DoctorOptions): DoctorConfig {
 const EXIT_CODES = `
 Exit status:
   0    finished; failed images within --max-error-rate
-  1    fatal error (storage, permissions, model, damaged run state, run held by another process);
-       the message names the cause; rerun with the same --run-id once it is fixed
-  2    invalid command line or configuration, or the run id is already complete
+  1    fatal error (storage unreachable or not answering within --s3-timeout, permissions, a full
+       disk, model, damaged run state, run held by another process); the message names the cause;
+       rerun with the same --run-id once it is fixed
+  2    invalid command line or configuration (e.g. a run folder that is, holds or lies inside the
+       input), or the run id is already complete
   3    finished, but too many images failed (outputs without _SUCCESS) or too few images were
        readable for PCA (errors.csv, manifest and report only)
-  130  interrupted; rerun with the same --run-id to resume`;
+  130  interrupted (within 5 s of the signal, the lease released); rerun with the same --run-id to resume`;
 
 /** Every setting of a run as a flag (`run`, `plan`). */
 function withRunSettings(command: Command): Command {
