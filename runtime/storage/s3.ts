@@ -33,10 +33,10 @@ export interface S3Options {
 
 /**
  * Long enough for S3 under load (its first byte comes in well under a second), short enough that an endpoint
- * that accepts connections and never answers fails a run in under 2 minutes (S3_ATTEMPTS × 20 s, plus backoff)
- * instead of hanging it.
+ * that accepts connections and never answers fails a run in under 2 minutes instead of hanging it: S3_ATTEMPTS ×
+ * (15 s + 3 s) + backoff (the SDK's handler starts an inactivity timer of 6 s or more 3 s after the request).
  */
-export const S3_TIMEOUT_SECONDS = 20;
+export const S3_TIMEOUT_SECONDS = 15;
 /** Attempts per request (the SDK's retry loop: throttling, 5xx, resets, timeouts). */
 export const S3_ATTEMPTS = 5;
 
