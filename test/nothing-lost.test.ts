@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { listShards } from '../runtime/pipeline/list';
+import { isOwnWorkKey } from '../runtime/pipeline/run-folder';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { BIN, S3_ENV, hasStack, orchard, startOrchard, type Captured } from './helpers/cli';
@@ -109,6 +110,16 @@ describe('16.1 run folder inside the input is refused', () => {
     expectOneLine(result);
     expect(tree(x)).toEqual(before);
   });
+});
+
+test('16.1 every file a run leaves in _work/ is one orchard counts as its own (and deletes after success)', async () => {
+  const out = tempDir();
+  expect((await run('-i', imagesDir, '-o', out, '--run-id', 'kept', '--keep-features')).code).toBe(0);
+  const work = tree(path.join(out, 'kept', '_work')).filter((entry) => !entry.endsWith('/'));
+  expect(work.length).toBeGreaterThan(10);
+  expect(work.map((entry) => `_work/${entry.slice(0, entry.lastIndexOf(':'))}`).filter((key) => !isOwnWorkKey(key))).toEqual([]);
+  expect(isOwnWorkKey('_work/int8/graph.onnx')).toBe(true);
+  expect(isOwnWorkKey('_work/mine/photo.jpg')).toBe(false);
 });
 
 describe('16.2 earlier results inside the input are not images', () => {

@@ -71,11 +71,11 @@ const KEYS = {
 export type WorkStage = 'extract' | 'project';
 
 /**
- * Every key orchard writes under `_work/` (the layout above, the leases, S3's conditional-write probe): what
+ * Every key orchard writes under `_work/` (KEYS above, the leases, S3's conditional-write probe: keep in step): what
  * `deleteWork` may delete, and what a new run's `_work/` may already hold. Anything else there is not orchard's.
  */
 const OWN_WORK_KEY =
-  /^_work\/(?:(?:config|plan|model|lease)\.json|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|\.conditional-write-probe-[\w-]+)$/;
+  /^_work\/(?:(?:config|plan|model|lease)\.json|int8\/graph\.(?:onnx|json)|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|\.conditional-write-probe-[\w-]+)$/;
 
 export function isOwnWorkKey(key: string): boolean {
   return OWN_WORK_KEY.test(key);
