@@ -5,7 +5,7 @@ import { HeadObjectCommand, S3ServiceException } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import pMap from 'p-map';
 import { ExitCode, OrchardError, describeError } from './errors';
-import { md5File, type S3Storage } from './storage';
+import { keyOfName, md5File, type S3Storage } from './storage';
 
 /**
  * `orchard upload`: copies a local image tree (Fruits-360 layout, `<Class>/<file>`) into an S3 bucket and prefix,
@@ -81,9 +81,10 @@ export function contentTypeOf(file: string): string {
 }
 
 interface LocalFile {
-  /** Relative path with `/` separators: the key below the target prefix. */
+  /** Relative path with `/` separators: the key below the target prefix (names that are not UTF-8 percent-encoded, as a run's keys). */
   readonly key: string;
-  readonly file: string;
+  /** As bytes: a name on the way may not be valid UTF-8. */
+  readonly file: Buffer;
 }
 
 interface RemoteObject {
@@ -193,7 +194,7 @@ async function syncOne(
       Bucket: target.bucket,
       Key: target.prefix + local.key,
       Body: content ?? fs.createReadStream(local.file),
-      ContentType: contentTypeOf(local.file),
+      ContentType: contentTypeOf(local.key),
       Metadata: { [MD5_METADATA]: md5 },
     },
     partSize: UPLOAD_PART_SIZE,
@@ -225,21 +226,22 @@ async function sameContent(target: S3Storage, key: string, remote: RemoteObject,
 async function walk(root: string): Promise<LocalFile[]> {
   const files: LocalFile[] = [];
   // Real paths of the folders above each pending one: a link back up the tree is not followed (no cycles).
-  const pending: { dir: string; prefix: string; ancestors: readonly string[] }[] = [
-    { dir: root, prefix: '', ancestors: [await fs.promises.realpath(root)] },
+  const pending: { dir: string | Buffer; prefix: string; ancestors: readonly string[] }[] = [
+    { dir: root, prefix: '', ancestors: [(await fs.promises.realpath(root, { encoding: 'buffer' })).toString('latin1')] },
   ];
   while (pending.length > 0) {
     const { dir, prefix, ancestors } = pending.pop()!;
-    let entries: fs.Dirent[];
+    let entries: fs.Dirent<Buffer>[];
     try {
-      entries = await fs.promises.readdir(dir, { withFileTypes: true });
+      // Names as bytes, as the run's listing reads them (runtime/storage/file-names.ts).
+      entries = await fs.promises.readdir(dir, { withFileTypes: true, encoding: 'buffer' });
     } catch (error) {
-      throw new OrchardError(`Cannot read ${dir}: ${describeError(error)}`, 'ERR_SOURCE_UNREADABLE', ExitCode.Fatal, { cause: error });
+      throw new OrchardError(`Cannot read ${dir.toString()}: ${describeError(error)}`, 'ERR_SOURCE_UNREADABLE', ExitCode.Fatal, { cause: error });
     }
     for (const entry of entries) {
-      if (entry.name.startsWith('.')) continue;
-      const full = path.join(dir, entry.name);
-      const key = prefix + entry.name;
+      if (entry.name[0] === 0x2e) continue;
+      const full = Buffer.concat([Buffer.from(dir), Buffer.from(path.sep), entry.name]);
+      const key = prefix + keyOfName(entry.name);
       let isDirectory = entry.isDirectory();
       let isFile = entry.isFile();
       if (entry.isSymbolicLink()) {
@@ -248,7 +250,7 @@ async function walk(root: string): Promise<LocalFile[]> {
         isFile = target?.isFile() ?? false;
       }
       if (isDirectory) {
-        const real = await fs.promises.realpath(full);
+        const real = (await fs.promises.realpath(full, { encoding: 'buffer' })).toString('latin1');
         if (ancestors.includes(real)) continue;
         pending.push({ dir: full, prefix: `${key}/`, ancestors: [...ancestors, real] });
       } else if (isFile) {

@@ -227,6 +227,19 @@ describe('16.3 names that are not valid UTF-8', () => {
   });
 });
 
+test('16.3 orchard upload gives a name that is not valid UTF-8 the key a run on the folder would', async () => {
+  const dir = tempDir();
+  fs.mkdirSync(Buffer.from([...Buffer.from(`${dir}/Caf`), 0xe9]));
+  fs.writeFileSync(Buffer.from([...Buffer.from(`${dir}/Caf`), 0xe9, ...Buffer.from('/one.jpg')]), 'x');
+  fs.writeFileSync(path.join(dir, '100%.jpg'), 'y');
+  const summary = await uploadTree({ sourceDir: dir, target: new S3Storage(createS3Client(s3.options), BUCKET, 'latin1/') });
+  expect(summary.failed).toEqual([]);
+  expect(await s3Keys('latin1/')).toEqual(['100%25.jpg', 'Caf%E9/one.jpg']);
+  const local: string[] = [];
+  for await (const object of new LocalStorage(dir).list()) local.push(object.key);
+  expect(local).toEqual(['100%25.jpg', 'Caf%E9/one.jpg']);
+});
+
 describe('16.4 reads that never finish', () => {
   let socketServer: net.Server;
   afterAll(() => socketServer?.close());

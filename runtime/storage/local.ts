@@ -224,7 +224,7 @@ export class LocalStorage implements Storage {
 }
 
 /** MD5 of a local file, hex: what S3 reports as the ETag of a single-part upload. */
-export async function md5File(file: string): Promise<string> {
+export async function md5File(file: fs.PathLike): Promise<string> {
   const hash = createHash('md5');
   for await (const chunk of fs.createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest('hex');
