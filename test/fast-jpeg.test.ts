@@ -1,4 +1,4 @@
-import sharp from 'sharp';
+import sharp, { type JpegOptions } from 'sharp';
 import { decodePlainJpeg, plainJpegSize } from '../runtime/images/fast-jpeg';
 import { preprocessImage, preprocessWithSharp } from '../runtime/images/preprocess';
 
@@ -22,7 +22,7 @@ interface Kind {
   readonly name: string;
   readonly width: number;
   readonly height: number;
-  readonly jpeg: sharp.JpegOptions;
+  readonly jpeg: JpegOptions;
   readonly grey?: boolean;
 }
 
