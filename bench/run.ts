@@ -160,8 +160,9 @@ async function main(): Promise<void> {
     const t = pipeline.manifest.timings;
     const pipelineImgPerS = files.length / t.total!;
     log(`pipeline: ${pipelineImgPerS.toFixed(2)} images/s, k=${k}, timings ${JSON.stringify(t)}`);
-    // The model's CPU per image when it runs alone: its threads kept busy for 1 / model_img_per_s each.
-    const modelMs = (model.engine.threads * 1000) / model.imgPerS;
+    // The model's CPU per image when it runs alone (measured, not threads / model_img_per_s: on a loaded
+    // machine wall time overstates it).
+    const modelMs = model.cpuMsPerImage;
     const cpu = pipeline.cpuS === null ? null : cpuBreakdown(mainThreadProfile(profileDir), pipeline.cpuS, files.length, modelMs);
     if (cpu) log(`pipeline CPU per image: ${cpu.totalMs.toFixed(2)} ms, model ${modelMs.toFixed(2)} ms, ${PARTS.map((part) => `${part} ${cpu.parts[part].toFixed(2)}`).join(', ')}`);
 
@@ -261,7 +262,7 @@ async function main(): Promise<void> {
         int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_local_input: `local folder, the ${largeFiles.length}-image memory run`,
-        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = threads x 1000 / model_img_per_s; parts from the main thread\'s --cpu-prof samples; other = the rest',
+        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = the bare-model measure\'s process CPU per image; parts from the main thread\'s --cpu-prof samples; other = the rest',
         pipeline_k: k,
         pipeline_timings: t,
         pipeline_extract_img_per_s: round(files.length / t.extract!),
