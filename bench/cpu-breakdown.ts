@@ -70,20 +70,22 @@ export interface CpuBreakdown {
   readonly totalMs: number;
   /** The model's share: its CPU per image when it runs alone (threads / model images per second). */
   readonly modelMs: number;
-  /** Per part, CPU-ms per image; `other` is what the process spent beyond the model and the attributed parts. */
+  /** Per part, CPU-ms per image: the process's CPU beyond the model's, shared out by the profile's proportions. */
   readonly parts: Record<Part, number>;
 }
 
 /**
- * The process's CPU per image, split into the model (from the bare-model figure) and the parts the main thread's
- * profile shows; whatever neither accounts for (libvips' and ONNX Runtime's own threads beyond the model's
- * figure, the garbage collector, start-up) is `other`.
+ * The process's CPU per image, split into the model (the bare-model measure's CPU per image) and the rest,
+ * which is shared out among the parts in proportion to the main thread's profile samples. Samples measure
+ * time on the thread, not CPU: on a loaded machine they include time the thread waited for a core, so only
+ * their proportions are used. `other` is the samples no part claims (the garbage collector, the pipeline's own
+ * code, the model's messaging) and, with them, the work of threads the profile does not see.
  */
 export function cpuBreakdown(profile: CpuProfile, processCpuS: number, images: number, modelMsPerImage: number): CpuBreakdown {
   const ms = attribute(profile);
   const totalMs = (processCpuS * 1000) / images;
-  const parts = Object.fromEntries(PARTS.map((part) => [part, ms[part] / images])) as Record<Part, number>;
-  const attributed = PARTS.filter((part) => part !== 'other').reduce((sum, part) => sum + parts[part], 0);
-  parts.other = Math.max(0, totalMs - modelMsPerImage - attributed);
+  const overhead = Math.max(0, totalMs - modelMsPerImage);
+  const sampled = PARTS.reduce((sum, part) => sum + ms[part], 0);
+  const parts = Object.fromEntries(PARTS.map((part) => [part, sampled > 0 ? (overhead * ms[part]) / sampled : 0])) as Record<Part, number>;
   return { totalMs, modelMs: modelMsPerImage, parts };
 }

@@ -262,7 +262,7 @@ async function main(): Promise<void> {
         int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_local_input: `local folder, the ${largeFiles.length}-image memory run`,
-        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = the bare-model measure\'s process CPU per image; parts from the main thread\'s --cpu-prof samples; other = the rest',
+        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = the bare-model measure\'s process CPU per image; the rest shared out among the parts in proportion to the main thread\'s --cpu-prof samples (wall time on a loaded machine, so only their proportions are used)',
         pipeline_k: k,
         pipeline_timings: t,
         pipeline_extract_img_per_s: round(files.length / t.extract!),
