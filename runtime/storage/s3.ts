@@ -13,6 +13,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { NotFoundError, type ObjectInfo, type PutOptions, type Storage } from './storage';
+import { DirectGet } from './s3-direct-get';
 import type { S3RetryCounter } from './s3-retries';
 import type { Location } from './uri';
 
@@ -117,7 +118,13 @@ export class S3Storage implements Storage {
     return { objects, folders };
   }
 
+  private direct?: Promise<DirectGet | undefined>;
+
   async get(key: string): Promise<Buffer> {
+    // The plain success case without the SDK's per-request machinery; anything else through the SDK below.
+    this.direct ??= DirectGet.create(this.client, this.bucket).catch(() => undefined);
+    const fast = await (await this.direct)?.get(this.prefix + key);
+    if (fast) return fast;
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
       return Buffer.from(await out.Body!.transformToByteArray());
