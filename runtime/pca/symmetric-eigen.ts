@@ -39,8 +39,10 @@ export interface SymmetricEigen {
  *
  * `vectorCount`, when given, is called with all n eigenvalues (descending) and says how many leading
  * eigenvectors to return; PCA needs only its k components, chosen from the spectrum. Up to n/4 of them are
- * computed without ever forming the n x n eigenvector matrix (see `leadingVectors`), which skips the two
- * O(n^3) vector phases; more than that take the full path, whose results are bit for bit ml-matrix's.
+ * computed without ever forming the n x n eigenvector matrix (inverse iteration on the tridiagonal matrix, see
+ * `tridiagonalVectors`, then the reflectors, see `leadingVectors`), which skips the two O(n^3) vector phases:
+ * the same vectors to rounding (about eps ||A|| / gap), signs of their own; more than that take the full path,
+ * whose results are bit for bit ml-matrix's.
  *
  * Only the lower triangle (matrix[i*n + j] with i >= j) is read, so the result is that of the symmetric matrix
  * it defines; a matrix that is symmetric up to rounding (as a covariance merged from shards can be) is fine.
