@@ -6,7 +6,8 @@
  * Here the request is signed by the SDK's own SigV4 signer (@smithy/signature-v4) with the client's resolved
  * credentials and region, and sent on a keep-alive agent. Only a complete 200 answer is used: anything else (an
  * error status, a dropped connection, a short body) returns undefined and the caller asks the SDK, whose
- * retries, error classification and messages then apply unchanged.
+ * retries, error classification and messages then apply unchanged; a failure the SDK would have retried
+ * (throttling, a 5xx, a dropped connection) is reported as such, for the caller to count it as one retry.
  */
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import * as http from 'node:http';
@@ -43,6 +44,9 @@ function encodeKey(key: string): string {
     .map((part) => encodeURIComponent(part).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`))
     .join('/');
 }
+
+/** Silence on a connection after which the request is dropped. */
+const STALL_MS = 30_000;
 
 /** Bucket names that can be a DNS label under s3.<region>.amazonaws.com (no dots: TLS wildcard certificates). */
 const VIRTUAL_HOSTABLE = /^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
@@ -98,8 +102,11 @@ export class DirectGet {
     return this.signer;
   }
 
-  /** The object's bytes, or undefined when anything but a complete 200 answer came back. */
-  async get(key: string): Promise<Buffer | undefined> {
+  /**
+   * The object's bytes; 'retry' after a failure the SDK would retry (429, 5xx, a dropped connection or short
+   * body); undefined for any other answer (a missing key, a refusal), which the SDK then reports.
+   */
+  async get(key: string): Promise<Buffer | 'retry' | undefined> {
     if (this.off) return undefined;
     const basePath = this.base.pathname.replace(/\/+$/, '');
     const path = `${basePath}${this.pathStyle ? `/${this.bucket}` : ''}/${encodeKey(key)}`;
@@ -121,24 +128,29 @@ export class DirectGet {
     const agent = this.agents[this.base.protocol as 'http:' | 'https:'];
     if (!agent) return undefined;
     const transport = this.base.protocol === 'https:' ? https : http;
-    return new Promise((resolve) => {
+    return new Promise<Buffer | 'retry' | undefined>((resolve) => {
       const req = transport.request({ method: 'GET', host: this.base.hostname, port: request.port, path, headers: signed.headers, agent }, (res) => {
         if (res.statusCode !== 200) {
-          if (res.statusCode === 400 || res.statusCode === 403 || (res.statusCode ?? 0) >= 300 && (res.statusCode ?? 0) < 400) this.off = true;
+          const status = res.statusCode ?? 0;
+          if (status === 400 || status === 403 || (status >= 300 && status < 400)) this.off = true;
           res.resume();
-          resolve(undefined);
+          resolve(status === 429 || status >= 500 ? 'retry' : undefined);
           return;
         }
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('error', () => resolve(undefined));
+        res.on('error', () => resolve('retry'));
         res.on('end', () => {
           const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
           const length = Number(res.headers['content-length']);
-          resolve(res.complete && (!Number.isFinite(length) || length === body.length) ? body : undefined);
+          resolve(res.complete && (!Number.isFinite(length) || length === body.length) ? body : 'retry');
         });
+        // A response cut short without an error event: after 'end' this changes nothing (the first answer wins).
+        res.on('close', () => resolve('retry'));
       });
-      req.on('error', () => resolve(undefined));
+      req.on('error', () => resolve('retry'));
+      // A stalled connection is given up (and the read handed to the SDK) rather than waited on forever.
+      req.setTimeout(STALL_MS, () => req.destroy());
       req.end();
     });
   }
