@@ -19,17 +19,9 @@ import { projectRows } from '../runtime/pca/project';
 import { DEFAULTS, defaultThreads } from '../runtime/pipeline/config';
 import { momentsOf } from '../runtime/stats/moments';
 import { log } from './child';
+import { listDevset } from './int8';
 
 type Preprocess = (data: Buffer, options: PreprocessOptions) => Promise<PreprocessedImage>;
-
-/** Every image under dir/<class>/, sorted, with its class. */
-function listImages(dir: string): { file: string; label: string }[] {
-  return fs
-    .readdirSync(dir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory())
-    .flatMap((entry) => fs.readdirSync(path.join(dir, entry.name)).map((name) => ({ file: path.join(dir, entry.name, name), label: entry.name })))
-    .sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
-}
 
 async function features(model: FeatureModel, images: readonly Buffer[], preprocess: Preprocess, batchSize: number): Promise<Float32Array> {
   const { featureDim: dim, inputSize: size } = model.identity;
@@ -131,10 +123,9 @@ async function main(): Promise<void> {
   const o = program.opts<{ images: string; model: string; variance: number; threads: number }>();
   const preset = PRESETS[o.model];
   if (!preset) throw new Error(`unknown model preset ${o.model}: one of ${Object.keys(PRESETS).join(', ')}`);
-  const listed = listImages(path.resolve(o.images));
-  if (listed.length < 10) throw new Error(`${o.images}: expected class folders of images, found ${listed.length} images`);
-  const images = listed.map((item) => fs.readFileSync(item.file));
-  const labels = listed.map((item) => item.label);
+  const { files, labels } = listDevset(path.resolve(o.images));
+  if (files.length < 10) throw new Error(`${o.images}: expected class folders of images, found ${files.length} images`);
+  const images = files.map((file) => fs.readFileSync(file));
   const batchSize = DEFAULTS.batchSize;
   const { model } = await loadEngine(preset, await readModelFiles(preset.source), { engine: 'auto', backend: 'auto', threads: o.threads, batchSize, warn: () => undefined });
   try {
