@@ -10,6 +10,8 @@ import { DEFAULTS } from '../runtime/pipeline/config';
 
 export interface ModelMeasure {
   readonly imgPerS: number;
+  /** CPU of the whole process (the engine's threads included) per image while predicting, in ms. */
+  readonly cpuMsPerImage: number;
   readonly images: number;
   readonly engine: EngineInfo;
 }
@@ -45,13 +47,15 @@ export async function measureModel(files: readonly string[], preset: ModelPreset
     if (batches.length === 0) throw new Error(`measureModel needs at least ${batchSize} images`);
     await model.predict(batches[0]!, batchSize);
     let seconds = 0;
+    const cpuBefore = process.cpuUsage();
     for (const batch of batches) {
       const t0 = performance.now();
       await model.predict(batch, batchSize);
       seconds += (performance.now() - t0) / 1000;
     }
+    const cpu = process.cpuUsage(cpuBefore);
     const images = batches.length * batchSize;
-    return { imgPerS: images / seconds, images, engine: model.engine };
+    return { imgPerS: images / seconds, cpuMsPerImage: (cpu.user + cpu.system) / 1000 / images, images, engine: model.engine };
   } finally {
     model.dispose();
   }

@@ -14,6 +14,8 @@ export interface RunMeasure {
   readonly wallS: number;
   /** Peak resident set of the orchard process (GNU time's %M), null when /usr/bin/time is missing. */
   readonly peakRssMb: number | null;
+  /** CPU seconds of the orchard process, user + system, every thread (GNU time's %U + %S); null without it. */
+  readonly cpuS: number | null;
   readonly manifest: {
     readonly timings: Record<string, number>;
     readonly pca: { readonly components: number };
@@ -32,12 +34,15 @@ export interface OrchardRunOptions {
   readonly threads: number;
   /** The embedded S3 server, when input and output are s3:// URIs on it. */
   readonly s3?: EmbeddedS3;
+  /** Where node writes the run's CPU profiles (--cpu-prof), when wanted. */
+  readonly cpuProfileDir?: string;
 }
 
 /** One `orchard run` in a child process, as a user would start it; returns its manifest and peak memory. */
 export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure> {
   const { input, output, runId, s3 } = options;
-  const command = [process.execPath, ORCHARD, 'run', '-i', input, '-o', output, '--run-id', runId];
+  const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`] : [];
+  const command = [process.execPath, ...profile, ORCHARD, 'run', '-i', input, '-o', output, '--run-id', runId];
   command.push('--model', options.model, '--engine', options.engine, '--backend', options.backend, '--threads', String(options.threads), '-q', '--json-logs');
   // What the instance's wrapper sets (the malloc setting that keeps the resident set flat).
   const env = { ...process.env, ...PROCESS_ENV };
@@ -46,9 +51,9 @@ export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure
     Object.assign(env, { AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' });
   }
   const timed = fs.existsSync(GNU_TIME);
-  const result = timed ? await runChild(GNU_TIME, ['-f', '%M', ...command], env) : await runChild(command[0]!, command.slice(1), env);
+  const result = timed ? await runChild(GNU_TIME, ['-f', '%M %U %S', ...command], env) : await runChild(command[0]!, command.slice(1), env);
   if (result.code !== 0) throw new Error(`orchard run exited ${result.code}:\n${result.stderr.slice(-3000)}`);
-  const peakKb = timed ? Number(result.stderr.trim().split('\n').pop()) : Number.NaN;
+  const [peakKb, userS, systemS] = timed ? result.stderr.trim().split('\n').pop()!.split(' ').map(Number) : [];
 
   let manifest: string;
   if (s3) {
@@ -62,7 +67,8 @@ export async function orchardRun(options: OrchardRunOptions): Promise<RunMeasure
     images: options.images,
     input,
     wallS: result.wallS,
-    peakRssMb: Number.isFinite(peakKb) ? peakKb / 1024 : null,
+    peakRssMb: Number.isFinite(peakKb) ? peakKb! / 1024 : null,
+    cpuS: Number.isFinite(userS) && Number.isFinite(systemS) ? userS! + systemS! : null,
     manifest: JSON.parse(manifest) as RunMeasure['manifest'],
   };
 }

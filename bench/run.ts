@@ -25,6 +25,7 @@ import { S3Storage, createS3Client } from '../runtime/storage';
 import { startEmbeddedS3, type EmbeddedS3 } from '../runtime/storage/embedded-s3';
 import { uploadTree } from '../runtime/upload';
 import { log } from './child';
+import { cpuBreakdown, mainThreadProfile, PARTS } from './cpu-breakdown';
 import { benchInt8Graph, devsetQuality, int8Rows } from './int8';
 import { measureModel } from './model';
 import { orchardRun } from './orchard-run';
@@ -152,11 +153,18 @@ async function main(): Promise<void> {
     log(`uploaded ${uploaded.uploaded} images to s3://${BUCKET}/images/`);
     // The engine the model measurement resolved to, so that `auto` cannot differ between the two.
     const run = { model: MODEL, engine: model.engine.name, backend: model.engine.backend ?? options.backend, threads };
-    const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3 });
+    // Profiled (node --cpu-prof) for the CPU breakdown per image.
+    const profileDir = path.join(scratch, 'cpu-profile');
+    const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3, cpuProfileDir: profileDir });
     const k = pipeline.manifest.pca.components;
     const t = pipeline.manifest.timings;
     const pipelineImgPerS = files.length / t.total!;
     log(`pipeline: ${pipelineImgPerS.toFixed(2)} images/s, k=${k}, timings ${JSON.stringify(t)}`);
+    // The model's CPU per image when it runs alone (measured, not threads / model_img_per_s: on a loaded
+    // machine wall time overstates it).
+    const modelMs = model.cpuMsPerImage;
+    const cpu = pipeline.cpuS === null ? null : cpuBreakdown(mainThreadProfile(profileDir), pipeline.cpuS, files.length, modelMs);
+    if (cpu) log(`pipeline CPU per image: ${cpu.totalMs.toFixed(2)} ms, model ${modelMs.toFixed(2)} ms, ${PARTS.map((part) => `${part} ${cpu.parts[part].toFixed(2)}`).join(', ')}`);
 
     // 4. The Python reference on the same files from disk, same thread count, batch size and k.
     const listFile = path.join(scratch, 'images.txt');
@@ -191,7 +199,9 @@ async function main(): Promise<void> {
     log(`generated ${largeFiles.length} images for the large run`);
     const large = await orchardRun({ ...run, input: largeDir, output: results, runId: 'rss-large', images: largeFiles.length });
     const lt = large.manifest.timings;
-    log(`peak RSS ${large.peakRssMb?.toFixed(0)} MB at ${largeFiles.length} images, ${(largeFiles.length / lt.total!).toFixed(2)} images/s`);
+    // The same pipeline on a local folder: no S3 server sharing the cores.
+    const localImgPerS = largeFiles.length / lt.total!;
+    log(`peak RSS ${large.peakRssMb?.toFixed(0)} MB at ${largeFiles.length} images, ${localImgPerS.toFixed(2)} images/s`);
     // 7. A long run (full bench only): the resident set must stay flat, not grow with the images.
     let huge: { images: number; peakRssMb: number | null; wallS: number; imgPerS: number; generateS: number } | undefined;
     if (options.hugeImages > 0) {
@@ -217,6 +227,14 @@ async function main(): Promise<void> {
       int8_speedup: round(int8.imgPerS / model.imgPerS),
       pipeline_img_per_s: round(pipelineImgPerS),
       pipeline_vs_model: round(pipelineImgPerS / model.imgPerS),
+      pipeline_local_img_per_s: round(localImgPerS),
+      pipeline_local_vs_model: round(localImgPerS / model.imgPerS),
+      cpu_ms_per_image: cpu && {
+        total: round(cpu.totalMs, 2),
+        model: round(cpu.modelMs, 2),
+        ...Object.fromEntries(PARTS.map((part) => [part, round(cpu.parts[part], 2)])),
+      },
+      cpu_share_of_model: cpu && Object.fromEntries(PARTS.map((part) => [part, round(cpu.parts[part] / cpu.modelMs)])),
       python_img_per_s: pyImgPerS === null ? null : round(pyImgPerS),
       speedup_vs_python: ratio(pipelineImgPerS, pyImgPerS),
       pca_s: round(ours.seconds),
@@ -243,6 +261,8 @@ async function main(): Promise<void> {
         tfjs_model_images: tfjs.images,
         int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
+        pipeline_local_input: `local folder, the ${largeFiles.length}-image memory run`,
+        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = the bare-model measure\'s process CPU per image; the rest shared out among the parts in proportion to the main thread\'s --cpu-prof samples (wall time on a loaded machine, so only their proportions are used)',
         pipeline_k: k,
         pipeline_timings: t,
         pipeline_extract_img_per_s: round(files.length / t.extract!),
@@ -270,12 +290,14 @@ async function main(): Promise<void> {
         { name: 'tfjs_model_img_per_s', value: out.tfjs_model_img_per_s, note: `bare predict, ${tfjs.images} images, ${describeEngine(tfjs.engine)}` },
         ...int8Rows(model.imgPerS, int8.imgPerS, int8Graph.info, int8Quality),
         { name: 'pipeline_img_per_s', value: out.pipeline_img_per_s, note: `orchard run; extract alone ${out.details.pipeline_extract_img_per_s} images/s` },
-        { name: 'pipeline_vs_model', value: out.pipeline_vs_model, target: { op: '>=', limit: 0.9 } },
+        { name: 'pipeline_vs_model', value: out.pipeline_vs_model, target: { op: '>=', limit: 0.75 } },
+        { name: 'pipeline_local_img_per_s', value: out.pipeline_local_img_per_s, note: `orchard run on a local folder, ${largeFiles.length} images` },
+        { name: 'pipeline_local_vs_model', value: out.pipeline_local_vs_model, target: { op: '>=', limit: 0.85 } },
         { name: 'python_img_per_s', value: out.python_img_per_s, note: py.ok ? `torch ${String(py.json.torch)}, ${threads} threads` : py.message },
-        { name: 'speedup_vs_python', value: out.speedup_vs_python, target: { op: '>=', limit: 1.5 } },
+        { name: 'speedup_vs_python', value: out.speedup_vs_python, target: { op: '>=', limit: 2.5 } },
         { name: 'pca_s', value: out.pca_s, note: `moments ${ours.momentsS.toFixed(2)} s, fit ${ours.fitS.toFixed(2)} s, project ${ours.projectS.toFixed(2)} s` },
         { name: 'sklearn_pca_s', value: out.sklearn_pca_s, note: pyPca.ok ? `svd_solver='full', k=${k}` : pyPca.message },
-        { name: 'pca_vs_sklearn', value: out.pca_vs_sklearn, target: { op: '<=', limit: 3 } },
+        { name: 'pca_vs_sklearn', value: out.pca_vs_sklearn, target: { op: '<=', limit: 1 } },
         { name: 'pca_share', value: out.pca_share, target: { op: '<=', limit: 0.03 }, note: `(moments + fit + project + publish) / total, ${largeFiles.length}-image run` },
         { name: 'rss_small_mb', value: out.rss_small_mb, note: `${smallFiles.length} images` },
         { name: 'rss_large_mb', value: out.rss_large_mb, target: { op: '<=', limit: 1024 }, note: `${largeFiles.length} images` },
@@ -283,6 +305,10 @@ async function main(): Promise<void> {
         ...(huge ? [{ name: 'rss_huge_mb', value: out.rss_huge_mb, target: { op: '<=' as const, limit: 1024 }, note: `${huge.images} images, ${huge.wallS.toFixed(0)} s` }] : []),
       ]),
     );
+    if (cpu) {
+      console.log(`\nCPU per image of the pipeline run (${files.length} images through s3rver): ${cpu.totalMs.toFixed(2)} ms, of which the model ${cpu.modelMs.toFixed(2)} ms\n`);
+      console.log(formatTable(PARTS.map((part) => ({ name: part, value: round(cpu.parts[part], 2), note: `${((100 * cpu.parts[part]) / cpu.modelMs).toFixed(0)} % of the model's` }))));
+    }
     console.log(`\nwrote ${options.output} (the benchmark took ${out.details.bench_wall_s} s)`);
   } finally {
     await s3?.close().catch(() => undefined);

@@ -79,13 +79,15 @@ export function bundleEntry(entry: string, outfile: string, external: readonly s
   });
 }
 
-/** Files a bundle loads from its own folder: the wasm backend's binaries and the onnx engine's worker. */
+/** Files a bundle loads from its own folder: the wasm backend's binaries, the JPEG decoder's and the onnx engine's worker. */
 export function copyRuntimeFiles(outDir: string): void {
   // The wasm backend finds its binaries next to the module that loads them: in the bundle, that is the bundle.
   const wasmDir = path.join(ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
   for (const file of fs.readdirSync(wasmDir).filter((name) => name.endsWith('.wasm'))) {
     fs.copyFileSync(path.join(wasmDir, file), path.join(outDir, file));
   }
+  // The JPEG fast path's decoder: its glue is bundled, its WebAssembly is read from beside the bundle.
+  fs.copyFileSync(path.join(ROOT, 'node_modules', '@jsquash', 'jpeg', 'codec', 'dec', 'mozjpeg_dec.wasm'), path.join(outDir, 'mozjpeg_dec.wasm'));
   // The onnx engine's worker thread is a file of its own, found next to the module that starts it.
   fs.copyFileSync(path.join(ROOT, 'runtime', 'onnx', 'predict-worker.cjs'), path.join(outDir, 'predict-worker.cjs'));
 }

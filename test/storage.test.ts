@@ -149,3 +149,30 @@ describe('local listing', () => {
     await expect(new LocalStorage(dir).get('Lemon/broken.jpg')).rejects.toMatchObject({ name: 'UnreadableObjectError', reason: expect.stringContaining('symbolic link') });
   });
 });
+
+describe('S3 reads without the SDK (direct signed GET)', () => {
+  const ODD_KEYS = [...KEYS, "it's (a) test!*.jpg", 'plus+and%percent/~tilde.jpg'];
+  let s3: Awaited<ReturnType<typeof startTestS3>>;
+  beforeAll(async () => {
+    s3 = await startTestS3(['direct-get']);
+  });
+  afterAll(() => s3.close());
+
+  it('reads every key, odd characters included, without a GetObject through the SDK', async () => {
+    const client = createS3Client(s3.options);
+    const storage = new S3Storage(client, 'direct-get', 'in put/');
+    for (const [i, key] of ODD_KEYS.entries()) await storage.put(key, Buffer.alloc(3000 + i, i + 1));
+    const send = jest.spyOn(client, 'send');
+    for (const [i, key] of ODD_KEYS.entries()) expect((await storage.get(key)).equals(Buffer.alloc(3000 + i, i + 1))).toBe(true);
+    expect(send).not.toHaveBeenCalled();
+    // What the direct path does not answer (a missing key) goes through the SDK, which says what is wrong.
+    await expect(storage.get('missing.jpg')).rejects.toBeInstanceOf(NotFoundError);
+    expect(send).toHaveBeenCalledTimes(1);
+    send.mockRestore();
+  });
+
+  it('hands a refused read (an unknown access key) to the SDK, whose fatal error stops the run as before', async () => {
+    const storage = new S3Storage(createS3Client({ ...s3.options, credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'x' } }), 'direct-get', 'in put/');
+    await expect(storage.get(KEYS[0])).rejects.toBeInstanceOf(OrchardError);
+  });
+});

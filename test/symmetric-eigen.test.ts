@@ -216,9 +216,9 @@ describe('symmetricEigen with only the leading eigenvectors', () => {
 
   it.each([
     ['one vector', 1],
-    ['a few, through the rotation log', 7],
-    ['n/4, the most the log serves', 30],
-    ['more than n/4, by replaying the log on the full Q', 31],
+    ['a few, by inverse iteration on the tridiagonal matrix', 7],
+    ['n/4, the most inverse iteration serves', 30],
+    ['more than n/4, by a second QL pass on the full Q', 31],
     ['all of them', 120],
   ])('%s: same values and, up to rounding, the same leading rows as the full decomposition', (_, k) => {
     let seen: Float64Array | undefined;
@@ -229,8 +229,14 @@ describe('symmetricEigen with only the leading eigenvectors', () => {
     expect(seen).toEqual(full.values);
     expect(part.values).toEqual(full.values);
     expect(part.vectors).toHaveLength(k * m.n);
-    // Same rotations and reflectors, applied in another order: equal to rounding, with the same sign.
-    expect(maxAbs(part.vectors.map((x, i) => x - full.vectors[i]))).toBeLessThan(1e-13);
+    // The same vectors up to sign (inverse iteration picks its own), equal to rounding: a vector is determined to
+    // about eps ||A|| / gap, the residual below being the check that matters.
+    for (let j = 0; j < k; j++) {
+      const ours = row(part.vectors, m.n, j);
+      const theirs = row(full.vectors, m.n, j);
+      const sign = ours.reduce((sum, x, i) => sum + x * theirs[i], 0) < 0 ? -1 : 1;
+      expect(maxAbs(ours.map((x, i) => sign * x - theirs[i]))).toBeLessThan(k > m.n / 4 ? 1e-13 : 1e-10);
+    }
     expect(residual(m, part.values.slice(0, k), part.vectors)).toBeLessThan(tol(m.n, maxAbs(full.values)));
   });
 

@@ -1,5 +1,6 @@
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { invalidParameter } from '../errors';
+import { decodePlainJpeg, plainJpegSize } from './fast-jpeg';
 import { enlargeBilinear } from './upscale';
 
 // libvips keeps recent operations (up to 50 MB, 20 files, 100 operations by default) in a process-wide cache.
@@ -68,13 +69,37 @@ const FLATTEN_BACKGROUND = { r: 255, g: 255, b: 255 };
  * Throws ImageError for any problem with the image itself.
  */
 export async function preprocessImage(data: Buffer, options: PreprocessOptions): Promise<PreprocessedImage> {
+  const { size, maxPixels } = checkOptions(data, options);
+  // The common case (a plain JPEG no larger than the model's input) skips sharp: same pixels, a tenth of the CPU.
+  const plain = plainJpegSize(data);
+  if (plain && plain.width <= size && plain.height <= size && plain.width * plain.height <= maxPixels) {
+    const decoded = await decodePlainJpeg(data);
+    if (decoded && decoded.width === plain.width && decoded.height === plain.height) {
+      const pixels = Buffer.allocUnsafe(size * size * 3);
+      enlargeBilinear(decoded.rgba, plain.width, plain.height, size, pixels, 0, 4);
+      return { pixels, width: plain.width, height: plain.height, format: 'jpeg' };
+    }
+  }
+  return decodeWithSharp(data, size, maxPixels);
+}
+
+/** preprocessImage without the JPEG fast path: every image through sharp, as before it existed. */
+export async function preprocessWithSharp(data: Buffer, options: PreprocessOptions): Promise<PreprocessedImage> {
+  const { size, maxPixels } = checkOptions(data, options);
+  return decodeWithSharp(data, size, maxPixels);
+}
+
+function checkOptions(data: Buffer, options: PreprocessOptions): PreprocessOptions {
   const { size, maxPixels } = options;
   if (!Number.isInteger(size) || size < 1) throw invalidParameter('size', 'a positive integer', size);
   if (!Number.isInteger(maxPixels) || maxPixels < 1) {
     throw invalidParameter('maxPixels', 'a positive integer', maxPixels);
   }
   if (data.length === 0) throw new ImageError('EMPTY', 'empty file');
+  return options;
+}
 
+async function decodeWithSharp(data: Buffer, size: number, maxPixels: number): Promise<PreprocessedImage> {
   // Header only. The pixel limit is off here so that a bomb's declared size can be read and reported; nothing
   // is decoded yet, and the check right below refuses it.
   let metadata: Metadata;

@@ -40,29 +40,34 @@ function axisTaps(inSize: number, outSize: number): AxisTaps {
 }
 
 /**
- * Enlarges `src` (height × width × 3 bytes, row-major RGB) to size × size into `out` at `offset`. Both sides
- * must be at most `size` (a side equal to it is copied as is).
+ * Enlarges `src` (height × width × `channels` bytes, row-major RGB, or RGBA whose alpha is ignored) to size ×
+ * size RGB into `out` at `offset`. Both sides must be at most `size` (a side equal to it is copied as is).
  */
-export function enlargeBilinear(src: Uint8Array, width: number, height: number, size: number, out: Uint8Array, offset = 0): void {
+export function enlargeBilinear(src: Uint8Array, width: number, height: number, size: number, out: Uint8Array, offset = 0, channels: 3 | 4 = 3): void {
   if (width > size || height > size) throw new RangeError(`enlargeBilinear cannot shrink ${width}×${height} to ${size}×${size}`);
-  if (src.length !== width * height * 3) throw new RangeError(`Expected ${width}×${height}×3 = ${width * height * 3} bytes but got ${src.length}`);
+  const expected = width * height * channels;
+  if (src.length !== expected) throw new RangeError(`Expected ${width}×${height}×${channels} = ${expected} bytes but got ${src.length}`);
   const x = axisTaps(width, size);
   const y = axisTaps(height, size);
   const rowOut = size * 3;
-  // Horizontal pass: every source row, widened to `size`, in 1/256ths.
-  const rows = new Int32Array(height * rowOut);
+  // Horizontal pass: every source row, widened to `size`, in 1/256ths (at most 255 × 256: 16 bits suffice). The
+  // scratch rows are reused from call to call: a fresh array per image cost as much as the arithmetic.
+  const rows = scratchRows(height * rowOut);
+  const first = x.first;
+  const second = x.second;
+  const weight = x.weight;
   for (let r = 0; r < height; r++) {
-    const row = r * width * 3;
-    const line = r * rowOut;
+    const row = r * width * channels;
+    let o = r * rowOut;
     for (let c = 0; c < size; c++) {
-      const a = row + x.first[c]! * 3;
-      const b = row + x.second[c]! * 3;
-      const wb = x.weight[c]!;
+      const a = row + first[c]! * channels;
+      const b = row + second[c]! * channels;
+      const wb = weight[c]!;
       const wa = 256 - wb;
-      const o = line + c * 3;
       rows[o] = src[a]! * wa + src[b]! * wb;
       rows[o + 1] = src[a + 1]! * wa + src[b + 1]! * wb;
       rows[o + 2] = src[a + 2]! * wa + src[b + 2]! * wb;
+      o += 3;
     }
   }
   // Vertical pass: blend two widened rows, round to the nearest byte (values stay within 0..255 by construction).
@@ -74,4 +79,11 @@ export function enlargeBilinear(src: Uint8Array, width: number, height: number, 
     const o = offset + r * rowOut;
     for (let i = 0; i < rowOut; i++) out[o + i] = (rows[a + i]! * wa + rows[b + i]! * wb + 32768) >> 16;
   }
+}
+
+let scratch = new Uint16Array(0);
+
+function scratchRows(length: number): Uint16Array {
+  if (scratch.length < length) scratch = new Uint16Array(length);
+  return scratch;
 }

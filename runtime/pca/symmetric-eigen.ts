@@ -39,8 +39,10 @@ export interface SymmetricEigen {
  *
  * `vectorCount`, when given, is called with all n eigenvalues (descending) and says how many leading
  * eigenvectors to return; PCA needs only its k components, chosen from the spectrum. Up to n/4 of them are
- * computed without ever forming the n x n eigenvector matrix (see `leadingVectors`), which skips the two
- * O(n^3) vector phases; more than that take the full path, whose results are bit for bit ml-matrix's.
+ * computed without ever forming the n x n eigenvector matrix (inverse iteration on the tridiagonal matrix, see
+ * `tridiagonalVectors`, then the reflectors, see `leadingVectors`), which skips the two O(n^3) vector phases:
+ * the same vectors to rounding (about eps ||A|| / gap), signs of their own; more than that take the full path,
+ * whose results are bit for bit ml-matrix's.
  *
  * Only the lower triangle (matrix[i*n + j] with i >= j) is read, so the result is that of the symmetric matrix
  * it defines; a matrix that is symmetric up to rounding (as a covariance merged from shards can be) is fine.
@@ -71,19 +73,20 @@ export function symmetricEigen(matrix: Float64Array, n: number, vectorCount?: (v
   for (let j = 0; j < n; j++) d[j] = a[j * n + j];
   e[0] = 0;
 
-  // QL's eigenvalues do not depend on the vectors, so one pass can record the rotations and decide later how
-  // many vectors to build from them. The full path applies them to Q as they come (no log to keep).
+  // QL's eigenvalues do not depend on the vectors: one pass without them says how many are wanted. Few are
+  // computed by inverse iteration on the tridiagonal matrix (see `tridiagonalVectors`), without any O(n^3)
+  // vector phase; all of them (or many) by a second QL pass applying its rotations to the full Q, whose results
+  // are bit for bit ml-matrix's.
+  const diagonal = Float64Array.from(d);
+  const offDiagonal = Float64Array.from(e);
   const wantAll = vectorCount === undefined;
   let q: Float64Array | undefined;
-  let log: RotationLog | undefined;
   if (wantAll) {
     q = accumulateReflectors(a, n, h);
     const full = q;
     implicitQl(n, d, e, (l, m, cos, sin) => applyRotations(full, n, l, m, cos, sin));
   } else {
-    const recorder = new RotationLog(n);
-    log = recorder;
-    implicitQl(n, d, e, (l, m, cos, sin) => recorder.push(l, m, cos, sin));
+    implicitQl(n, d, e, () => undefined);
   }
 
   // Descending order.
@@ -94,99 +97,139 @@ export function symmetricEigen(matrix: Float64Array, n: number, vectorCount?: (v
     throw new RangeError(`Expected a number of eigenvectors between 0 and ${n} but got ${count}`);
   }
   if (!q && count > n / 4) {
-    // Many vectors: the log would cost more than it saves. Replay it on the full Q instead.
-    q = accumulateReflectors(a, n, h);
-    log!.replay(q);
+    // Many vectors: QL again (same input, same arithmetic, same eigenvalues), its rotations applied to the full Q.
+    const full = accumulateReflectors(a, n, h);
+    q = full;
+    implicitQl(n, diagonal, offDiagonal, (l, m, cos, sin) => applyRotations(full, n, l, m, cos, sin));
   }
   if (q) {
     // The working copy is free now and receives the sorted rows.
     for (let j = 0; j < count; j++) a.set(q.subarray(order[j] * n, order[j] * n + n), j * n);
     return { values, vectors: count === n ? a : a.slice(0, count * n) };
   }
-  return { values, vectors: leadingVectors(a, n, h, log!, order.slice(0, count)) };
+  return { values, vectors: leadingVectors(a, n, h, tridiagonalVectors(diagonal, offDiagonal, values.subarray(0, count))) };
 }
 
 /**
- * The Givens rotations of every QL sweep, in order, so that they can be applied afterwards to as many or as
- * few eigenvectors as are wanted. A covariance of 1280 features recorded about 1.06 million of them (17 MB).
+ * Eigenvectors of the symmetric tridiagonal matrix T (diagonal d, e[i] coupling i - 1 and i) for the given
+ * eigenvalues (descending, accurate to working precision: QL's), by inverse iteration as LAPACK's dstein does
+ * it: LU of T - lambda I with partial pivoting, three solves from a fixed pseudo-random start, and vectors of
+ * eigenvalues closer than 1e-3 ||T|| kept orthogonal to each other (modified Gram-Schmidt at every solve), equal
+ * eigenvalues nudged apart by a few ulps. O(n) per solve. Returned as n x k, row-major (row i holds entry i of
+ * every vector), unit vectors of arbitrary sign.
  */
-class RotationLog {
-  private data: Float64Array;
-  private used = 0;
-  /** Per sweep: l, m and the offset of its (cos, sin) pairs for i = m-1 down to l. */
-  private readonly sweeps: number[] = [];
-
-  constructor(n: number) {
-    this.data = new Float64Array(Math.max(64, 2 * n * n));
-  }
-
-  push(l: number, m: number, cos: Float64Array, sin: Float64Array): void {
-    const need = this.used + 2 * (m - l);
-    if (need > this.data.length) {
-      const grown = new Float64Array(Math.max(need, 2 * this.data.length));
-      grown.set(this.data.subarray(0, this.used));
-      this.data = grown;
-    }
-    this.sweeps.push(l, m, this.used);
-    for (let i = m - 1; i >= l; i--) {
-      this.data[this.used++] = cos[i];
-      this.data[this.used++] = sin[i];
-    }
-  }
-
-  /** Applies every sweep, in order, to the rows of q (what the full path does during QL). */
-  replay(q: Float64Array): void {
-    const n = Math.sqrt(q.length);
-    const cos = new Float64Array(n);
-    const sin = new Float64Array(n);
-    for (let t = 0; t < this.sweeps.length; t += 3) {
-      const [l, m, start] = [this.sweeps[t], this.sweeps[t + 1], this.sweeps[t + 2]];
-      for (let i = m - 1, o = start; i >= l; i--, o += 2) {
-        cos[i] = this.data[o];
-        sin[i] = this.data[o + 1];
+function tridiagonalVectors(d: Float64Array, e: Float64Array, wanted: Float64Array): Float64Array {
+  const n = d.length;
+  const k = wanted.length;
+  let norm = 0;
+  for (let i = 0; i < n; i++) norm = Math.max(norm, Math.abs(d[i]) + Math.abs(e[i]) + (i + 1 < n ? Math.abs(e[i + 1]) : 0));
+  const eps = Number.EPSILON;
+  const tiny = eps * Math.max(norm, Number.MIN_VALUE);
+  const clusterGap = 1e-3 * norm;
+  const u0 = new Float64Array(n);
+  const u1 = new Float64Array(n);
+  const u2 = new Float64Array(n);
+  const mult = new Float64Array(n);
+  const swapped = new Uint8Array(n);
+  const vectors = new Float64Array(k * n); // row j: vector j, while they are built
+  let x = new Float64Array(n);
+  let seed = 0x2545f491;
+  let clusterStart = 0;
+  let previous = Infinity;
+  for (let j = 0; j < k; j++) {
+    let lambda = wanted[j];
+    if (previous - lambda > clusterGap) clusterStart = j;
+    const nudge = 10 * eps * Math.max(Math.abs(lambda), tiny);
+    if (j > 0 && previous - lambda < nudge) lambda = previous - nudge;
+    previous = lambda;
+    // LU of T - lambda I: at step i the active row holds columns i and i + 1 (r0, r1).
+    let r0 = d[0] - lambda;
+    let r1 = n > 1 ? e[1] : 0;
+    for (let i = 0; i < n - 1; i++) {
+      const s0 = e[i + 1];
+      const s1 = d[i + 1] - lambda;
+      const s2 = i + 2 < n ? e[i + 2] : 0;
+      if (Math.abs(r0) >= Math.abs(s0)) {
+        if (r0 === 0) r0 = tiny;
+        swapped[i] = 0;
+        u0[i] = r0;
+        u1[i] = r1;
+        u2[i] = 0;
+        const m = s0 / r0;
+        mult[i] = m;
+        r0 = s1 - m * r1;
+        r1 = s2;
+      } else {
+        swapped[i] = 1;
+        u0[i] = s0;
+        u1[i] = s1;
+        u2[i] = s2;
+        const m = r0 / s0;
+        mult[i] = m;
+        r0 = r1 - m * s1;
+        r1 = -m * s2;
       }
-      applyRotations(q, n, l, m, cos, sin);
     }
-  }
+    u0[n - 1] = Math.abs(r0) < tiny ? tiny : r0;
+    for (let i = 0; i < n - 1; i++) if (Math.abs(u0[i]) < tiny) u0[i] = u0[i] < 0 ? -tiny : tiny;
 
-  /**
-   * w := w S_T ... S_1 for the k columns of w stored as rows of wt (n x k, row-major), where sweep S = G_l ...
-   * G_{m-1} and G_i maps rows (i, i+1) to (c x_i - s x_{i+1}, s x_i + c x_{i+1}): last sweep first, and within
-   * a sweep rotation l first. Each rotation costs O(k) here instead of O(n) on the full matrix.
-   */
-  applyTransposed(wt: Float64Array, k: number): void {
-    for (let t = this.sweeps.length - 3; t >= 0; t -= 3) {
-      const [l, m, start] = [this.sweeps[t], this.sweeps[t + 1], this.sweeps[t + 2]];
-      // Pairs were stored from i = m-1 down to l; walk them backwards to go from l up.
-      for (let i = l, o = start + 2 * (m - 1 - l); i < m; i++, o -= 2) {
-        const c = this.data[o];
-        const s = this.data[o + 1];
-        const r0 = i * k;
-        const r1 = r0 + k;
-        for (let r = 0; r < k; r++) {
-          const x = wt[r0 + r];
-          const y = wt[r1 + r];
-          wt[r0 + r] = c * x + s * y;
-          wt[r1 + r] = c * y - s * x;
+    for (let i = 0; i < n; i++) {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      x[i] = seed / 4294967296 - 0.5;
+    }
+    for (let iteration = 0; iteration < 3; iteration++) {
+      orthogonalise(x, vectors, n, clusterStart, j);
+      // Solve (T - lambda I) y = x: the row swaps and L, then U by back-substitution.
+      for (let i = 0; i < n - 1; i++) {
+        if (swapped[i]) {
+          const t = x[i];
+          x[i] = x[i + 1];
+          x[i + 1] = t;
         }
+        x[i + 1] -= mult[i] * x[i];
       }
+      x[n - 1] /= u0[n - 1];
+      if (n > 1) x[n - 2] = (x[n - 2] - u1[n - 2] * x[n - 1]) / u0[n - 2];
+      for (let i = n - 3; i >= 0; i--) x[i] = (x[i] - u1[i] * x[i + 1] - u2[i] * x[i + 2]) / u0[i];
+      normalise(x);
     }
+    orthogonalise(x, vectors, n, clusterStart, j);
+    normalise(x);
+    vectors.set(x, j * n);
+    x = new Float64Array(n);
+  }
+  const out = new Float64Array(n * k);
+  for (let j = 0; j < k; j++) for (let i = 0; i < n; i++) out[i * k + j] = vectors[j * n + i];
+  return out;
+}
+
+/** Removes from x its components along vectors from..to-1 (rows of `vectors`), one after the other. */
+function orthogonalise(x: Float64Array, vectors: Float64Array, n: number, from: number, to: number): void {
+  for (let v = from; v < to; v++) {
+    const o = v * n;
+    let dot = 0;
+    for (let i = 0; i < n; i++) dot += vectors[o + i] * x[i];
+    for (let i = 0; i < n; i++) x[i] -= dot * vectors[o + i];
   }
 }
 
-/**
- * The eigenvectors for the QL positions `picked` (row j of the result belongs to picked[j]) without forming
- * the full eigenvector matrix V = R Q^T, where R is the product of all rotations and Q = P_0 ... P_{n-2} the
- * Householder reflectors: the k rows wanted are E^T R Q^T with E the k picked columns of the identity. The
- * rotations are applied to E from the right (O(k) each, see RotationLog), then the reflectors P_0, P_1, ...,
- * P_{n-2} to each of the k resulting vectors: O(k n^2) in all instead of O(n^3).
- */
-function leadingVectors(a: Float64Array, n: number, h: Float64Array, log: RotationLog, picked: number[]): Float64Array {
-  const k = picked.length;
-  const wt = new Float64Array(n * k);
-  picked.forEach((position, r) => (wt[position * k + r] = 1));
-  log.applyTransposed(wt, k);
+function normalise(x: Float64Array): void {
+  let max = 0;
+  for (let i = 0; i < x.length; i++) max = Math.max(max, Math.abs(x[i]));
+  if (max === 0 || !Number.isFinite(max)) throw new Error('Symmetric eigensolver: inverse iteration produced no vector');
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) sum += (x[i] / max) ** 2;
+  const scale = 1 / (max * Math.sqrt(sum));
+  for (let i = 0; i < x.length; i++) x[i] *= scale;
+}
 
+/**
+ * The eigenvectors of the original matrix from k eigenvectors of its tridiagonal form, given as the columns of
+ * wt (n x k, row-major): the Householder reflectors P_0, P_1, ..., P_{n-2} applied to each, O(k n^2) in all
+ * instead of the O(n^3) of forming Q.
+ */
+function leadingVectors(a: Float64Array, n: number, h: Float64Array, wt: Float64Array): Float64Array {
+  const k = wt.length / n;
   const out = new Float64Array(k * n);
   for (let r = 0; r < k; r++) {
     const x = out.subarray(r * n, r * n + n);

@@ -2,10 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import { ExitCode, OrchardError } from '../errors';
 import { NotFoundError, UnreadableObjectError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
 import { keyOfName, nameOfKey } from './file-names';
+
+const readFile = promisify(fs.readFile);
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
 export class LocalStorage implements Storage {
@@ -86,7 +89,9 @@ export class LocalStorage implements Storage {
   async get(key: string): Promise<Buffer> {
     const handle = await this.openRegular(key);
     try {
-      return await handle.readFile();
+      // The callback API on the open descriptor: fs.promises.readFile reads in several round trips, 2.5x the CPU
+      // for a 5 kB image.
+      return await readFile(handle.fd);
     } catch (error) {
       throw await this.readError(error, key);
     } finally {

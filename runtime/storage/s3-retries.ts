@@ -44,6 +44,7 @@ export class S3RetryCounter {
 
   /** Counts the retries of the client's requests from now on (after the SDK's own retry loop has ended). */
   attach(client: S3Client): void {
+    attached.set(client, this);
     client.middlewareStack.add(
       (next, context) => async (args) => {
         const command = String(context.commandName ?? 'request').replace(/Command$/, '');
@@ -61,4 +62,11 @@ export class S3RetryCounter {
       { step: 'initialize', name: 'orchardRetryCounter' },
     );
   }
+}
+
+const attached = new WeakMap<S3Client, S3RetryCounter>();
+
+/** The counter attached to a client, for requests made beside the SDK (s3-direct-get.ts) to be counted too. */
+export function retryCounterOf(client: S3Client): S3RetryCounter | undefined {
+  return attached.get(client);
 }
