@@ -380,3 +380,15 @@ describe('15.4 timeouts, and signals that work', () => {
     expect(rerun.code).toBe(0);
   }, 60_000);
 });
+
+test('16.2 a folder of the user\'s named _work, and a Spark output\'s _SUCCESS, are not taken for orchard run folders', async () => {
+  const input = tempDir();
+  for (const file of ['Train/_work/a.jpg', 'Train/b.jpg', 'Test/Apple/_SUCCESS', 'Test/Apple/c.jpg', 'Test/Pear/d.jpg']) {
+    fs.mkdirSync(path.join(input, path.dirname(file)), { recursive: true });
+    fs.writeFileSync(path.join(input, file), file);
+  }
+  const keys: string[] = [];
+  const listed = await listShards(new LocalStorage(input), { shardSize: 10 }, async (_shard, items) => void keys.push(...items.map((item) => item.key)), async () => undefined);
+  expect(listed.skipped).toEqual([]);
+  expect(keys.sort()).toEqual(['Test/Apple/_SUCCESS', 'Test/Apple/c.jpg', 'Test/Pear/d.jpg', 'Train/_work/a.jpg', 'Train/b.jpg']);
+});

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import pMap, { pMapIterable } from 'p-map';
 import { OUTPUTS } from '../contracts/results';
 import { getJson, type ObjectInfo, type Storage } from '../storage';
-import type { ShardItem } from './run-folder';
+import { isOwnWorkKey, type ShardItem } from './run-folder';
 
 export interface ListOptions {
   readonly shardSize: number;
@@ -124,17 +124,18 @@ async function listOnce(
 }
 
 /**
- * The orchard run folder (as a prefix of the input, `results/r1/`) that a key shows to be one: `_SUCCESS`,
- * orchard's `manifest.json`, or a `_work/` folder. Not the input itself (`-i` names what the user wants read).
+ * The orchard run folder (as a prefix of the input, `results/r1/`) that a key shows to be one: a key of orchard's
+ * own `_work/` layout, orchard's `manifest.json`, or a `_SUCCESS` beside one. A user's folder named `_work`, or a
+ * Spark or Hadoop output's `_SUCCESS`, is not one. Not the input itself (`-i` names what the user wants read).
  */
 async function runFolderMarkedBy(input: Storage, key: string): Promise<string | undefined> {
   const parts = key.split('/');
   const work = parts.indexOf('_work');
-  if (work > 0 && work < parts.length - 1) return `${parts.slice(0, work).join('/')}/`;
+  if (work > 0 && isOwnWorkKey(parts.slice(work).join('/'))) return `${parts.slice(0, work).join('/')}/`;
   const name = parts[parts.length - 1];
   if (parts.length < 2 || (name !== OUTPUTS.success && name !== OUTPUTS.manifest)) return undefined;
-  if (name === OUTPUTS.manifest && !(await isOrchardManifest(input, key))) return undefined;
-  return `${parts.slice(0, -1).join('/')}/`;
+  const folder = `${parts.slice(0, -1).join('/')}/`;
+  return (await isOrchardManifest(input, `${folder}${OUTPUTS.manifest}`)) ? folder : undefined;
 }
 
 /** Whether a `manifest.json` is one orchard wrote (a dataset may carry a manifest of its own). */
