@@ -89,7 +89,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       const { planCommand } = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const { openRun } = require('./pipeline/context') as typeof import('./pipeline/context');
       const run = openRun(config);
-      const planned = await planCommand(run, { reporter });
+      const planned = await withInterrupt((signal) => planCommand(run, { reporter, signal }), config.runId, io);
       const summary = { runId: config.runId, runUri: run.folder.uri(), images: planned.plan.images, shards: planned.plan.shards, pending: planned.pending.length, items: run.folder.uri(planned.itemsKey) };
       io.out(options.jsonLogs ? `${JSON.stringify(summary)}\n` : `planned ${summary.images} images in ${summary.shards} shard(s), ${summary.pending} to extract: ${summary.items}\n`);
       io.exit(ExitCode.Ok);
@@ -111,7 +111,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
-      const fitted = await stages.fitCommand(run, { reporter });
+      const fitted = await withInterrupt((signal) => stages.fitCommand(run, { reporter, signal }), options.runId, io);
       if ('published' in fitted) {
         printResult(fitted.published, options, io);
         io.exit(fitted.published.exitCode);
@@ -139,7 +139,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
-      const result = await stages.publishCommand(run, { reporter });
+      const result = await withInterrupt((signal) => stages.publishCommand(run, { reporter, signal }), options.runId, io);
       printResult(result, options, io);
       io.exit(result.exitCode);
     });

@@ -379,6 +379,24 @@ describe('15.4 timeouts, and signals that work', () => {
     const rerun = await run('-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung', '--endpoint', proxy.endpoint);
     expect(rerun.code).toBe(0);
   }, 60_000);
+
+  test('15.4 SIGTERM ends a stage command (plan) blocked on a hung request within 5 s, exit 130, and releases the lease', async () => {
+    const out = tempDir();
+    // An int8 plan reads images to calibrate, holding the run's lease: the reads of one class never end.
+    proxy.rules.hang = (request) => request.method === 'GET' && request.path.startsWith(`/${BUCKET}/images/Lemon/`);
+    const hungBefore = proxy.stats.hung;
+    const { child, exited } = startOrchard(['plan', '-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung-plan', '--endpoint', proxy.endpoint, '--precision', 'int8', ...settings()], S3_ENV);
+    while (proxy.stats.hung === hungBefore) await new Promise((resolve) => setTimeout(resolve, 100));
+    const sent = performance.now();
+    child.kill('SIGTERM');
+    const result = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
+    const seconds = (performance.now() - sent) / 1000;
+    proxy.rules.hang = undefined;
+    if (!result) child.kill('SIGKILL');
+    expect(result?.code).toBe(130);
+    expect(seconds).toBeLessThan(5);
+    expect(fs.existsSync(path.join(out, 'hung-plan', '_work', 'lease.json'))).toBe(false);
+  }, 60_000);
 });
 
 test('16.2 a folder of the user\'s named _work, and a Spark output\'s _SUCCESS, are not taken for orchard run folders', async () => {

@@ -31,14 +31,32 @@ export async function runPipeline(config: RunConfig, deps: RunDependencies): Pro
   const run = openRun(config);
   // Every check before the first write (the lease is one). A signal ends the run whatever it waits on.
   await interruptible(validateRun(run), deps.signal);
+  return withRunLease(run, 'orchard run', deps, (signal, lose) => runStages(run, { ...deps, signal }, lose));
+}
+
+/**
+ * Runs work holding the run's lease (`orchard run`, and the run-wide stage commands); losing the lease stops it with
+ * the lease's error. On a signal the work gets STOP_GRACE_MS to stop by itself, then is abandoned, and the lease's
+ * release as long again: a storage that stopped answering never keeps an interrupted run from ending.
+ */
+export async function withRunLease<T>(
+  run: OpenRun,
+  purpose: string,
+  deps: { readonly signal?: AbortSignal; readonly reporter: Reporter },
+  work: (signal: AbortSignal, onLeaseLost: (error: OrchardError) => void) => Promise<T>,
+): Promise<T> {
   const guarded = leaseGuard(deps.signal);
-  const lease = await interruptible(acquireRunLease(run, 'orchard run', guarded.lose, deps.reporter), deps.signal);
+  const acquiring = acquireRunLease(run, purpose, guarded.lose, deps.reporter);
+  const lease = await interruptible(acquiring, deps.signal).catch((error: unknown) => {
+    // Abandoned while being taken: released whenever it arrives.
+    void acquiring.then((late) => late.release(), () => undefined);
+    throw error;
+  });
   try {
-    return await interruptible(runStages(run, { ...deps, signal: guarded.signal }, guarded.lose), guarded.signal);
+    return await interruptible(work(guarded.signal, guarded.lose), guarded.signal);
   } catch (error) {
     throw guarded.lostWith ?? error;
   } finally {
-    // Bounded: a storage that stopped answering must not keep an interrupted run from ending.
     if (!(await settlesWithin(lease.release(), STOP_GRACE_MS))) {
       deps.reporter.warn(`could not release the run's lease ${run.folder.uri(run.folder.leaseKey('run'))} (no answer): a rerun takes it over once it expires`);
     }

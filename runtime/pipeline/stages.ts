@@ -11,7 +11,7 @@ import { loadModel, openRun, type OpenRun } from './context';
 import { acquireRunLease, planStage, storedSettings, validateRun, type PlanResult } from './plan';
 import { projectStage, type ProjectSummary } from './project';
 import { extractedShards, publishStage } from './publish';
-import { fitOrNothing, leaseGuard } from './run';
+import { fitOrNothing, leaseGuard, withRunLease } from './run';
 import { RunFolder } from './run-folder';
 
 /**
@@ -128,15 +128,3 @@ export async function publishCommand(run: OpenRun, deps: StageDependencies): Pro
   });
 }
 
-/** Runs a run-wide stage holding the run's lease; losing it stops the stage with the lease's error. */
-async function withRunLease<T>(run: OpenRun, purpose: string, deps: StageDependencies, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const guarded = leaseGuard(deps.signal);
-  const lease = await acquireRunLease(run, purpose, guarded.lose, deps.reporter);
-  try {
-    return await work(guarded.signal);
-  } catch (error) {
-    throw guarded.lostWith ?? error;
-  } finally {
-    await lease.release();
-  }
-}
