@@ -95,7 +95,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       io.exit(ExitCode.Ok);
     });
 
-  withCommon(withStageTask(program.command('extract').description('Extract the features and statistics of some shards of a planned run')))
+  withCommon(withStageTask(program.command('extract').description('Extract the features and statistics of some shards of a planned run'), true))
     .requiredOption('--shards <list>', 'shards to extract: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
@@ -122,7 +122,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       io.exit(ExitCode.Ok);
     });
 
-  withCommon(withStageTask(program.command('project').description('Project some shards of a fitted run onto its components (one Parquet part per shard)')))
+  withCommon(withStageTask(program.command('project').description('Project some shards of a fitted run onto its components (one Parquet part per shard)'), true))
     .requiredOption('--shards <list>', 'shards to project: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
@@ -253,7 +253,26 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     io.exit(report.exitCode);
   });
 
+  for (const command of program.commands) strictArguments(command);
   return program;
+}
+
+/**
+ * Unknown flags and stray arguments are refused by name. Commander checks required options before unknown ones,
+ * so `run --inptu X` would answer "required option '-i, --input' not specified": required options are checked in
+ * a preAction hook instead, which runs after commander's own checks of unknown options and excess arguments.
+ */
+function strictArguments(command: Command): void {
+  command.allowUnknownOption(false).allowExcessArguments(false);
+  const required = command.options.filter((option) => option.mandatory);
+  for (const option of required) option.mandatory = false;
+  command.hook('preAction', (_command, action) => {
+    for (const option of required) {
+      if (action.getOptionValue(option.attributeName()) === undefined) {
+        action.error(`error: required option '${option.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+      }
+    }
+  });
 }
 
 interface DoctorOptions extends CommonOptions {
@@ -334,11 +353,16 @@ function withRunSettings(command: Command): Command {
     .option('--model-cache <uri>', 'where downloaded models and compiled graphs are cached (default: s3://<output bucket>/models/ or ~/.cache/orchard/models)');
 }
 
-/** What a stage task is given: the run's output and id (the rest was stored by plan), and its machine's settings. */
-function withStageTask(command: Command): Command {
-  return command
+/**
+ * What a stage task is given: the run's output and id (the rest was stored by plan), and for the stages that read
+ * images or run a model (extract, project), its machine's settings.
+ */
+function withStageTask(command: Command, machine = false): Command {
+  command
     .requiredOption('-o, --output <uri>', 'the output the run was planned with: s3://bucket/prefix/ or a local folder')
-    .requiredOption('--run-id <id>', 'the planned run', runIdArg)
+    .requiredOption('--run-id <id>', 'the planned run', runIdArg);
+  if (!machine) return command;
+  return command
     .option('--threads <n>', 'threads ONNX Runtime computes on (default: this machine\'s cores)', positiveInt('--threads'))
     .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'));
 }
