@@ -100,6 +100,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('extract', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.extractCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `extracted ${done.shards} shard(s) (${done.resumed} already done): ${done.images} images, ${done.failed} failed\n`);
@@ -110,6 +111,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('fit', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const fitted = await stages.fitCommand(run, { reporter });
       if ('published' in fitted) {
@@ -127,6 +129,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('project', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.projectCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `projected ${done.shards} shard(s) (${done.resumed} already done): ${done.rows} rows\n`);
@@ -138,6 +141,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('publish', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const result = await stages.publishCommand(run, { reporter });
       printResult(result, options, io);
@@ -365,6 +369,21 @@ function withStageTask(command: Command, machine = false): Command {
   return command
     .option('--threads <n>', 'threads ONNX Runtime computes on (default: this machine\'s cores)', positiveInt('--threads'))
     .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'));
+}
+
+/**
+ * A stage retried after its run was published (a task whose answer was lost, a second `orchard publish`) has no
+ * work left: it says so, prints the run's result and succeeds, as the stage function does for Publish.
+ */
+async function alreadyPublished(stage: string, options: StageOptions, reporter: Reporter, io: CliIo): Promise<boolean> {
+  const { publishedRun } = require('./pipeline/stages') as typeof import('./pipeline/stages');
+  const result = await publishedRun(options.output, options.runId, s3Options(options, reporter));
+  if (!result) return false;
+  const note = `${stage}: run ${options.runId} is already published at ${result.runUri}; nothing to do`;
+  io.out(options.jsonLogs ? `${JSON.stringify({ stage, alreadyPublished: true, runUri: result.runUri })}\n` : `${note}\n`);
+  printResult(result, options, io);
+  io.exit(ExitCode.Ok);
+  return true;
 }
 
 function machineSettings(options: StageOptions): { threads?: number; concurrency?: number } {

@@ -65,7 +65,7 @@ describe('16.9 retrying a stage', () => {
   test('16.9 -k above the number of images is refused before any shard file is written', async () => {
     const output = tempDir();
     for (const command of ['run', 'plan']) {
-      const refused = await orchard(command, '-i', images, '-o', output, '--run-id', `k-${command}`, ...tiny, '-k', String(IMAGES + 1));
+      const refused = await orchard(command, '-i', images, '-o', output, '--run-id', `k-${command}`, ...tiny, '-k', String(IMAGES + 1), '-q');
       expect(refused.code).toBe(2);
       expect(oneLine(refused.err)).toMatch(/--components 7 is more than 6 images/);
       expect(files(path.join(output, `k-${command}`))).toEqual([]);

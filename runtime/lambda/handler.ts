@@ -6,14 +6,14 @@
  */
 import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type RunRef, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
 import { BUCKET_PREFIXES } from '../contracts/deployment';
-import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
+import type { RunResult } from '../contracts/results';
 import { OrchardError, describeError, invalidParameter } from '../errors';
 import { buildRunConfig, checkRunId, wholeNumber, type RunSettings } from '../pipeline/config';
 import { openRun } from '../pipeline/context';
 import { mergeGroups } from '../pipeline/fit';
 import * as stages from '../pipeline/stages';
 import { createReporter, type Reporter } from '../progress';
-import { S3RetryCounter, childLocation, exists, formatLocation, getJson, openStorage, parseLocation, type S3Options } from '../storage';
+import { S3RetryCounter, formatLocation, parseLocation, type S3Options } from '../storage';
 
 /** The settings a run request may carry: RunSettings' fields, checked to be all of them by the compiler. */
 const SETTINGS = {
@@ -110,8 +110,8 @@ async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): P
     }
     case 'publish': {
       // A Publish retried (or redriven) after it committed, its answer lost on the way: the same answer again.
-      const published = await publishedRun(event.output, event.runId, s3);
-      if (published) return published;
+      const published = await stages.publishedRun(event.output, event.runId, s3);
+      if (published) return publishOutput(published);
       const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
       return publishOutput(await stages.publishCommand(run, deps));
     }
@@ -194,14 +194,6 @@ function runRef(fields: Record<string, unknown>, prefix: string): RunRef {
 function itemShards(items: unknown): { shard: number }[] {
   if (!Array.isArray(items) || items.length === 0) throw invalidParameter('Items', 'a non-empty array of { "shard": n }', items);
   return items.map((item: unknown, i) => ({ shard: wholeNumber(object(item, `Items[${i}]`).shard as number, `Items[${i}].shard`) }));
-}
-
-/** The result of a run already published (`_SUCCESS` written, so its manifest is whole), or undefined. */
-async function publishedRun(output: string, runId: string, s3: S3Options): Promise<PublishOutput | undefined> {
-  const run = openStorage(childLocation(parseLocation(output, 'output'), runId), s3);
-  if (!(await exists(run, OUTPUTS.success))) return undefined;
-  const manifest = await getJson<Manifest>(run, OUTPUTS.manifest);
-  return publishOutput({ status: manifest.status, runUri: run.uri(), outputs: manifest.outputs, manifest });
 }
 
 function publishOutput(result: Pick<RunResult, 'status' | 'runUri' | 'outputs' | 'manifest'>): PublishOutput {

@@ -1,9 +1,9 @@
 import pMap from 'p-map';
-import type { RunResult } from '../contracts/results';
+import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
 import { ExitCode, OrchardError } from '../errors';
 import type { TfRuntime } from '../model/backend';
 import type { Reporter } from '../progress';
-import { childLocation, formatLocation, openStorage, parseLocation, type S3Options } from '../storage';
+import { childLocation, exists, formatLocation, getJson, openStorage, parseLocation, type S3Options } from '../storage';
 import { MACHINE_SETTINGS, buildRunConfig, type RunSettings } from './config';
 import { mergeGroupStage, type FitResult } from './fit';
 import { extractStage, throwIfAborted, type ExtractSummary } from './extract';
@@ -41,6 +41,17 @@ export async function openPlannedRun(output: string, runId: string, machine: Mac
   // The run folder stays where it was found, whatever spelling of the output the task was given.
   const config = buildRunConfig({ ...stored, ...chosen, output: formatLocation(location), runId }, s3);
   return openRun(config);
+}
+
+/**
+ * The result of a run already published (`_SUCCESS` written, so its manifest is whole), or undefined. A stage
+ * retried after the run was published has nothing left to do: it answers with this, and succeeds.
+ */
+export async function publishedRun(output: string, runId: string, s3: S3Options): Promise<RunResult | undefined> {
+  const run = openStorage(childLocation(parseLocation(output, '--output'), runId), s3);
+  if (!(await exists(run, OUTPUTS.success))) return undefined;
+  const manifest = await getJson<Manifest>(run, OUTPUTS.manifest);
+  return { status: manifest.status, exitCode: ExitCode.Ok, runUri: run.uri(), outputs: manifest.outputs, manifest };
 }
 
 /** The shards asked for, checked against the plan; `all` is every shard. */
