@@ -10,7 +10,8 @@ import type { CompiledGraph } from '../model/to-onnx/compile';
 import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
 import type { PcaModel } from '../pca/fit';
 import { decodeMoments, encodeMoments, encodedMomentsLength, type Moments } from '../stats/moments';
-import { InvalidJsonError, NotFoundError, exists, getJson, putJson, type PutOptions, type Storage } from '../storage';
+import { InvalidJsonError, NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptions, type Storage } from '../storage';
+import type { SessionRecord } from './sessions';
 
 /**
  * The shard contract: the one owner of a run folder's `_work/` layout. Every stage reads and writes shards
@@ -65,6 +66,8 @@ const KEYS = {
   projectMeta: (shard: number) => `${WORK}project/${pad(shard)}.meta.json`,
   projections: (shard: number, attempt: string) => `${WORK}project/${pad(shard)}/${attempt}.pcs.f32`,
   runLease: `${WORK}lease.json`,
+  sessionsPrefix: `${WORK}sessions/`,
+  session: (id: string) => `${WORK}sessions/${id}.json`,
   shardLease: (stage: WorkStage, shard: number) => `${WORK}leases/${stage}-${pad(shard)}.json`,
 } as const;
 
@@ -433,6 +436,19 @@ export class RunFolder {
   /** The key of the run's lease (plan, fit, publish, `orchard run`), or of one shard's (an extract or project task). */
   leaseKey(scope: 'run' | { readonly stage: WorkStage; readonly shard: number }): string {
     return scope === 'run' ? KEYS.runLease : KEYS.shardLease(scope.stage, scope.shard);
+  }
+
+  // ----- sessions: what each process did, for the manifest's timings ---------------------------------------------
+
+  writeSession(record: SessionRecord): Promise<void> {
+    return putJson(this.storage, KEYS.session(record.id), record, TAGGED);
+  }
+
+  async readSessions(): Promise<SessionRecord[]> {
+    const keys: string[] = [];
+    for await (const object of this.storage.list(KEYS.sessionsPrefix)) if (object.key.endsWith('.json')) keys.push(object.key);
+    const records = await Promise.all(keys.map((key) => getJsonIfExists<SessionRecord>(this.storage, key)));
+    return records.filter((record): record is SessionRecord => record !== undefined && Array.isArray(record.stages));
   }
 
   // ----- results ----------------------------------------------------------------------------------------------
