@@ -18,6 +18,7 @@ import { MERGE_GROUP } from '../runtime/pipeline/fit';
 import { S3Storage, createS3Client, type Storage } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import type { StageEvent } from '../runtime/contracts/scale';
+import { loadScaledBudget } from './helpers/budget';
 
 // aws-local-stepfunctions 3 calls Promise.withResolvers (Node 22); Node 20 runs the tests too.
 (Promise as unknown as { withResolvers?: unknown }).withResolvers ??= function withResolvers<T>() {
@@ -30,9 +31,13 @@ import type { StageEvent } from '../runtime/contracts/scale';
   return { promise, resolve, reject };
 };
 
+// Real work (70 stage invocations, two reference runs): a budget against hangs, scaled to the machine's load.
+jest.setTimeout(loadScaledBudget(120));
+
 const BUCKET = 'scale-local';
 const IMAGES = 70;
-const SHARDS_PER_TASK = 4;
+// Ten shards per invocation: each invocation loads the model, so fewer invocations is less work, as on AWS.
+const SHARDS_PER_TASK = 10;
 
 let s3: Awaited<ReturnType<typeof startTestS3>>;
 let definition: Record<string, any>;
@@ -125,7 +130,7 @@ describe('a run through the state machine, each Lambda replaced by the real hand
       ['Project', 'results/scaled/_work/items/project.json', IMAGES, Math.ceil(IMAGES / SHARDS_PER_TASK)],
     ]);
     for (const run of result.mapRuns) {
-      expect(run.batches[0]).toEqual({ BatchInput: { output: `s3://${BUCKET}/results/`, runId: 'scaled' }, Items: [{ shard: 0 }, { shard: 1 }, { shard: 2 }, { shard: 3 }] });
+      expect(run.batches[0]).toEqual({ BatchInput: { output: `s3://${BUCKET}/results/`, runId: 'scaled' }, Items: Array.from({ length: SHARDS_PER_TASK }, (_, shard) => ({ shard })) });
       expect(run.batches.flatMap((batch) => batch.Items)).toHaveLength(IMAGES);
       expect(run.resultKey).toMatch(/^map-results\/scaled\/.+\/manifest\.json$/);
     }
