@@ -141,10 +141,12 @@ describe('a run split into stage tasks, one of them killed mid-shard and retried
     expect(fs.existsSync(path.join(split, RUN_ID, '_work'))).toBe(false);
   });
 
-  test('refuses to publish twice', async () => {
+  test('a second publish changes nothing, says the run is already published and succeeds', async () => {
+    const csv = fs.readFileSync(path.join(split, RUN_ID, 'pca.csv'));
     const again = await start(['publish', ...task(split)]).exited;
-    expect(again.code).toBe(2);
-    expect(again.stderr).toContain(`Run at ${path.join(split, RUN_ID)} is already published`);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toContain(`publish: run ${RUN_ID} is already published at ${path.join(split, RUN_ID)}`);
+    expect(fs.readFileSync(path.join(split, RUN_ID, 'pca.csv'))).toEqual(csv);
   });
 });
 
