@@ -11,7 +11,6 @@ import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
 import type { PcaModel } from '../pca/fit';
 import { decodeMoments, encodeMoments, encodedMomentsLength, type Moments } from '../stats/moments';
 import { InvalidJsonError, NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptions, type Storage } from '../storage';
-import type { SessionRecord } from './sessions';
 
 /**
  * The shard contract: the one owner of a run folder's `_work/` layout. Every stage reads and writes shards
@@ -138,6 +137,34 @@ export interface ExtractMeta {
   readonly finishedAt: string;
   /** S3 requests retried while the shard was extracted, per command. */
   readonly s3Retries?: Readonly<Record<string, number>>;
+}
+
+/**
+ * What one process (an `orchard run`, one stage command, one invocation of the stage function) did on a run: the
+ * stages it ran, when and for how long, and the images it extracted. Each is stored in the run folder (`_work/sessions/`) when the
+ * process ends, interrupted or not; publish sums them into the manifest's timings and throughput, so that neither
+ * the time between typed commands nor shards done in an earlier process (a resumed run) distort them.
+ */
+export interface SessionRecord {
+  readonly id: string;
+  /** `run`, `plan`, `extract`, `merge`, `fit`, `project` or `publish`. */
+  readonly command: string;
+  readonly host: string;
+  readonly stages: readonly StageSpan[];
+  /** Images this process extracted (processed and failed); shards found complete are not counted. */
+  readonly images: number;
+  /** Seconds the model computed, and spent on the shards' statistics, within this process's extract. */
+  readonly predictSeconds: number;
+  readonly momentsSeconds: number;
+  /** True when the process was stopped (a signal, an error) before its stages finished. */
+  readonly interrupted?: boolean;
+}
+
+export interface StageSpan {
+  readonly stage: string;
+  /** Wall clock (ISO 8601): spans of processes on different machines are compared by it. */
+  readonly startedAt: string;
+  readonly seconds: number;
 }
 
 export interface ProjectMeta {
