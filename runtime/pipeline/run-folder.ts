@@ -35,6 +35,7 @@ import { InvalidJsonError, NotFoundError, exists, getJson, getJsonIfExists, putJ
  *   _work/project/NNNNN.meta.json          rows projected, and the attempt that holds them
  *   _work/lease.json                       who is running the run's stages now (runtime/pipeline/lease.ts)
  *   _work/leases/<stage>-NNNNN.json        who is working on one shard now
+ *   _work/sessions/<id>.json               what one process did (stages, times, images), for the manifest
  *   pca/part-NNNNN.parquet                 the shard's rows in the published Parquet dataset
  *
  * Commit protocol: an attempt writes its data under keys of its own (a random attempt id), then the meta,
@@ -77,7 +78,7 @@ export type WorkStage = 'extract' | 'project';
  * `deleteWork` may delete, and what a new run's `_work/` may already hold. Anything else there is not orchard's.
  */
 const OWN_WORK_KEY =
-  /^_work\/(?:(?:config|plan|model|lease)\.json|int8\/graph\.(?:onnx|json)|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|\.conditional-write-probe-[\w-]+)$/;
+  /^_work\/(?:(?:config|plan|model|lease)\.json|int8\/graph\.(?:onnx|json)|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|sessions\/[\w-]+\.json|\.conditional-write-probe-[\w-]+)$/;
 
 export function isOwnWorkKey(key: string): boolean {
   return OWN_WORK_KEY.test(key);
