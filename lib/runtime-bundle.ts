@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { buildSync } from 'esbuild';
+import { RUN_PARAMETERS_SCRIPT, runParametersScript } from './run-parameters';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -26,6 +27,17 @@ const LEFT_OUT = ['s3rver', 'nsfwjs'];
 const TFJS_NODE_VERSION = '4.22.0';
 
 /**
+ * The scripts the instance runs (lib/scripts/*.sh), and the SSM parameter patterns run-pipeline.sh sources,
+ * written from the module the SSM document takes them from.
+ */
+export function stageInstanceScripts(outDir: string): void {
+  for (const script of fs.readdirSync(path.join(ROOT, 'lib', 'scripts'))) {
+    fs.copyFileSync(path.join(ROOT, 'lib', 'scripts', script), path.join(outDir, script));
+  }
+  fs.writeFileSync(path.join(outDir, RUN_PARAMETERS_SCRIPT), runParametersScript());
+}
+
+/**
  * Bundles runtime/ into one file (`orchard.cjs`) plus what it needs at run time: the WebAssembly binaries of
  * the wasm backend, the instance scripts, and a package.json that pins the native dependencies. The folder is
  * the CDK asset, so a changed runtime changes the asset hash and reaches the instance on the next deploy.
@@ -35,9 +47,7 @@ export function buildRuntimeBundle(outDir: string = path.join(ROOT, 'dist', 'run
   fs.mkdirSync(outDir, { recursive: true });
   bundleEntry(path.join(ROOT, 'runtime', 'main.ts'), path.join(outDir, 'orchard.cjs'), [...INSTANCE_DEPENDENCIES, ...INSTANCE_OPTIONAL_DEPENDENCIES]);
   copyRuntimeFiles(outDir);
-  for (const script of fs.readdirSync(path.join(ROOT, 'lib', 'scripts'))) {
-    fs.copyFileSync(path.join(ROOT, 'lib', 'scripts', script), path.join(outDir, script));
-  }
+  stageInstanceScripts(outDir);
   const own = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string; dependencies: Record<string, string> };
   const pinned = (name: string) => {
     const version = own.dependencies[name];

@@ -95,11 +95,12 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       io.exit(ExitCode.Ok);
     });
 
-  withCommon(withStageTask(program.command('extract').description('Extract the features and statistics of some shards of a planned run')))
+  withCommon(withStageTask(program.command('extract').description('Extract the features and statistics of some shards of a planned run'), true))
     .requiredOption('--shards <list>', 'shards to extract: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('extract', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.extractCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `extracted ${done.shards} shard(s) (${done.resumed} already done): ${done.images} images, ${done.failed} failed\n`);
@@ -110,6 +111,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('fit', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const fitted = await withInterrupt((signal) => stages.fitCommand(run, { reporter, signal }), options.runId, io);
       if ('published' in fitted) {
@@ -122,11 +124,12 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
       io.exit(ExitCode.Ok);
     });
 
-  withCommon(withStageTask(program.command('project').description('Project some shards of a fitted run onto its components (one Parquet part per shard)')))
+  withCommon(withStageTask(program.command('project').description('Project some shards of a fitted run onto its components (one Parquet part per shard)'), true))
     .requiredOption('--shards <list>', 'shards to project: e.g. 0-9,12, or all', shardList)
     .action(async (options: StageOptions & { shards: number[] | 'all' }) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('project', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const done = await withInterrupt((signal) => stages.projectCommand(run, options.shards, { reporter, signal }), options.runId, io);
       io.out(options.jsonLogs ? `${JSON.stringify(done)}\n` : `projected ${done.shards} shard(s) (${done.resumed} already done): ${done.rows} rows\n`);
@@ -138,6 +141,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     .action(async (options: StageOptions) => {
       const stages = require('./pipeline/stages') as typeof import('./pipeline/stages');
       const reporter = reporterFor(options, io);
+      if (await alreadyPublished('publish', options, reporter, io)) return;
       const run = await stages.openPlannedRun(options.output, options.runId, machineSettings(options), s3Options(options, reporter));
       const result = await withInterrupt((signal) => stages.publishCommand(run, { reporter, signal }), options.runId, io);
       printResult(result, options, io);
@@ -253,7 +257,26 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     io.exit(report.exitCode);
   });
 
+  for (const command of program.commands) strictArguments(command);
   return program;
+}
+
+/**
+ * Unknown flags and stray arguments are refused by name. Commander checks required options before unknown ones,
+ * so `run --inptu X` would answer "required option '-i, --input' not specified": required options are checked in
+ * a preAction hook instead, which runs after commander's own checks of unknown options and excess arguments.
+ */
+function strictArguments(command: Command): void {
+  command.allowUnknownOption(false).allowExcessArguments(false);
+  const required = command.options.filter((option) => option.mandatory);
+  for (const option of required) option.mandatory = false;
+  command.hook('preAction', (_command, action) => {
+    for (const option of required) {
+      if (action.getOptionValue(option.attributeName()) === undefined) {
+        action.error(`error: required option '${option.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+      }
+    }
+  });
 }
 
 interface DoctorOptions extends CommonOptions {
@@ -334,13 +357,33 @@ function withRunSettings(command: Command): Command {
     .option('--model-cache <uri>', 'where downloaded models and compiled graphs are cached (default: s3://<output bucket>/models/ or ~/.cache/orchard/models)');
 }
 
-/** What a stage task is given: the run's output and id (the rest was stored by plan), and its machine's settings. */
-function withStageTask(command: Command): Command {
-  return command
+/**
+ * What a stage task is given: the run's output and id (the rest was stored by plan), and for the stages that read
+ * images or run a model (extract, project), its machine's settings.
+ */
+function withStageTask(command: Command, machine = false): Command {
+  command
     .requiredOption('-o, --output <uri>', 'the output the run was planned with: s3://bucket/prefix/ or a local folder')
-    .requiredOption('--run-id <id>', 'the planned run', runIdArg)
+    .requiredOption('--run-id <id>', 'the planned run', runIdArg);
+  if (!machine) return command;
+  return command
     .option('--threads <n>', 'threads ONNX Runtime computes on (default: this machine\'s cores)', positiveInt('--threads'))
     .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'));
+}
+
+/**
+ * A stage retried after its run was published (a task whose answer was lost, a second `orchard publish`) has no
+ * work left: it says so, prints the run's result and succeeds, as the stage function does for Publish.
+ */
+async function alreadyPublished(stage: string, options: StageOptions, reporter: Reporter, io: CliIo): Promise<boolean> {
+  const { publishedRun } = require('./pipeline/stages') as typeof import('./pipeline/stages');
+  const result = await publishedRun(options.output, options.runId, s3Options(options, reporter));
+  if (!result) return false;
+  const note = `${stage}: run ${options.runId} is already published at ${result.runUri}; nothing to do`;
+  io.out(options.jsonLogs ? `${JSON.stringify({ stage, alreadyPublished: true, runUri: result.runUri })}\n` : `${note}\n`);
+  printResult(result, options, io);
+  io.exit(ExitCode.Ok);
+  return true;
 }
 
 function machineSettings(options: StageOptions): { threads?: number; concurrency?: number } {

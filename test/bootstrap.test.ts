@@ -18,6 +18,10 @@ import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { NO_LIBTENSORFLOW_ENV, S3_CREDENTIALS_ENV, installedPackages, isolatedEnv, run, type Finished } from './helpers/bundle';
 import { startTestS3, tempDir } from './helpers/s3';
 import { saveTinyModel } from './helpers/tiny-model';
+import { loadScaledBudget } from './helpers/budget';
+
+// A bundle, an npm install and the doctor in real processes: a budget against hangs, scaled to the machine's load.
+jest.setTimeout(loadScaledBudget(120));
 
 const BUCKET = 'orchard-test';
 const REGION = 'eu-west-3';

@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { Manifest } from '../runtime/contracts/results';
 import { Lease, type LeaseRecord } from '../runtime/pipeline/lease';
 import { varianceCurve } from '../runtime/report/data';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
@@ -280,10 +281,12 @@ describe('damaged run state', () => {
     expect(result.err).toMatch(/shard 0 is incomplete \(its features hold \d+ bytes instead of \d+\): extracting it again/);
     expect(fs.readFileSync(runFile('damaged-features', 'pca.csv'))).toEqual(cleanCsv);
     // Shard 1 was kept; shards 0 and 2 were extracted by this process.
-    const manifest = readJson<{ counts: { shardsResumed: number }; imagesPerSecond: number; timings: { total: number } }>(runFile('damaged-features', 'manifest.json'));
+    const manifest = readJson<Manifest>(runFile('damaged-features', 'manifest.json'));
     expect(manifest.counts.shardsResumed).toBe(1);
-    // Throughput over the 8 images this process extracted, not the 12 of the run.
-    expect(manifest.imagesPerSecond * manifest.timings.total).toBeCloseTo(8, 0);
+    // Throughput over the images each process extracted: 8 by the first extract, 8 again (shards 0 and 2) by the
+    // resumed run, over the time their stages ran.
+    expect(manifest.processes!.filter((p) => p.images > 0).map((p) => [p.command, p.images])).toEqual([['extract', 8], ['run', 8]]);
+    expect(manifest.imagesPerSecond * manifest.timings.total!).toBeCloseTo(16, 0);
   });
 });
 

@@ -5,12 +5,16 @@ import { S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { S3_ENV, startOrchard, type Exit } from './helpers/cli';
 import { startTestS3, tempDir } from './helpers/s3';
+import { loadScaledBudget } from './helpers/budget';
 
 /**
  * A real `orchard run` process, killed with SIGKILL as soon as its first shard is complete, then rerun with the
  * same --run-id: it must resume from the completed shards and end with the same results as an uninterrupted run.
  * The real offline MobileNetV2 (~20 images/s on wasm) keeps the run long enough to be killed in the middle.
  */
+
+// Real processes running MobileNetV2 on wasm: a budget against hangs, scaled to the machine's load.
+jest.setTimeout(loadScaledBudget(60));
 
 const BUCKET = 'resume-test';
 const CLASSES = ['Apple Braeburn', 'Banana', 'Lemon', 'Kiwi', 'Pêche de vigne'];
@@ -93,7 +97,7 @@ describe('a run killed mid-extract and rerun with the same --run-id', () => {
     metasAfterRefusal = metaFiles('resume1');
     resumed = await start(runArgs('resume1')).exited;
     fresh = await freshRun;
-  }, 120_000);
+  });
 
   it('was killed in the middle: by SIGKILL, without _SUCCESS, with some but not all shards complete', () => {
     expect(killed.signal).toBe('SIGKILL');

@@ -18,6 +18,7 @@ import { MERGE_GROUP } from '../runtime/pipeline/fit';
 import { S3Storage, createS3Client, type Storage } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import type { StageEvent } from '../runtime/contracts/scale';
+import { loadScaledBudget } from './helpers/budget';
 
 // aws-local-stepfunctions 3 calls Promise.withResolvers (Node 22); Node 20 runs the tests too.
 (Promise as unknown as { withResolvers?: unknown }).withResolvers ??= function withResolvers<T>() {
@@ -29,6 +30,9 @@ import type { StageEvent } from '../runtime/contracts/scale';
   });
   return { promise, resolve, reject };
 };
+
+// Real work (70 stage invocations, two reference runs): a budget against hangs, scaled to the machine's load.
+jest.setTimeout(loadScaledBudget(120));
 
 const BUCKET = 'scale-local';
 const IMAGES = 70;

@@ -7,11 +7,11 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { tempDir } from './helpers/s3';
+import { stageInstanceScripts } from '../lib/runtime-bundle';
 
 const ROOT = path.resolve(__dirname, '..');
 const SCRIPTS_DIR = path.join(ROOT, 'lib', 'scripts');
 const SCRIPTS = fs.readdirSync(SCRIPTS_DIR).filter((name) => name.endsWith('.sh'));
-const RUN_PIPELINE = path.join(SCRIPTS_DIR, 'run-pipeline.sh');
 
 const hasShellcheck = spawnSync('shellcheck', ['--version']).status === 0;
 // In CI shellcheck must run (.ci/run installs it); elsewhere it is skipped, loudly, without one.
@@ -42,9 +42,13 @@ describe('run-pipeline.sh', () => {
   let dir: string;
   let stub: string;
   let startedMarker: string;
+  /** The script as the bundle holds it: next to the run-parameters.sh it sources. */
+  let RUN_PIPELINE: string;
 
   beforeAll(() => {
     dir = tempDir('orchard-scripts-');
+    stageInstanceScripts(dir);
+    RUN_PIPELINE = path.join(dir, 'run-pipeline.sh');
     startedMarker = path.join(dir, 'orchard-started');
     stub = path.join(dir, 'orchard-stub');
     // Prints who ran it, where, and each argument on its own line; exits with STUB_EXIT.

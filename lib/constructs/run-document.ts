@@ -4,7 +4,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
 import { acknowledgeWildcardResource } from '../nag';
-import { RUN_ID_PATTERN_SOURCE } from '../../runtime/contracts/deployment';
+import { RUN_PARAMETER_PATTERNS } from '../run-parameters';
 import { INSTALL_DIR } from './pipeline-host';
 import { operationalLogGroup } from './log-group';
 
@@ -20,28 +20,12 @@ const DEFAULT_EXECUTION_TIMEOUT = Duration.hours(48);
  */
 export const RUN_COMMAND = `/bin/bash "\${ORCHARD_HOME:-${INSTALL_DIR}}/run-pipeline.sh"`;
 
-/** An S3 URI; no quote, `$`, backquote, backslash or line break (values reach the script as data, see below). */
-const S3_URI = 's3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^"\'`$\\\\\\r\\n]*';
-
 /**
  * Each parameter reaches the script only as an environment variable `SSM_<name>` (`interpolationType: ENV_VAR`,
  * SSM Agent 3.3.2746.0 or later), never pasted into the command text; `allowedPattern` rejects malformed values
- * before the command is sent. `run-pipeline.sh` validates them again and turns them into `orchard run` flags.
+ * before the command is sent, and `run-pipeline.sh` checks them again against the same patterns (lib/run-parameters.ts).
  */
-export const RUN_PARAMETER_PATTERNS = {
-  input: `^${S3_URI}$`,
-  output: `^${S3_URI}$`,
-  /** Empty (use `variance`) or a whole number of components from 1 to 9999. */
-  components: '^([1-9][0-9]{0,3})?$',
-  /** A share of explained variance, strictly between 0 and 1 (e.g. 0.95); empty when `components` is given. */
-  variance: '^(0?\\.[0-9]*[1-9][0-9]*)?$',
-  /** A preset name, an s3:// URI or an https:// URL of a tfjs model. */
-  model: `^([a-z0-9_]{1,64}|${S3_URI}|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^"'\`$\\\\\\r\\n ]*)?)$`,
-  /** Empty (a timestamp) or the runtime's run id syntax; rerun with the same id to resume. */
-  runId: `^(${RUN_ID_PATTERN_SOURCE})?$`,
-  /** A share from 0 to 1. */
-  maxErrorRate: '^(0(\\.[0-9]+)?|\\.[0-9]+|1(\\.0+)?)$',
-} as const;
+export { RUN_PARAMETER_PATTERNS };
 
 export interface RunDocumentProps {
   /** Default of the `input` parameter, e.g. `s3://<bucket>/images/`. */

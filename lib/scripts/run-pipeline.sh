@@ -49,24 +49,18 @@ fail() {
   exit 2
 }
 
-# A bucket name as S3 allows it, then an optional key prefix of letters, digits, spaces (Fruits-360 class folders
-# have them), S3's other "safe" characters and + = , @ :, and non-ASCII UTF-8 (bytes 0x80-0xff, none of which is
-# a shell or option character). No quote, $, `, \, ;, &, |, <, >, glob bracket or control character.
-NON_ASCII=$'\x80'-$'\xff'
-S3_URI="^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9 !_.*()/+=,@:${NON_ASCII}-]*)?\$"
-HTTPS_URL='^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/?=&+,:@-]*)?$'
-PRESET='^[a-z][a-z0-9_]{0,63}$'
-WHOLE_NUMBER='^[1-9][0-9]{0,5}$'
-FRACTION='^0?\.[0-9]{1,9}$'
-RATE='^(0|1|0?\.[0-9]{1,9}|1\.0{1,9})$'
-RUN_ID='^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'
+# The patterns each parameter must match (RUN_PARAMETER_<name>): the ones the SSM document's allowedPattern holds,
+# written next to this script by the bundle from lib/run-parameters.ts, their one source of truth.
+parameters="$(dirname "${BASH_SOURCE[0]}")/run-parameters.sh"
+[[ -r $parameters ]] || { echo "run-pipeline: $parameters is missing: the runtime bundle is incomplete" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$parameters"
 
-# param <name> <required|optional> <description> <pattern>...: prints the value of SSM_<name>, or nothing when
-# it is empty and optional; exits 2 when it matches none of the patterns.
+# param <name> <required|optional> <description>: prints the value of SSM_<name>, or nothing when it is empty and
+# optional; exits 2 when it does not match RUN_PARAMETER_<name>.
 param() {
   local name=$1 presence=$2 description=$3
-  shift 3
-  local variable="SSM_$name"
+  local variable="SSM_$name" pattern="RUN_PARAMETER_$name"
   if [[ -z ${!variable+set} && $presence == required ]]; then
     fail "$variable is not set: the SSM document must declare '$name' with interpolationType ENV_VAR, and the" \
       "instance needs SSM Agent 3.3.2746.0 or later"
@@ -76,24 +70,21 @@ param() {
     [[ $presence == optional ]] || fail "parameter '$name' is required"
     return 0
   fi
-  local pattern
-  for pattern in "$@"; do
-    if [[ $value =~ $pattern ]]; then
-      printf '%s' "$value"
-      return 0
-    fi
-  done
+  if [[ $value =~ ${!pattern} ]]; then
+    printf '%s' "$value"
+    return 0
+  fi
   fail "parameter '$name': expected $description but got $(printf '%q' "$value")"
 }
 
 S3_EXPECTED="an s3:// URI (after the bucket: letters, digits, spaces, non-ASCII letters and !_.*()/+=,@:-)"
-input=$(param input required "$S3_EXPECTED" "$S3_URI")
-output=$(param output required "$S3_EXPECTED" "$S3_URI")
-components=$(param components optional "a whole number of components" "$WHOLE_NUMBER")
-variance=$(param variance optional "a fraction between 0 and 1, e.g. 0.95" "$FRACTION")
-model=$(param model optional "a preset name, an s3:// URI or an https:// URL" "$PRESET" "$S3_URI" "$HTTPS_URL")
-run_id=$(param runId optional "letters, digits, '.', '_' or '-' (at most 128, not starting with . _ -)" "$RUN_ID")
-max_error_rate=$(param maxErrorRate optional "a number from 0 to 1" "$RATE")
+input=$(param input required "$S3_EXPECTED")
+output=$(param output required "$S3_EXPECTED")
+components=$(param components optional "a whole number of components from 1 to 9999")
+variance=$(param variance optional "a fraction between 0 and 1, e.g. 0.95")
+model=$(param model optional "a preset name, an s3:// URI or an https:// URL")
+run_id=$(param runId optional "letters, digits, '.', '_' or '-' (at most 128, not starting with . _ -)")
+max_error_rate=$(param maxErrorRate optional "a number from 0 to 1")
 if [[ -n $components && -n $variance ]]; then
   echo "run-pipeline: components=$components given: variance=$variance (the document's default) does not apply" >&2
   variance=

@@ -55,8 +55,16 @@ export interface Manifest {
    * rows) and which labels look wrong; absent when there is no PCA.
    */
   readonly labelQuality?: LabelQuality;
+  /**
+   * Wall-clock seconds per stage, over every process that ran it (stages run by tasks at once count once), and
+   * `total`, the time any stage ran (the time between commands, or before a resume, is not counted); `predict`
+   * and `moments` are summed over the processes (within extract).
+   */
   readonly timings: Record<string, number>;
+  /** Images extracted by the processes that extracted them, over `timings.total`. */
   readonly imagesPerSecond: number;
+  /** Which stages ran in which process (an `orchard run`, a stage command, a stage function invocation), in seconds. */
+  readonly processes?: readonly { readonly id: string; readonly command: string; readonly host: string; readonly images: number; readonly interrupted?: boolean; readonly stages: Record<string, number> }[];
   /** The inference engine that ran: name, version, threads, batch size (and the compiled graph for onnx). */
   readonly engine: EngineInfo;
   readonly model: ModelIdentity;

@@ -4,16 +4,16 @@
  * functions as `orchard plan | extract | fit | project | publish` (runtime/pipeline/stages.ts), on the same run
  * folder, so a run started on the instance can be finished here and the other way round.
  */
-import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
+import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type RunRef, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
 import { BUCKET_PREFIXES } from '../contracts/deployment';
-import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
-import { OrchardError, describeError } from '../errors';
-import { buildRunConfig, type RunSettings } from '../pipeline/config';
+import type { RunResult } from '../contracts/results';
+import { OrchardError, describeError, invalidParameter } from '../errors';
+import { buildRunConfig, checkRunId, wholeNumber, type RunSettings } from '../pipeline/config';
 import { openRun } from '../pipeline/context';
 import { mergeGroups } from '../pipeline/fit';
 import * as stages from '../pipeline/stages';
 import { createReporter, type Reporter } from '../progress';
-import { S3RetryCounter, childLocation, exists, formatLocation, getJson, openStorage, parseLocation, type S3Options } from '../storage';
+import { S3RetryCounter, formatLocation, parseLocation, type S3Options } from '../storage';
 
 /** The settings a run request may carry: RunSettings' fields, checked to be all of them by the compiler. */
 const SETTINGS = {
@@ -50,9 +50,15 @@ export type StageResult = PlanOutput | FitOutput | PublishOutput | { readonly st
  * Runs one stage. An OrchardError leaves as an error named by its code (`ERR_ACCESS_DENIED`, …): Step Functions
  * sees that name, so a Retry or Catch can tell the causes apart, and the execution fails with the message.
  */
-export async function handler(event: StageEvent): Promise<StageResult> {
+export async function handler(received: StageEvent): Promise<StageResult> {
+  let event: StageEvent;
+  try {
+    event = stageEvent(received);
+  } catch (error) {
+    throw Object.assign(new Error((error as OrchardError).message), { name: (error as OrchardError).code });
+  }
   // Every line names the run and the stage: the trigger follows one run's lines in the function's shared log group.
-  const reporter = createReporter({ json: true, stream: process.stdout, fields: { runId: runIdOf(event), stage: event?.stage } });
+  const reporter = createReporter({ json: true, stream: process.stdout, fields: { runId: runIdOf(event), stage: event.stage } });
   const retries = new S3RetryCounter((retry) =>
     reporter.warn(`s3: a ${retry.command} request ${retry.failed ? 'failed after' : 'needed'} ${retry.retries} retries`, { command: retry.command, retries: retry.total }),
   );
@@ -76,9 +82,6 @@ export function stageS3Options(env: NodeJS.ProcessEnv, retries?: S3RetryCounter)
 }
 
 async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): Promise<StageResult> {
-  if (!event || !SCALE_STAGES.includes(event.stage)) {
-    throw new OrchardError(`Expected an event with a stage (${SCALE_STAGES.join(', ')}) but got ${JSON.stringify(event)?.slice(0, 200)}`, 'ERR_INVALID_PARAMETER');
-  }
   const deps = { reporter };
   switch (event.stage) {
     case 'plan':
@@ -86,7 +89,7 @@ async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): P
     case 'extract':
     case 'project': {
       const run = await stages.openPlannedRun(event.BatchInput.output, event.BatchInput.runId, {}, s3);
-      const shards = itemShards(event.Items);
+      const shards = event.Items.map((item) => item.shard);
       reporter.info(`${event.stage}: shards ${shards.join(', ')} of run ${run.config.runId}`);
       await (event.stage === 'extract' ? stages.extractCommand(run, shards, deps) : stages.projectCommand(run, shards, deps));
       return { stage: event.stage, shards };
@@ -107,8 +110,8 @@ async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): P
     }
     case 'publish': {
       // A Publish retried (or redriven) after it committed, its answer lost on the way: the same answer again.
-      const published = await publishedRun(event.output, event.runId, s3);
-      if (published) return published;
+      const published = await stages.publishedRun(event.output, event.runId, s3);
+      if (published) return publishOutput(published);
       const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
       return publishOutput(await stages.publishCommand(run, deps));
     }
@@ -149,27 +152,48 @@ export function runSettings(request: ScaleRunRequest): RunSettings {
   return request as unknown as RunSettings;
 }
 
-function runIdOf(event: StageEvent | undefined): string | undefined {
-  if (!event) return undefined;
-  if (event.stage === 'plan') return event.run?.runId;
-  if ('BatchInput' in event) return event.BatchInput?.runId;
+function runIdOf(event: StageEvent): string | undefined {
+  if (event.stage === 'plan') return event.run.runId;
+  if ('BatchInput' in event) return event.BatchInput.runId;
   return event.runId;
 }
 
-function itemShards(items: readonly { readonly shard: number }[] | undefined): number[] {
-  if (!Array.isArray(items) || items.length === 0) throw new OrchardError('Expected Items: a non-empty array of { "shard": n }', 'ERR_INVALID_PARAMETER');
-  return items.map((item) => {
-    if (!Number.isInteger(item?.shard) || item.shard < 0) throw new OrchardError(`Expected { "shard": n } items but got ${JSON.stringify(item)}`, 'ERR_INVALID_PARAMETER');
-    return item.shard;
-  });
+/**
+ * The event, checked field by field with the CLI's own rules (run id, output URI, whole numbers) before anything
+ * is read or written: a run id such as `../other/run` or a missing one would otherwise name another folder.
+ * Plan's run request is checked by `runSettings` and `buildRunConfig`, as `orchard run` checks its flags.
+ */
+export function stageEvent(event: unknown): StageEvent {
+  const fields = object(event, 'the event');
+  const stage = fields.stage as StageEvent['stage'];
+  if (!SCALE_STAGES.includes(stage)) throw invalidParameter('stage', `one of ${SCALE_STAGES.join(', ')}`, stage);
+  switch (stage) {
+    case 'plan':
+      return { stage, run: object(fields.run, 'run') as ScaleRunRequest };
+    case 'extract':
+    case 'project':
+      return { stage, BatchInput: runRef(object(fields.BatchInput, 'BatchInput'), 'BatchInput.'), Items: itemShards(fields.Items) };
+    case 'merge':
+      return { stage, ...runRef(fields, ''), group: wholeNumber(fields.group as number, 'group') };
+    default:
+      return { stage, ...runRef(fields, '') };
+  }
 }
 
-/** The result of a run already published (`_SUCCESS` written, so its manifest is whole), or undefined. */
-async function publishedRun(output: string, runId: string, s3: S3Options): Promise<PublishOutput | undefined> {
-  const run = openStorage(childLocation(parseLocation(output, 'output'), runId), s3);
-  if (!(await exists(run, OUTPUTS.success))) return undefined;
-  const manifest = await getJson<Manifest>(run, OUTPUTS.manifest);
-  return publishOutput({ status: manifest.status, runUri: run.uri(), outputs: manifest.outputs, manifest });
+function object(value: unknown, name: string): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalidParameter(name, 'an object', value);
+  return value as Record<string, unknown>;
+}
+
+function runRef(fields: Record<string, unknown>, prefix: string): RunRef {
+  const output = fields.output;
+  if (typeof output !== 'string' || parseLocation(output, `${prefix}output`).kind !== 's3') throw invalidParameter(`${prefix}output`, 'an s3:// URI', output);
+  return { output, runId: checkRunId(fields.runId, `${prefix}runId`) };
+}
+
+function itemShards(items: unknown): { shard: number }[] {
+  if (!Array.isArray(items) || items.length === 0) throw invalidParameter('Items', 'a non-empty array of { "shard": n }', items);
+  return items.map((item: unknown, i) => ({ shard: wholeNumber(object(item, `Items[${i}]`).shard as number, `Items[${i}].shard`) }));
 }
 
 function publishOutput(result: Pick<RunResult, 'status' | 'runUri' | 'outputs' | 'manifest'>): PublishOutput {

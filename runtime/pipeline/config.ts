@@ -131,8 +131,7 @@ export function defaultModelCache(output: Location): Location {
 export function buildRunConfig(settings: RunSettings, s3: S3Options = {}): RunConfig {
   const input = parseLocation(required(settings.input, '--input'), '--input');
   const output = parseLocation(required(settings.output, '--output'), '--output');
-  const runId = settings.runId ?? defaultRunId();
-  if (!RUN_ID_PATTERN.test(runId)) throw invalidParameter('--run-id', 'letters, digits, ".", "_" or "-" (at most 128)', runId);
+  const runId = settings.runId === undefined ? defaultRunId() : checkRunId(settings.runId, '--run-id');
   if (settings.components !== undefined && settings.variance !== undefined) {
     throw new OrchardError('Give --components or --variance, not both', 'ERR_INVALID_PARAMETER', ExitCode.Usage);
   }
@@ -209,12 +208,18 @@ function required(value: string | undefined, name: string): string {
   return value;
 }
 
+/** A run id as every entry point checks it (flags, stored settings, the stage function's events). */
+export function checkRunId(value: unknown, name: string): string {
+  if (typeof value !== 'string' || !RUN_ID_PATTERN.test(value)) throw invalidParameter(name, 'letters, digits, ".", "_" or "-" (at most 128)', value);
+  return value;
+}
+
 function integer(value: number, name: string): number {
   if (!Number.isInteger(value) || value < 1) throw invalidParameter(name, 'a whole number ≥ 1', value);
   return value;
 }
 
-function wholeNumber(value: number, name: string): number {
+export function wholeNumber(value: number, name: string): number {
   if (!Number.isInteger(value) || value < 0) throw invalidParameter(name, 'a whole number ≥ 0', value);
   return value;
 }

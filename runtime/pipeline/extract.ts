@@ -144,6 +144,8 @@ export interface ExtractDependencies {
   readonly signal?: AbortSignal;
   /** Called if a shard's lease is lost to another process while this one works on it. */
   readonly onLeaseLost?: (error: OrchardError) => void;
+  /** Called with each shard this process committed (its session counts them, even if the stage is stopped later). */
+  readonly onShard?: (meta: ExtractMeta) => void;
 }
 
 /**
@@ -198,6 +200,7 @@ export async function extractStage(
         failed += meta.errors.length;
         predictSeconds += meta.predictSeconds;
         momentsSeconds += meta.momentsSeconds;
+        deps.onShard?.(meta);
       },
     });
     throwIfAborted(deps.signal);

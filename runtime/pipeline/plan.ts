@@ -15,7 +15,7 @@ import { prepareInt8Graph } from './int8-graph';
 import { listShards } from './list';
 import { refuseOverlap } from './overlap';
 import { Lease, describeHolder, staleBecause } from './lease';
-import type { Plan, RunFolder } from './run-folder';
+import type { Plan, RunFolder, ShardItem } from './run-folder';
 
 export interface PlanResult {
   readonly plan: Plan;
@@ -143,7 +143,7 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
     const listStarted = performance.now();
     // Folder by folder in parallel on AWS S3; through another endpoint one plain listing (see ListOptions.parallel).
     const parallel = config.input.kind === 's3' && config.s3.endpoint === undefined;
-    const { skipped, ...listed } = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, (shard, items) => folder.writeShardItems(shard, items), (shard) => folder.deleteShardItems(shard));
+    const { skipped, ...listed } = await listShards(input, { shardSize: config.shardSize, exclude: excludedPrefixes(run), parallel }, heldUntil(componentsWanted(config), (shard, items) => folder.writeShardItems(shard, items)), (shard) => folder.deleteShardItems(shard));
     if (skipped.length > 0) {
       reporter.warn(`list: skipped ${skipped.length} orchard run folder(s) inside the input, their files are not images: ${skipped.map((prefix) => input.uri(prefix)).join(', ')}`);
     }
@@ -169,6 +169,35 @@ export async function planStage(run: OpenRun, reporter: Reporter): Promise<PlanR
   const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
   const itemsKey = await folder.writeWorkItems('extract', pending);
   return { plan, reused, pending, itemsKey };
+}
+
+/** The images a run needs at least: one per component asked for (-k), 0 for a share of variance. */
+function componentsWanted(config: RunConfig): number {
+  return config.components.kind === 'components' ? config.components.count : 0;
+}
+
+/**
+ * Shard writes held back until `needed` images are listed, so that a run refused for too few images (-k above
+ * their number) leaves no shard file; past that, shards are written as they fill, and memory stays flat.
+ */
+function heldUntil(needed: number, write: (shard: number, items: readonly ShardItem[]) => Promise<void>): typeof write {
+  // By shard: a listing that runs again (a run folder found late) writes the same shards anew.
+  const sizes = new Map<number, number>();
+  const held = new Map<number, readonly ShardItem[]>();
+  let listed = 0;
+  return async (shard, items) => {
+    listed += items.length - (sizes.get(shard) ?? 0);
+    sizes.set(shard, items.length);
+    if (listed < needed) {
+      held.set(shard, items);
+      return;
+    }
+    held.delete(shard);
+    const due = [...held];
+    held.clear();
+    await Promise.all(due.map(([s, i]) => write(s, i)));
+    await write(shard, items);
+  };
 }
 
 /**

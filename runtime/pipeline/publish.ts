@@ -13,6 +13,7 @@ import { formatLocation, putJson, type Storage } from '../storage';
 import { settingsOf, type RunConfig } from './config';
 import { assessRunLabels } from './label-quality';
 import { withScratchDir } from './scratch-dir';
+import { Session, runTimings } from './sessions';
 import { modelIdentityOf, type ExtractMeta, type Plan, type ProjectMeta, type RunFolder } from './run-folder';
 
 /** The local folder where publish writes the single files before uploading them. */
@@ -30,15 +31,9 @@ export interface PublishOptions {
   readonly reporter: Reporter;
   /** The storage of the input images, for the report's thumbnails. */
   readonly input?: Storage;
-  /**
-   * Wall-clock seconds per stage, and when the run started (`performance.now()`), when one process ran them all
-   * (`orchard run`). Without them the manifest says what the shards recorded (their own seconds, summed) and the
-   * time from plan to publish.
-   */
-  readonly timings?: { readonly stages: Record<string, number>; readonly startedAt: number };
+  /** The session of the process that publishes (`orchard run`'s holds its earlier stages). @default a new one */
+  readonly session?: Session;
   readonly shardsResumed?: number;
-  /** Images extracted by this process (`orchard run`), for the manifest's images/s. @default every image */
-  readonly imagesDone?: number;
 }
 
 /**
@@ -49,6 +44,8 @@ export interface PublishOptions {
  */
 export async function publishStage(folder: RunFolder, config: RunConfig, fitted: PcaModel | undefined, options: PublishOptions): Promise<RunResult> {
   const started = performance.now();
+  const startedAt = new Date();
+  const session = options.session ?? new Session('publish');
   const run = folder.storage;
   const plan = await folder.requirePlan();
   const extracted = await extractedShards(folder, plan);
@@ -83,22 +80,15 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
   };
   const finishedAt = new Date();
   const first = extracted.find((meta) => meta.rows.length > 0) ?? extracted[0];
-  const inProcess = options.timings;
-  const total = inProcess ? (performance.now() - inProcess.startedAt) / 1000 : (finishedAt.getTime() - new Date(plan.startedAt).getTime()) / 1000;
-  const timings: Record<string, number> = inProcess ? { ...inProcess.stages, publish: (performance.now() - started) / 1000, total } : {
-    list: plan.listSeconds,
-    extract: sum(extracted, (meta) => meta.seconds),
-    fit: fit?.record.seconds ?? 0,
-    project: sum(projected, (meta) => meta.seconds),
-    publish: (performance.now() - started) / 1000,
-    total,
-  };
   const identity = await folder.readExtractedWith();
   if (!identity) throw new OrchardError(`${folder.uri()} does not record the model its shards were extracted with`, 'ERR_SHARD_INCOMPLETE');
   // This process's count when it ran every stage; for a run split into tasks, what the extract tasks recorded.
-  const retries = () => (options.timings && config.s3.retries ? config.s3.retries.totals() : sumRetries(extracted));
+  const retries = () => (session.command === 'run' && config.s3.retries ? config.s3.retries.totals() : sumRetries(extracted));
   const cumulative = fitted ? fitted.explainedVarianceRatio.reduce((a, b) => a + b, 0) : 0;
   const labelQuality = fitted ? await assessRunLabels(folder, extracted, projected, fitted.nComponents) : undefined;
+  session.span('publish', startedAt, (performance.now() - started) / 1000);
+  // Every process that worked on the run (stored when it ended), and this one.
+  const { timings, imagesPerSecond, processes } = runTimings([...(await folder.readSessions()).filter((record) => record.id !== session.id), session.record()]);
   let manifest: Manifest = {
     orchard: ORCHARD_VERSION,
     runId: config.runId,
@@ -111,10 +101,9 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
     counts: { listed: plan.images, processed, failed, errorRate, shards: plan.shards, shardsResumed: options.shardsResumed ?? 0 },
     ...(fitted ? { pca: { components: fitted.nComponents, explainedVariance: cumulative, spec: config.components } } : {}),
     ...(labelQuality ? { labelQuality } : {}),
-    timings: { ...roundAll(timings), predict: round(sum(extracted, (meta) => meta.predictSeconds)), moments: round(sum(extracted, (meta) => meta.momentsSeconds)) },
-    // Over the images this process (or, for a run split into tasks, this run since its plan) did: a resumed run's
-    // earlier shards are not counted as if done in no time.
-    imagesPerSecond: round((options.imagesDone ?? plan.images) / Math.max(total, 1e-9)),
+    timings,
+    imagesPerSecond,
+    processes,
     engine: first!.engine,
     model: modelIdentityOf(identity),
     versions: first!.versions,
@@ -197,16 +186,6 @@ function sumRetries(extracted: readonly ExtractMeta[]): Record<string, number> {
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
-}
-
-function sum<T>(items: readonly T[], value: (item: T) => number): number {
-  return items.reduce((total, item) => total + value(item), 0);
-}
-
-const round = (value: number) => Math.round(value * 1000) / 1000;
-
-function roundAll(timings: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(timings).map(([name, value]) => [name, round(value)]));
 }
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -10,7 +10,7 @@ import type { CompiledGraph } from '../model/to-onnx/compile';
 import { pcaModelFromJson, pcaModelToJson } from '../pca/model-json';
 import type { PcaModel } from '../pca/fit';
 import { decodeMoments, encodeMoments, encodedMomentsLength, type Moments } from '../stats/moments';
-import { InvalidJsonError, NotFoundError, exists, getJson, putJson, type PutOptions, type Storage } from '../storage';
+import { InvalidJsonError, NotFoundError, exists, getJson, getJsonIfExists, putJson, type PutOptions, type Storage } from '../storage';
 
 /**
  * The shard contract: the one owner of a run folder's `_work/` layout. Every stage reads and writes shards
@@ -35,6 +35,7 @@ import { InvalidJsonError, NotFoundError, exists, getJson, putJson, type PutOpti
  *   _work/project/NNNNN.meta.json          rows projected, and the attempt that holds them
  *   _work/lease.json                       who is running the run's stages now (runtime/pipeline/lease.ts)
  *   _work/leases/<stage>-NNNNN.json        who is working on one shard now
+ *   _work/sessions/<id>.json               what one process did (stages, times, images), for the manifest
  *   pca/part-NNNNN.parquet                 the shard's rows in the published Parquet dataset
  *
  * Commit protocol: an attempt writes its data under keys of its own (a random attempt id), then the meta,
@@ -65,6 +66,8 @@ const KEYS = {
   projectMeta: (shard: number) => `${WORK}project/${pad(shard)}.meta.json`,
   projections: (shard: number, attempt: string) => `${WORK}project/${pad(shard)}/${attempt}.pcs.f32`,
   runLease: `${WORK}lease.json`,
+  sessionsPrefix: `${WORK}sessions/`,
+  session: (id: string) => `${WORK}sessions/${id}.json`,
   shardLease: (stage: WorkStage, shard: number) => `${WORK}leases/${stage}-${pad(shard)}.json`,
 } as const;
 
@@ -75,7 +78,7 @@ export type WorkStage = 'extract' | 'project';
  * `deleteWork` may delete, and what a new run's `_work/` may already hold. Anything else there is not orchard's.
  */
 const OWN_WORK_KEY =
-  /^_work\/(?:(?:config|plan|model|lease)\.json|int8\/graph\.(?:onnx|json)|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|\.conditional-write-probe-[\w-]+)$/;
+  /^_work\/(?:(?:config|plan|model|lease)\.json|int8\/graph\.(?:onnx|json)|items\/(?:extract|project)\.json|shards\/\d{5,}\.json|extract\/\d{5,}\.meta\.json|extract\/\d{5,}\/[\w-]+\.(?:features\.f32|moments\.bin)|fit\/\d{2}-\d{5,}\.moments\.bin|fit\/pca\.json|project\/\d{5,}\.meta\.json|project\/\d{5,}\/[\w-]+\.pcs\.f32|leases\/(?:extract|project)-\d{5,}\.json|sessions\/[\w-]+\.json|\.conditional-write-probe-[\w-]+)$/;
 
 export function isOwnWorkKey(key: string): boolean {
   return OWN_WORK_KEY.test(key);
@@ -135,6 +138,34 @@ export interface ExtractMeta {
   readonly finishedAt: string;
   /** S3 requests retried while the shard was extracted, per command. */
   readonly s3Retries?: Readonly<Record<string, number>>;
+}
+
+/**
+ * What one process (an `orchard run`, one stage command, one invocation of the stage function) did on a run: the
+ * stages it ran, when and for how long, and the images it extracted. Each is stored in the run folder (`_work/sessions/`) when the
+ * process ends, interrupted or not; publish sums them into the manifest's timings and throughput, so that neither
+ * the time between typed commands nor shards done in an earlier process (a resumed run) distort them.
+ */
+export interface SessionRecord {
+  readonly id: string;
+  /** `run`, `plan`, `extract`, `merge`, `fit`, `project` or `publish`. */
+  readonly command: string;
+  readonly host: string;
+  readonly stages: readonly StageSpan[];
+  /** Images this process extracted (processed and failed); shards found complete are not counted. */
+  readonly images: number;
+  /** Seconds the model computed, and spent on the shards' statistics, within this process's extract. */
+  readonly predictSeconds: number;
+  readonly momentsSeconds: number;
+  /** True when the process was stopped (a signal, an error) before its stages finished. */
+  readonly interrupted?: boolean;
+}
+
+export interface StageSpan {
+  readonly stage: string;
+  /** Wall clock (ISO 8601): spans of processes on different machines are compared by it. */
+  readonly startedAt: string;
+  readonly seconds: number;
 }
 
 export interface ProjectMeta {
@@ -433,6 +464,19 @@ export class RunFolder {
   /** The key of the run's lease (plan, fit, publish, `orchard run`), or of one shard's (an extract or project task). */
   leaseKey(scope: 'run' | { readonly stage: WorkStage; readonly shard: number }): string {
     return scope === 'run' ? KEYS.runLease : KEYS.shardLease(scope.stage, scope.shard);
+  }
+
+  // ----- sessions: what each process did, for the manifest's timings ---------------------------------------------
+
+  writeSession(record: SessionRecord): Promise<void> {
+    return putJson(this.storage, KEYS.session(record.id), record, TAGGED);
+  }
+
+  async readSessions(): Promise<SessionRecord[]> {
+    const keys: string[] = [];
+    for await (const object of this.storage.list(KEYS.sessionsPrefix)) if (object.key.endsWith('.json')) keys.push(object.key);
+    const records = await Promise.all(keys.map((key) => getJsonIfExists<SessionRecord>(this.storage, key)));
+    return records.filter((record): record is SessionRecord => record !== undefined && Array.isArray(record.stages));
   }
 
   // ----- results ----------------------------------------------------------------------------------------------

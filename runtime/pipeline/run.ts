@@ -11,6 +11,7 @@ import { fitStage, type FitResult } from './fit';
 import { acquireRunLease, planStage, validateRun } from './plan';
 import { projectStage } from './project';
 import { extractedShards, publishStage } from './publish';
+import { Session } from './sessions';
 
 export type { Manifest, RunResult, RunStatus } from '../contracts/results';
 
@@ -66,33 +67,46 @@ export async function withRunLease<T>(
 async function runStages(run: OpenRun, deps: RunDependencies, onLeaseLost: (error: OrchardError) => void): Promise<RunResult> {
   const { reporter } = deps;
   const { config, folder } = run;
-  const timer = stageTimer();
-  const planned = await timer.time('list', () => planStage(run, reporter));
-  throwIfAborted(deps.signal);
+  const session = new Session('run');
+  return recorded(run, session, async () => {
+    const planned = await session.time('list', () => planStage(run, reporter));
+    throwIfAborted(deps.signal);
 
-  const all = Array.from({ length: planned.plan.shards }, (_, shard) => shard);
-  const engine = await timer.time('model_load', () => loadModel(run, deps));
-  let extracted;
-  try {
-    reporter.info(`model ${engine.model.identity.name}: ${engine.model.identity.featureDim} features from ${engine.model.identity.loadedFrom}; ${describeEngine(engine.model.engine)}`);
-    extracted = await timer.time('extract', () => extractStage(folder, config, run.input, all, engine, { reporter, signal: deps.signal, onLeaseLost }));
-  } finally {
-    engine.model.dispose();
-  }
+    const all = Array.from({ length: planned.plan.shards }, (_, shard) => shard);
+    const engine = await session.time('model_load', () => loadModel(run, deps));
+    let extracted;
+    try {
+      reporter.info(`model ${engine.model.identity.name}: ${engine.model.identity.featureDim} features from ${engine.model.identity.loadedFrom}; ${describeEngine(engine.model.engine)}`);
+      extracted = await session.time('extract', () => extractStage(folder, config, run.input, all, engine, { reporter, signal: deps.signal, onLeaseLost, onShard: session.extracted }));
+    } finally {
+      engine.model.dispose();
+    }
 
-  throwIfAborted(deps.signal);
-  const metas = await extractedShards(folder, planned.plan);
-  const fitted = (await timer.time('fit', () => fitOrNothing(run, metas, reporter)))?.model;
-  throwIfAborted(deps.signal);
-  if (fitted) await timer.time('project', () => projectStage(folder, config, fitted, all, { reporter, signal: deps.signal, onLeaseLost }));
-  throwIfAborted(deps.signal);
-  return publishStage(folder, config, fitted, {
-    reporter,
-    input: run.input,
-    shardsResumed: extracted.resumed,
-    imagesDone: extracted.images,
-    timings: timer.result(),
+    throwIfAborted(deps.signal);
+    const metas = await extractedShards(folder, planned.plan);
+    const fitted = (await session.time('fit', () => fitOrNothing(run, metas, reporter)))?.model;
+    throwIfAborted(deps.signal);
+    if (fitted) await session.time('project', () => projectStage(folder, config, fitted, all, { reporter, signal: deps.signal, onLeaseLost }));
+    throwIfAborted(deps.signal);
+    return publishStage(folder, config, fitted, { reporter, input: run.input, shardsResumed: extracted.resumed, session });
   });
+}
+
+/**
+ * Runs a process's stages, storing its session when they stop short (a signal, an error), so that the run's
+ * manifest, once published by a later process, counts what this one did. A process stopped before the run had a
+ * plan leaves nothing (a refused run writes nothing). Publish puts the last session into the manifest itself.
+ */
+export async function recorded<T>(run: OpenRun, session: Session, work: () => Promise<T>, storeOnSuccess = false): Promise<T> {
+  let result: T;
+  try {
+    result = await work();
+  } catch (error) {
+    if (session.started && (await run.folder.readPlan().catch(() => undefined))) await run.folder.writeSession(session.record(true)).catch(() => undefined);
+    throw error;
+  }
+  if (storeOnSuccess && session.started) await run.folder.writeSession(session.record());
+  return result;
 }
 
 /**
@@ -126,21 +140,4 @@ export function leaseGuard(signal: AbortSignal | undefined): { signal: AbortSign
     },
   };
   return guard;
-}
-
-function stageTimer() {
-  const started = performance.now();
-  const timings: Record<string, number> = {};
-  return {
-    async time<T>(stage: string, work: () => Promise<T>): Promise<T> {
-      const t0 = performance.now();
-      try {
-        return await work();
-      } finally {
-        timings[stage] = (performance.now() - t0) / 1000;
-      }
-    },
-    /** The stages so far, and when the run started (publish adds its own time and the total). */
-    result: () => ({ stages: { ...timings }, startedAt: started }),
-  };
 }

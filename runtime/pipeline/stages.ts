@@ -1,17 +1,18 @@
 import pMap from 'p-map';
-import type { RunResult } from '../contracts/results';
+import { OUTPUTS, type Manifest, type RunResult } from '../contracts/results';
 import { ExitCode, OrchardError } from '../errors';
 import type { TfRuntime } from '../model/backend';
 import type { Reporter } from '../progress';
-import { childLocation, formatLocation, openStorage, parseLocation, type S3Options } from '../storage';
+import { childLocation, exists, formatLocation, getJson, openStorage, parseLocation, type S3Options } from '../storage';
 import { MACHINE_SETTINGS, buildRunConfig, type RunSettings } from './config';
 import { mergeGroupStage, type FitResult } from './fit';
 import { extractStage, throwIfAborted, type ExtractSummary } from './extract';
 import { loadModel, openRun, type OpenRun } from './context';
-import { acquireRunLease, planStage, storedSettings, validateRun, type PlanResult } from './plan';
+import { planStage, storedSettings, validateRun, type PlanResult } from './plan';
 import { projectStage, type ProjectSummary } from './project';
 import { extractedShards, publishStage } from './publish';
-import { fitOrNothing, leaseGuard, withRunLease } from './run';
+import { fitOrNothing, leaseGuard, recorded, withRunLease } from './run';
+import { Session } from './sessions';
 import { RunFolder } from './run-folder';
 
 /**
@@ -43,6 +44,17 @@ export async function openPlannedRun(output: string, runId: string, machine: Mac
   return openRun(config);
 }
 
+/**
+ * The result of a run already published (`_SUCCESS` written, so its manifest is whole), or undefined. A stage
+ * retried after the run was published has nothing left to do: it answers with this, and succeeds.
+ */
+export async function publishedRun(output: string, runId: string, s3: S3Options): Promise<RunResult | undefined> {
+  const run = openStorage(childLocation(parseLocation(output, '--output'), runId), s3);
+  if (!(await exists(run, OUTPUTS.success))) return undefined;
+  const manifest = await getJson<Manifest>(run, OUTPUTS.manifest);
+  return { status: manifest.status, exitCode: ExitCode.Ok, runUri: run.uri(), outputs: manifest.outputs, manifest };
+}
+
 /** The shards asked for, checked against the plan; `all` is every shard. */
 export async function shardsOf(run: OpenRun, asked: readonly number[] | 'all'): Promise<number[]> {
   const plan = await run.folder.requirePlan();
@@ -60,20 +72,31 @@ export async function shardsOf(run: OpenRun, asked: readonly number[] | 'all'): 
 
 export async function planCommand(run: OpenRun, deps: StageDependencies): Promise<PlanResult> {
   await validateRun(run);
-  return withRunLease(run, 'orchard plan', deps, () => planStage(run, deps.reporter));
+  const session = new Session('plan');
+  return recorded(run, session, () => withRunLease(run, 'orchard plan', deps, () => session.time('list', () => planStage(run, deps.reporter))), true);
 }
 
 export async function extractCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ExtractSummary> {
   const chosen = await shardsOf(run, shards);
   const guarded = leaseGuard(deps.signal);
-  const engine = await loadModel(run, deps);
-  try {
-    return await extractStage(run.folder, run.config, run.input, chosen, engine, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose });
-  } catch (error) {
-    throw guarded.lostWith ?? error;
-  } finally {
-    engine.model.dispose();
-  }
+  const session = new Session('extract');
+  return recorded(
+    run,
+    session,
+    async () => {
+      const engine = await session.time('model_load', () => loadModel(run, deps));
+      try {
+        return await session.time('extract', () =>
+          extractStage(run.folder, run.config, run.input, chosen, engine, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose, onShard: session.extracted }),
+        );
+      } catch (error) {
+        throw guarded.lostWith ?? error;
+      } finally {
+        engine.model.dispose();
+      }
+    },
+    true,
+  );
 }
 
 export type FitCommandResult =
@@ -88,12 +111,14 @@ export type FitCommandResult =
     };
 
 export async function fitCommand(run: OpenRun, deps: StageDependencies): Promise<FitCommandResult> {
+  const session = new Session('fit');
   return withRunLease(run, 'orchard fit', deps, async (signal) => {
     const plan = await run.folder.requirePlan();
     const metas = await extractedShards(run.folder, plan);
-    const fitted = await fitOrNothing(run, metas, deps.reporter);
+    const fitted = await recorded(run, session, () => session.time('fit', () => fitOrNothing(run, metas, deps.reporter)));
     throwIfAborted(signal);
-    if (!fitted) return { published: await publishStage(run.folder, run.config, undefined, { reporter: deps.reporter, input: run.input }) };
+    if (!fitted) return { published: await publishStage(run.folder, run.config, undefined, { reporter: deps.reporter, input: run.input, session }) };
+    await run.folder.writeSession(session.record());
     const done = await pMap(metas, async (meta) => (await run.folder.projected(meta.shard)) !== undefined, { concurrency: 16 });
     const pending = done.flatMap((complete, shard) => (complete ? [] : [shard]));
     const itemsKey = await run.folder.writeWorkItems('project', pending);
@@ -104,18 +129,27 @@ export async function fitCommand(run: OpenRun, deps: StageDependencies): Promise
 /** One merge group of a fit split into tasks (`mergeGroups(shards)`): its shards' statistics, summed and stored. */
 export async function mergeCommand(run: OpenRun, group: number): Promise<void> {
   const plan = await run.folder.requirePlan();
-  await mergeGroupStage(run.folder, plan.shards, group);
+  const session = new Session('merge');
+  await recorded(run, session, () => session.time('fit', () => mergeGroupStage(run.folder, plan.shards, group)), true);
 }
 
 export async function projectCommand(run: OpenRun, shards: readonly number[] | 'all', deps: StageDependencies): Promise<ProjectSummary> {
   const chosen = await shardsOf(run, shards);
   const { model } = await run.folder.requireFit();
   const guarded = leaseGuard(deps.signal);
-  try {
-    return await projectStage(run.folder, run.config, model, chosen, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose });
-  } catch (error) {
-    throw guarded.lostWith ?? error;
-  }
+  const session = new Session('project');
+  return recorded(
+    run,
+    session,
+    async () => {
+      try {
+        return await session.time('project', () => projectStage(run.folder, run.config, model, chosen, { ...deps, signal: guarded.signal, onLeaseLost: guarded.lose }));
+      } catch (error) {
+        throw guarded.lostWith ?? error;
+      }
+    },
+    true,
+  );
 }
 
 export async function publishCommand(run: OpenRun, deps: StageDependencies): Promise<RunResult> {

@@ -148,6 +148,10 @@ async function makeThumbnails(input: Storage, keys: readonly string[], options: 
     },
     { concurrency: THUMBNAIL_CONCURRENCY },
   );
+  // A wrong --input (a folder or prefix that is not the run's) reads nothing: say so rather than leave the page bare.
+  if (keys.length > 0 && !storageDown && made.every((item) => item === undefined)) {
+    options.reporter?.warn(`report: no thumbnails, none of the ${keys.length} sampled images could be read under ${input.uri()} (is it the run's input?)`);
+  }
   return new Map(made.filter((item) => item !== undefined));
 }
 

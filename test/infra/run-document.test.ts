@@ -104,7 +104,7 @@ describe('allowedPattern', () => {
     ['maxErrorRate', '0.01', true],
     ['maxErrorRate', '1', true],
     ['maxErrorRate', '1.5', false],
-    ['maxErrorRate', '', false],
+    ['maxErrorRate', '', true],
   ];
   test.each(cases)('for %s %j is accepted: %s', (name, value, accepted) => {
     expect(new RegExp(RUN_PARAMETER_PATTERNS[name]).test(value)).toBe(accepted);
