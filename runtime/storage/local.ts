@@ -191,14 +191,24 @@ export class LocalStorage implements Storage {
       await fs.promises.rm(this.resolve(object.key), { force: true });
       for (let folder = path.posix.dirname(object.key); folder !== '.' && folder !== ''; folder = path.posix.dirname(folder)) folders.add(folder);
     }
-    // The folders it emptied, deepest first, with the temporary files of writes killed half-way (this store's own
-    // names); rmdir leaves any folder that still holds something.
+    // Every folder below the prefix (those it emptied, and those emptied before, by a released lease, say), deepest
+    // first, with the temporary files of writes killed half-way (this store's own names); rmdir leaves any folder
+    // that still holds something.
+    for (const folder of await this.foldersBelow(prefix.replace(/\/+$/, ''))) folders.add(folder);
     for (const folder of [...folders].sort((a, b) => b.length - a.length)) {
       const dir = this.resolve(folder);
       const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
       for (const name of names) if (TEMP_NAME.test(name)) await fs.promises.rm(path.join(dir.toString(), name), { force: true });
       await fs.promises.rmdir(dir).catch(() => undefined);
     }
+  }
+
+  /** The folder itself and every folder below it, as keys. */
+  private async foldersBelow(folder: string): Promise<string[]> {
+    const entries = await fs.promises.readdir(this.resolve(folder), { withFileTypes: true }).catch(() => undefined);
+    if (!entries) return [];
+    const below = await Promise.all(entries.filter((entry) => entry.isDirectory()).map((entry) => this.foldersBelow(`${folder}/${entry.name}`)));
+    return [folder, ...below.flat()];
   }
 
   // Folders it leaves empty stay: removing them could race with another writer's mkdir-then-write.
