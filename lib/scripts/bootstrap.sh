@@ -62,6 +62,8 @@ export PATH=${PATH%:.}
 # npm keeps its cache under HOME.
 export HOME=${HOME:-/root}
 export AWS_REGION=$REGION
+# ONNX Runtime's telemetry off for the checks below too (runtime/contracts/deployment.ts, ORT_TELEMETRY_OFF).
+export ORT_DISABLE_TELEMETRY=1 ORT_TELEMETRY_DISABLED=1
 
 log() { echo "bootstrap: $(date -u +%H:%M:%S) $*"; }
 
@@ -142,6 +144,8 @@ wrapper_tmp=$(mktemp "$ORCHARD_WRAPPER.XXXXXX")
   # A fixed glibc mmap threshold: big buffers are unmapped when freed (runtime/contracts/deployment.ts, PROCESS_ENV)
   # shellcheck disable=SC2016
   printf 'export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-%s}"\n' 4194304
+  # No telemetry from ONNX Runtime (PROCESS_ENV): nothing under ~/.cache/Microsoft, no upload
+  echo 'export ORT_DISABLE_TELEMETRY=1 ORT_TELEMETRY_DISABLED=1'
   # shellcheck disable=SC2016
   printf 'exec %q %q "$@"\n' "$NODE_BIN" "$ORCHARD_HOME/orchard.cjs"
 } >"$wrapper_tmp"

@@ -40,11 +40,21 @@ export const INTERMEDIATE_TAG = { key: 'orchard:intermediate', value: 'true' } a
 export const RUN_ID_PATTERN_SOURCE = '[A-Za-z0-9][A-Za-z0-9._-]{0,127}';
 
 /**
+ * ONNX Runtime 1.29+ collects usage telemetry on Linux (microsoft/onnxruntime #27379): it writes a device id and an
+ * event database under ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and uploads them. Both names turn it off
+ * before anything is written: ORT_DISABLE_TELEMETRY is the one 1.30.0 honours (checked with strace and an empty
+ * HOME: with ORT_TELEMETRY_DISABLED alone 1.30.0 still writes the device id), ORT_TELEMETRY_DISABLED the one later
+ * releases document as the full opt-out (#29843). `loadOrt()` sets them before onnxruntime-node loads, whatever
+ * the caller's environment says; the instance's wrapper and the Lambda functions carry them too.
+ */
+export const ORT_TELEMETRY_OFF = { ORT_DISABLE_TELEMETRY: '1', ORT_TELEMETRY_DISABLED: '1' } as const;
+
+/**
  * The environment `orchard` runs with on the instance (the wrapper that lib/scripts/bootstrap.sh writes) and in
  * the benchmark. glibc otherwise raises its mmap threshold to the largest block freed, up to 32 MB: once a shard's
  * 13-21 MB buffers (features, centred rows, co-moment) have been freed, blocks of that size come from malloc's
  * heaps, which fragment across threads and do not shrink, and the resident set crept by about 5 KB per image. A
  * fixed threshold keeps big blocks mapped and returned whole; 4 MiB leaves the per-batch buffers (~1.2 MB) on the
- * heap, where they are reused.
+ * heap, where they are reused. ONNX Runtime's telemetry is off (ORT_TELEMETRY_OFF).
  */
-export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024) } as const;
+export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024), ...ORT_TELEMETRY_OFF } as const;

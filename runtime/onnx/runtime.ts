@@ -1,4 +1,5 @@
 import * as os from 'node:os';
+import { ORT_TELEMETRY_OFF } from '../contracts/deployment';
 import { OrchardError, describeError } from '../errors';
 
 export type Ort = typeof import('onnxruntime-node');
@@ -14,10 +15,12 @@ let loaded: OrtRuntime | undefined;
 /**
  * Loads onnxruntime-node on first use. Its CPU binaries ship inside the npm package for linux x64/arm64,
  * macOS arm64 and Windows; elsewhere (an Intel Mac, a libc older than glibc 2.28) loading fails, which this
- * turns into an OrchardError saying so, so that `--engine auto` can fall back to TensorFlow.js.
+ * turns into an OrchardError saying so, so that `--engine auto` can fall back to TensorFlow.js. Its telemetry is
+ * turned off first, on every path (CLI, Lambda, bench, tests; the predict worker inherits the environment).
  */
 export function loadOrt(): OrtRuntime {
   if (loaded) return loaded;
+  Object.assign(process.env, ORT_TELEMETRY_OFF);
   let ort: Ort;
   try {
     ort = require('onnxruntime-node') as Ort;
