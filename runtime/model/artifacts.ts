@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { io } from '@tensorflow/tfjs';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { NotFoundError, openStorage, parseLocation, putJson, type S3Options, type Storage } from '../storage';
+import { kerasH5ToModelFiles } from './keras-h5';
 import type { ModelSource } from './presets';
 
 type ModelJSON = io.ModelJSON;
@@ -24,11 +26,20 @@ export interface ArtifactOptions {
   readonly s3?: S3Options;
   /** Injected for tests; defaults to the global fetch. */
   readonly fetch?: typeof fetch;
+  /**
+   * A web model absent from the cache is an error instead of a download (the instance and the Lambda functions: the
+   * deployment put the model into the bucket's models/, and nothing there may reach a model hub).
+   */
+  readonly noDownload?: boolean;
 }
 
 /** Reads a model's model.json and weights from its source, caching web models so later runs need no internet. */
 export async function readModelFiles(source: ModelSource, options: ArtifactOptions = {}): Promise<ModelFiles> {
-  if (source.kind === 'nsfwjs') return readNsfwjsModel(source.model);
+  if (source.kind === 'nsfwjs') return readOfflineModel();
+  if (source.kind === 'keras-h5') {
+    const { bytes, loadedFrom } = await readPinnedFile(source.uri, options);
+    return kerasH5ToModelFiles(bytes, readOfflineModel().modelJson, loadedFrom);
+  }
   const { uri } = source;
   if (/^https?:\/\//i.test(uri)) {
     if (!options.cache) return fromMemoryFiles(await download(uri, options.fetch ?? fetch), uri);
@@ -58,6 +69,75 @@ export async function readModelFiles(source: ModelSource, options: ArtifactOptio
       { cause: error },
     );
   });
+}
+
+/** Where the SHA-256 of a pinned file is recorded: next to it, as `sha256sum` prints it. */
+export const sha256Key = (key: string) => `${key}.sha256`;
+
+/**
+ * A single-file model (a Keras .h5) by URL, S3 URI or path. A web file is read from the cache when it is there, and
+ * downloaded into it otherwise; its SHA-256 is recorded beside it the first time (`<file>.sha256`) and checked on
+ * every later load, wherever the file is: a copy that changed is refused, never run.
+ */
+export async function readPinnedFile(uri: string, options: ArtifactOptions): Promise<{ bytes: Buffer; loadedFrom: string }> {
+  let storage: Storage;
+  let key: string;
+  let download: (() => Promise<Buffer>) | undefined;
+  if (/^https?:\/\//i.test(uri)) {
+    if (!options.cache) return { bytes: await fetchFile(uri, options.fetch ?? fetch), loadedFrom: uri };
+    [storage, key] = [options.cache, cacheSlug(uri)];
+    download = options.noDownload ? undefined : () => fetchFile(uri, options.fetch ?? fetch);
+  } else {
+    key = path.posix.basename(uri);
+    storage = openStorage(parseLocation(uri.slice(0, uri.length - key.length) || '.', '--model'), options.s3);
+  }
+  const recorded = await getIfExists(storage, sha256Key(key));
+  let bytes = await getIfExists(storage, key);
+  if (!bytes) {
+    if (!download) {
+      throw new OrchardError(
+        `No model file at ${storage.uri(key)}${/^https?:/i.test(uri) ? ` (the cached copy of ${uri}; downloads are off here)` : ''}. Fix: put the file ` +
+          `there (aws s3 cp <file> ${storage.uri(key)}), or give --model another preset, URL, s3:// URI or path`,
+        'ERR_MODEL_LOAD',
+        ExitCode.Fatal,
+      );
+    }
+    bytes = await download();
+    await storage.put(key, bytes);
+  }
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (recorded) {
+    const pinned = recorded.toString('utf8').trim().split(/\s+/)[0];
+    if (pinned !== actual) {
+      throw new OrchardError(
+        `${storage.uri(key)} has SHA-256 ${actual}, but ${storage.uri(sha256Key(key))} recorded ${pinned} when it was first ` +
+          'fetched: the file changed, and is not run. Fix: put the original file back, or delete both to take the current one',
+        'ERR_MODEL_LOAD',
+        ExitCode.Fatal,
+      );
+    }
+  } else if (download) {
+    await storage.put(sha256Key(key), Buffer.from(`${actual}  ${key}\n`));
+  }
+  return { bytes, loadedFrom: storage.uri(key) };
+}
+
+async function getIfExists(storage: Storage, key: string): Promise<Buffer | undefined> {
+  return storage.get(key).catch((error: unknown) => {
+    if (error instanceof NotFoundError) return undefined;
+    throw error;
+  });
+}
+
+async function fetchFile(url: string, fetchImpl: typeof fetch): Promise<Buffer> {
+  let response: Response;
+  try {
+    response = await fetchImpl(url, { redirect: 'follow' });
+  } catch (error) {
+    throw modelFetchError(url, describeError(error));
+  }
+  if (!response.ok) throw modelFetchError(url, `HTTP ${response.status}`);
+  return Buffer.from(await response.arrayBuffer());
 }
 
 /** Cache folder name for a web model: readable and unique per URL. */
@@ -126,30 +206,50 @@ function withWeights(modelJson: ModelJSON, weights: Buffer, loadedFrom: string):
   return { modelJson, weightData, loadedFrom, weightsSha256: createHash('sha256').update(weights).digest('hex') };
 }
 
+/** Where both bundles carry the offline model, next to their entry file: a tfjs model.json and one weights file. */
+export const OFFLINE_MODEL_DIR = path.join('models', 'mobilenet_v2_offline');
+
+/**
+ * The offline model (nsfwjs's Keras MobileNetV2): from the bundle's own models/ folder when it runs from a bundle,
+ * else from the nsfwjs npm package (a clone of the repository).
+ */
+function readOfflineModel(): ModelFiles {
+  const shipped = path.join(__dirname, OFFLINE_MODEL_DIR);
+  if (fs.existsSync(path.join(shipped, 'model.json'))) {
+    const modelJson = JSON.parse(fs.readFileSync(path.join(shipped, 'model.json'), 'utf8')) as ModelJSON;
+    const paths = (modelJson.weightsManifest ?? []).flatMap((group) => group.paths);
+    return withWeights(modelJson, Buffer.concat(paths.map((file) => fs.readFileSync(path.join(shipped, file)))), `bundle:${OFFLINE_MODEL_DIR.split(path.sep).join('/')}`);
+  }
+  const { modelJson, weights } = nsfwjsModelFolder();
+  return withWeights(modelJson, weights, 'npm:nsfwjs/dist/models/mobilenet_v2');
+}
+
 /**
  * The nsfwjs package ships its Keras MobileNetV2 as two UMD modules (topology + base64 weights) under
- * dist/models/, outside its `exports` map, so they are required by absolute path.
+ * dist/models/, outside its `exports` map, so they are required by absolute path. Returned as a plain tfjs model
+ * folder (model.json naming one weights file), which is what the bundles carry instead of the whole package.
  */
-function readNsfwjsModel(model: string): ModelFiles {
+export function nsfwjsModelFolder(): { modelJson: ModelJSON; weightsFile: string; weights: Buffer } {
   let distDir: string;
   try {
     distDir = path.resolve(path.dirname(require.resolve('nsfwjs')), '..');
   } catch (error) {
-    // The instance bundle leaves nsfwjs (41 MB) out on purpose: only this preset needs it.
     throw new OrchardError(
-      `The mobilenet_v2_offline model is read from the nsfwjs npm package, which is not installed next to this ` +
-        `orchard (${describeError(error)}). Fix: use --model mobilenet_v2 or a model URL, s3:// URI or folder; ` +
-        'in a clone of the repository, run npm ci',
+      `The mobilenet_v2_offline model is neither next to this orchard (${OFFLINE_MODEL_DIR}) nor in an installed nsfwjs ` +
+        `npm package (${describeError(error)}). Fix: use --model mobilenet_v2 or a model URL, s3:// URI or folder; in a ` +
+        'clone of the repository, run npm ci',
       'ERR_MODEL_LOAD',
     );
   }
-  const dir = path.join(distDir, 'models', model);
-  const modelJson = require(path.join(dir, 'model.min.js')) as ModelJSON;
-  const buffers = (modelJson.weightsManifest ?? []).flatMap((group) =>
+  const dir = path.join(distDir, 'models', 'mobilenet_v2');
+  const module = require(path.join(dir, 'model.min.js')) as ModelJSON;
+  const buffers = (module.weightsManifest ?? []).flatMap((group) =>
     group.paths.map((shard) => {
       const exported = require(path.join(dir, `${shard}.min.js`)) as string | { default: string };
       return Buffer.from(typeof exported === 'string' ? exported : exported.default, 'base64');
     }),
   );
-  return withWeights(modelJson, Buffer.concat(buffers), `npm:nsfwjs/dist/models/${model}`);
+  const weightsFile = 'weights.bin';
+  const weightsManifest = [{ paths: [weightsFile], weights: (module.weightsManifest ?? []).flatMap((group) => group.weights) }];
+  return { modelJson: { modelTopology: module.modelTopology, weightsManifest, format: 'layers-model' }, weightsFile, weights: Buffer.concat(buffers) };
 }

@@ -13,6 +13,11 @@ export const SIGNED_RANGE: Normalization = { scale: 2 / 255, offset: -1 };
 export type ModelSource =
   /** The Keras MobileNetV2 shipped inside the `nsfwjs` npm package (works offline). */
   | { readonly kind: 'nsfwjs'; readonly model: 'mobilenet_v2' }
+  /**
+   * A weights file in Keras's HDF5 layout for Keras Applications' MobileNetV2 (the network of the nsfwjs topology up
+   * to `out_relu`), on the web, in S3 or on disk. A web file is kept in the model cache and pinned there by SHA-256.
+   */
+  | { readonly kind: 'keras-h5'; readonly uri: string }
   /** A tfjs model.json (layers or graph) on the web, in S3 or on disk; TF Hub handles are resolved as tfjs does. */
   | { readonly kind: 'uri'; readonly uri: string };
 
@@ -33,13 +38,37 @@ export interface ModelPreset {
   readonly featureDim?: number;
 }
 
+/** The layer Keras's MobileNetV2 ends on without its top, and the pooling `pooling='avg'` adds after it. */
+export const KERAS_LAST_LAYER = 'out_relu';
+export const KERAS_POOLING_LAYER = 'global_average_pooling2d';
+
 export const TFHUB_MOBILENET_V2 =
   'https://tfhub.dev/google/tfjs-model/imagenet/mobilenet_v2_100_224/feature_vector/3/default/1';
+
+/**
+ * Keras Applications' MobileNetV2 1.0/224 ImageNet weights without the top: the file `MobileNetV2(weights='imagenet',
+ * include_top=False)` downloads (BASE_WEIGHT_PATH of keras/applications/mobilenet_v2.py), the seed notebook's network.
+ */
+export const KERAS_MOBILENET_V2 =
+  'https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5';
 
 export const PRESETS: Readonly<Record<string, ModelPreset>> = {
   mobilenet_v2: {
     name: 'mobilenet_v2',
-    description: 'MobileNetV2 1.00 224, ImageNet feature vector (TF Hub), global average pooling: 1280 values',
+    description:
+      "Keras Applications' MobileNetV2 1.0 224 with its ImageNet weights (Keras's HDF5 file, kept in the model cache and " +
+      'pinned by SHA-256), inputs in [-1, 1], global average pooling of out_relu: 1280 values',
+    source: { kind: 'keras-h5', uri: KERAS_MOBILENET_V2 },
+    inputSize: 224,
+    normalization: SIGNED_RANGE,
+    featureLayer: KERAS_POOLING_LAYER,
+    featureDim: 1280,
+  },
+  mobilenet_v2_tfhub: {
+    name: 'mobilenet_v2_tfhub',
+    description:
+      'MobileNetV2 1.00 224, ImageNet feature vector from TF Hub (tfjs; the hub redirects to Kaggle, which has answered 403), ' +
+      'global average pooling: 1280 values',
     source: { kind: 'uri', uri: TFHUB_MOBILENET_V2 },
     inputSize: 224,
     normalization: UNIT_RANGE,

@@ -1,0 +1,111 @@
+import { createHash } from 'node:crypto';
+import type { io } from '@tensorflow/tfjs';
+import { Dataset, File, Group } from 'jsfive';
+import { OrchardError, describeError } from '../errors';
+import type { ModelFiles } from './artifacts';
+import { KERAS_LAST_LAYER, KERAS_POOLING_LAYER } from './presets';
+
+type ModelJSON = io.ModelJSON;
+
+
+/**
+ * A Keras layers-model topology cut at `last`, with global average pooling after it (what Keras's
+ * `MobileNetV2(include_top=False, pooling='avg')` builds): the nsfwjs model.json has Keras's exact layer names, so
+ * its body up to `out_relu` is Keras Applications' MobileNetV2, and its weight manifest lists every weight the body
+ * needs with its shape. Returns the topology and the expected weights, in the topology's layer order.
+ */
+export function cutTopology(reference: ModelJSON, last = KERAS_LAST_LAYER): { topology: unknown; expected: io.WeightsManifestEntry[] } {
+  const topology = structuredClone(reference.modelTopology) as { model_config: { config: { layers: { name: string; class_name: string }[]; output_layers: unknown } } };
+  const config = topology.model_config.config;
+  const end = config.layers.findIndex((layer) => layer.name === last);
+  if (end < 0) throw new OrchardError(`The reference topology has no layer '${last}'`, 'ERR_MODEL_LOAD');
+  const kept = config.layers.slice(0, end + 1);
+  const pooling = {
+    class_name: 'GlobalAveragePooling2D',
+    name: KERAS_POOLING_LAYER,
+    config: { name: KERAS_POOLING_LAYER, trainable: false, data_format: 'channels_last' },
+    inbound_nodes: [[[last, 0, 0, {}]]],
+  };
+  config.layers = [...kept, pooling as (typeof kept)[number]];
+  config.output_layers = [[KERAS_POOLING_LAYER, 0, 0]];
+  const specs = (reference.weightsManifest ?? []).flatMap((group) => group.weights);
+  const expected = kept.flatMap((layer) => specs.filter((spec) => spec.name.startsWith(`${layer.name}/`)));
+  return { topology, expected };
+}
+
+/**
+ * Reads a weights file in Keras's HDF5 layout (root attribute `layer_names`; per layer a group with attribute
+ * `weight_names` and a float dataset per name) for the network of `reference`, checking that every weight the
+ * network needs is there with its exact shape. A file that is not a whole HDF5 file, or not this network, is an
+ * OrchardError naming the first thing that differs. The result is a float32 layers model, as tfjs would load it.
+ */
+export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom: string): ModelFiles {
+  const fail = (reason: string): never => {
+    throw new OrchardError(
+      `${loadedFrom} is not Keras's MobileNetV2 weights file: ${reason}. Fix: give --model the ` +
+        'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5 file of Keras Applications (or a file saved by ' +
+        "Keras's model.save_weights for the same network)",
+      'ERR_MODEL_LOAD',
+    );
+  };
+  let file: File;
+  try {
+    file = new File(h5.buffer.slice(h5.byteOffset, h5.byteOffset + h5.byteLength) as ArrayBuffer, loadedFrom);
+  } catch (error) {
+    return fail(`it cannot be read as HDF5 (${describeError(error)}; a truncated download?)`);
+  }
+  const read = <T>(what: string, get: () => T): T => {
+    try {
+      return get();
+    } catch (error) {
+      return fail(`${what} cannot be read (${describeError(error)}; the file is truncated or damaged)`);
+    }
+  };
+  const layerNames = read('its root attribute layer_names', () => strings(file.attrs.layer_names));
+  if (layerNames.length === 0) fail('it has no root attribute layer_names (Keras writes one in every weights file)');
+  const { topology, expected } = cutTopology(reference);
+  const values: Float32Array[] = [];
+  const weights: io.WeightsManifestEntry[] = [];
+  const groups = new Map<string, { group: Group; names: string[] }>();
+  for (const spec of expected) {
+    const layer = spec.name.slice(0, spec.name.lastIndexOf('/'));
+    const short = spec.name.slice(layer.length + 1);
+    if (!groups.has(layer)) {
+      if (!layerNames.includes(layer)) fail(`layer '${layer}' is missing (layer_names has ${layerNames.length} layers)`);
+      const group = read(`layer '${layer}'`, () => file.get(layer));
+      if (!(group instanceof Group)) return fail(`layer '${layer}' is listed in layer_names but has no group`);
+      groups.set(layer, { group, names: read(`layer '${layer}'s weight_names`, () => strings(group.attrs.weight_names)) });
+    }
+    const { group, names } = groups.get(layer)!;
+    // Keras names a weight `<layer>/<name>:0` (older files) or `<name>:0`: matched on the last segment, `:0` cut.
+    const weightName = names.find((name) => name.replace(/:\d+$/, '').split('/').pop() === short);
+    if (weightName === undefined) fail(`weight '${layer}/${short}' is missing (the layer has ${names.join(', ') || 'no weights'})`);
+    const dataset = read(`weight '${weightName}'`, () => group.get(weightName!));
+    if (!(dataset instanceof Dataset)) return fail(`weight '${weightName}' is listed in weight_names but has no dataset`);
+    const shape = read(`weight '${weightName}'`, () => dataset.shape);
+    if (shape.length !== spec.shape.length || shape.some((size, i) => size !== spec.shape[i])) {
+      fail(`weight '${weightName}' has shape [${shape.join(', ')}], expected [${spec.shape.join(', ')}]`);
+    }
+    const data = read(`weight '${weightName}'`, () => Float32Array.from(dataset.value));
+    const count = spec.shape.reduce((a, b) => a * b, 1);
+    if (data.length !== count) fail(`weight '${weightName}' holds ${data.length} values, expected ${count}`);
+    values.push(data);
+    weights.push({ name: spec.name, shape: spec.shape, dtype: 'float32' });
+  }
+  const bytes = Buffer.concat(values.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)));
+  const modelJson: ModelJSON = { modelTopology: topology as ModelJSON['modelTopology'], weightsManifest: [{ paths: ['weights.bin'], weights }], format: 'layers-model' };
+  return {
+    modelJson,
+    weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+    loadedFrom,
+    // The file's own hash: what models/ pins and what the manifest shows (`sha256sum` of the download gives it).
+    weightsSha256: createHash('sha256').update(h5).digest('hex'),
+  };
+}
+
+/** An HDF5 string-array attribute (fixed-length bytes in Keras's files) as strings. */
+function strings(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  const list = Array.isArray(value) ? value : typeof value === 'string' ? [value] : Array.from(value as ArrayLike<unknown>);
+  return list.map((item) => (item instanceof Uint8Array ? Buffer.from(item).toString('utf8') : String(item)).replace(/\0+$/, ''));
+}
