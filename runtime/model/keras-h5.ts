@@ -15,7 +15,7 @@ type ModelJSON = io.ModelJSON;
  * needs with its shape. Returns the topology and the expected weights, in the topology's layer order.
  */
 export function cutTopology(reference: ModelJSON, last = KERAS_LAST_LAYER): { topology: unknown; expected: io.WeightsManifestEntry[] } {
-  const topology = structuredClone(reference.modelTopology) as { model_config: { config: { layers: { name: string; class_name: string }[]; output_layers: unknown } } };
+  const topology = JSON.parse(JSON.stringify(reference.modelTopology)) as { model_config: { config: { layers: { name: string; class_name: string }[]; output_layers: unknown } } };
   const config = topology.model_config.config;
   const end = config.layers.findIndex((layer) => layer.name === last);
   if (end < 0) throw new OrchardError(`The reference topology has no layer '${last}'`, 'ERR_MODEL_LOAD');
@@ -48,6 +48,8 @@ export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom
       'ERR_MODEL_LOAD',
     );
   };
+  const short = truncation(h5);
+  if (short) fail(short);
   let file: File;
   try {
     file = new File(h5.buffer.slice(h5.byteOffset, h5.byteOffset + h5.byteLength) as ArrayBuffer, loadedFrom);
@@ -101,6 +103,24 @@ export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom
     // The file's own hash: what models/ pins and what the manifest shows (`sha256sum` of the download gives it).
     weightsSha256: createHash('sha256').update(h5).digest('hex'),
   };
+}
+
+const HDF5_SIGNATURE = Buffer.from([0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+/**
+ * Why the file is shorter than HDF5 says it is, if it is: the superblock records the end-of-file address, so a cut
+ * download is named as such before any object is read (HDF5 keeps much of its metadata at the end of the file).
+ */
+function truncation(h5: Buffer): string | undefined {
+  if (h5.length < 8 || !h5.subarray(0, 8).equals(HDF5_SIGNATURE)) return 'it does not start with the HDF5 signature';
+  const version = h5[8]!;
+  // Superblock versions 0 and 1: size of offsets at byte 13, base address at 24 (28 for v1); versions 2 and 3: at 9 and 12.
+  const offsetSize = version <= 1 ? h5[13]! : h5[9]!;
+  const base = version === 0 ? 24 : version === 1 ? 28 : 12;
+  const endAt = base + 2 * offsetSize;
+  if (offsetSize !== 8 || h5.length < endAt + 8) return h5.length < endAt + 8 ? `it is truncated: ${h5.length} bytes, not even a whole superblock` : undefined;
+  const expected = Number(h5.readBigUInt64LE(base) + h5.readBigUInt64LE(endAt));
+  return h5.length < expected ? `it is truncated: ${h5.length} bytes, but its superblock says ${expected}` : undefined;
 }
 
 /** An HDF5 string-array attribute (fixed-length bytes in Keras's files) as strings. */
