@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { buildSync } from 'esbuild';
+import { OFFLINE_MODEL_DIR, nsfwjsModelFolder } from '../runtime/model/artifacts';
 import { RUN_PARAMETERS_SCRIPT, runParametersScript } from './run-parameters';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -20,7 +21,10 @@ export const INSTANCE_DEPENDENCIES = ['sharp', 'onnxruntime-node', 'chart.js'] a
 export const BUNDLE_NPMRC = 'onnxruntime-node-install=skip\n';
 /** Installed when possible: tfjs-node downloads libtensorflow at install time (fine on EC2, not offline). */
 export const INSTANCE_OPTIONAL_DEPENDENCIES = ['@tensorflow/tfjs-node'] as const;
-/** Only the demo (s3rver) and the offline model (nsfwjs, 41 MB) use these; the instance runs without them. */
+/**
+ * Only the demo (s3rver) and the offline model (nsfwjs, 41 MB) use these; the bundles run without them (the offline
+ * model travels as its two files, see copyRuntimeFiles).
+ */
 const LEFT_OUT = ['s3rver', 'nsfwjs'];
 
 /** tfjs-node is not a dependency here (it cannot install offline); this is the version the instance gets. */
@@ -89,7 +93,11 @@ export function bundleEntry(entry: string, outfile: string, external: readonly s
   });
 }
 
-/** Files a bundle loads from its own folder: the wasm backend's binaries, the JPEG decoder's and the onnx engine's worker. */
+/**
+ * Files a bundle loads from its own folder: the wasm backend's binaries, the JPEG decoder's, the onnx engine's
+ * worker, and the offline model (mobilenet_v2_offline) as a tfjs model folder of two files, 2.5 MB instead of the
+ * whole nsfwjs package.
+ */
 export function copyRuntimeFiles(outDir: string): void {
   // The wasm backend finds its binaries next to the module that loads them: in the bundle, that is the bundle.
   const wasmDir = path.join(ROOT, 'node_modules', '@tensorflow', 'tfjs-backend-wasm', 'dist');
@@ -100,6 +108,11 @@ export function copyRuntimeFiles(outDir: string): void {
   fs.copyFileSync(path.join(ROOT, 'node_modules', '@jsquash', 'jpeg', 'codec', 'dec', 'mozjpeg_dec.wasm'), path.join(outDir, 'mozjpeg_dec.wasm'));
   // The onnx engine's worker thread is a file of its own, found next to the module that starts it.
   fs.copyFileSync(path.join(ROOT, 'runtime', 'onnx', 'predict-worker.cjs'), path.join(outDir, 'predict-worker.cjs'));
+  const model = nsfwjsModelFolder();
+  const modelDir = path.join(outDir, OFFLINE_MODEL_DIR);
+  fs.mkdirSync(modelDir, { recursive: true });
+  fs.writeFileSync(path.join(modelDir, 'model.json'), JSON.stringify(model.modelJson));
+  fs.writeFileSync(path.join(modelDir, model.weightsFile), model.weights);
 }
 
 if (require.main === module) {

@@ -7,11 +7,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { INSTANCE_DEPENDENCIES, INSTANCE_OPTIONAL_DEPENDENCIES } from '../lib/runtime-bundle';
 import { generateSampleImages } from '../runtime/images/generate';
+import { cacheSlug } from '../runtime/model/artifacts';
 import { initTf } from '../runtime/model/backend';
+import { KERAS_MOBILENET_V2 } from '../runtime/model/presets';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
 import { S3_CREDENTIALS_ENV, buildAndInstallBundle, installedPackages, isolatedEnv, run, type InstalledBundle } from './helpers/bundle';
 import { startTestS3, tempDir } from './helpers/s3';
+import { nsfwjsAsKerasLayers, writeKerasH5 } from './helpers/keras-h5';
 import { TINY_FEATURES, TINY_INPUT, saveTinyModel } from './helpers/tiny-model';
 
 const BUCKET = 'orchard-test';
@@ -92,10 +95,25 @@ describe('node orchard.cjs from the isolated folder', () => {
     );
   });
 
-  test('doctor fails, naming nsfwjs, for the offline preset the bundle leaves out', async () => {
-    const result = await orchard('doctor', '--backend', 'wasm', '--model', 'mobilenet_v2_offline');
-    expect(result.code).toBe(1);
-    expect(result.out).toMatch(/^FAIL model: The mobilenet_v2_offline model is read from the nsfwjs npm package, which is not installed next to this orchard/m);
+  test('runs --model mobilenet_v2_offline from the two files it carries, with no nsfwjs package anywhere', async () => {
+    expect(fs.readdirSync(path.join(bundle.dir, 'models', 'mobilenet_v2_offline')).sort()).toEqual(['model.json', 'weights.bin']);
+    expect(installedPackages(bundle.dir)).not.toContain('nsfwjs');
+    const result = await orchard(
+      'run', '--input', `s3://${BUCKET}/images/`, '--output', `s3://${BUCKET}/offline/`, '--model', 'mobilenet_v2_offline',
+      '-k', '3', '--run-id', 'offline', '--endpoint', s3.endpoint,
+    );
+    expect({ code: result.code, err: result.err }).toEqual({ code: 0, err: expect.not.stringMatching(/error|nsfwjs/i) });
+    const manifest = JSON.parse((await new S3Storage(createS3Client(s3.options), BUCKET, 'offline/offline/').get('manifest.json')).toString('utf8'));
+    expect(manifest.model).toMatchObject({ name: 'mobilenet_v2_offline', loadedFrom: 'bundle:models/mobilenet_v2_offline', featureDim: 1280 });
+  });
+
+  test("its default model is Keras's MobileNetV2 .h5, read from the model cache where the deployment puts it, not TF Hub", async () => {
+    const cache = path.join(work, 'model-cache');
+    fs.mkdirSync(cache);
+    writeKerasH5(path.join(cache, cacheSlug(KERAS_MOBILENET_V2)), await nsfwjsAsKerasLayers());
+    const result = await orchard('doctor', '--backend', 'wasm', '--model-cache', cache);
+    expect(result.out).toMatch(new RegExp(`^ok model: .* gives 1280 features per image .* from ${path.join(cache, cacheSlug(KERAS_MOBILENET_V2)).replace(/[.]/g, '\\.')}`, 'm'));
+    expect(result.out).not.toContain('tfhub');
   });
 
   test('run processes the images in S3 and writes pca.csv, the report and _SUCCESS there', async () => {

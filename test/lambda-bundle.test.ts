@@ -42,6 +42,7 @@ describe('the x86-64 asset, outside the repository', () => {
   const BUCKET = 'lambda-bundle';
   let s3: Awaited<ReturnType<typeof startTestS3>>;
   let results: Record<string, any>;
+  let asset: string;
 
   beforeAll(async () => {
     s3 = await startTestS3([BUCKET]);
@@ -51,7 +52,7 @@ describe('the x86-64 asset, outside the repository', () => {
     await generateSampleImages(images, { perClass: 3, seed: 41, classes: ['Kiwi', 'Lemon'] });
     await uploadTree({ sourceDir: images, target: new S3Storage(createS3Client(s3.options), BUCKET, 'images/') });
     // Built into a folder outside the repository: require() finds only what the asset holds.
-    const asset = buildLambdaBundle({ arch: 'x64', outDir: path.join(tempDir('orchard-asset-'), 'asset') });
+    asset = buildLambdaBundle({ arch: 'x64', outDir: path.join(tempDir('orchard-asset-'), 'asset') });
     results = await runStages(asset, s3.endpoint, {
       input: `s3://${BUCKET}/images/`,
       output: `s3://${BUCKET}/results/`,
@@ -82,6 +83,15 @@ describe('the x86-64 asset, outside the repository', () => {
     const manifest = JSON.parse((await new S3Storage(createS3Client(s3.options), BUCKET, 'results/from-asset/').get('manifest.json')).toString('utf8'));
     expect(manifest.engine).toMatchObject({ name: 'onnx' });
     expect(results.stdout).not.toContain('running it on TensorFlow.js instead');
+  });
+
+  test('runs --model mobilenet_v2_offline from the two files it carries, with no nsfwjs package in it', async () => {
+    expect(fs.readdirSync(path.join(asset, 'models', 'mobilenet_v2_offline')).sort()).toEqual(['model.json', 'weights.bin']);
+    expect(fs.existsSync(path.join(asset, 'node_modules', 'nsfwjs'))).toBe(false);
+    const offline = await runStages(asset, s3.endpoint, { input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/offline/`, runId: 'offline', model: 'mobilenet_v2_offline', components: 2, shardSize: 4 });
+    expect(offline.publish).toMatchObject({ status: 'succeeded', counts: { processed: 6, failed: 0 } });
+    const manifest = JSON.parse((await new S3Storage(createS3Client(s3.options), BUCKET, 'offline/offline/').get('manifest.json')).toString('utf8'));
+    expect(manifest.model).toMatchObject({ loadedFrom: 'bundle:models/mobilenet_v2_offline', featureDim: 1280 });
   });
 });
 
