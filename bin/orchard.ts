@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { App, Validations } from 'aws-cdk-lib';
+import { App, Size, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -22,8 +22,10 @@ export const CONTEXT = {
   destroyData: 'orchard:destroyData',
   /** CPU of the scale path's Lambda functions: x86_64 (default in cdk.json) or arm64. */
   lambdaArchitecture: 'orchard:lambdaArchitecture',
-  /** Distributed map concurrency of the scale path when an execution does not set it (default in cdk.json: 40). */
+  /** Distributed map concurrency of the scale path when an execution does not set it (default in cdk.json: 8). */
   scaleConcurrency: 'orchard:scaleConcurrency',
+  /** Memory of the scale path's Lambda functions in MB, 128 to 10240 (default in cdk.json: 3008, what every account accepts). */
+  lambdaMemory: 'orchard:lambdaMemory',
 } as const;
 
 /** The Lambda architectures, and the CPU name of their native binaries. */
@@ -75,6 +77,7 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
   const lambdaChoice = LAMBDA_ARCHITECTURES[parseString(app.node.tryGetContext(CONTEXT.lambdaArchitecture) ?? 'x86_64', CONTEXT.lambdaArchitecture, 'x86_64 or arm64')];
   if (!lambdaChoice) throw new Error(`expected x86_64 or arm64 for context ${CONTEXT.lambdaArchitecture} but got ${JSON.stringify(app.node.tryGetContext(CONTEXT.lambdaArchitecture))}`);
   const scaleConcurrency = parsePositiveInt(app.node.tryGetContext(CONTEXT.scaleConcurrency), CONTEXT.scaleConcurrency);
+  const lambdaMemory = parsePositiveInt(app.node.tryGetContext(CONTEXT.lambdaMemory), CONTEXT.lambdaMemory, 128, 10_240);
 
   const data = new OrchardDataStack(app, STACK_NAMES.data, { destroyData });
   const compute = new OrchardComputeStack(app, STACK_NAMES.compute, {
@@ -87,6 +90,7 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
     lambdaCodeDir: options.lambdaDir ?? buildLambdaBundle({ arch: lambdaChoice.arch }),
     architecture: lambdaChoice.architecture,
     maxConcurrency: scaleConcurrency,
+    lambdaMemory: lambdaMemory === undefined ? undefined : Size.mebibytes(lambdaMemory),
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
   return { app, data, compute, scale };
@@ -105,11 +109,11 @@ function parseString(value: unknown, key: string, expected = 'an instance type s
   return value.trim();
 }
 
-function parsePositiveInt(value: unknown, key: string): number | undefined {
+function parsePositiveInt(value: unknown, key: string, min = 1, max = 10_000): number | undefined {
   if (value === undefined) return undefined;
   const n = typeof value === 'string' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 10_000) {
-    throw new Error(`expected a whole number from 1 to 10000 for context ${key} but got ${JSON.stringify(value)}`);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`expected a whole number from ${min} to ${max} for context ${key} but got ${JSON.stringify(value)}`);
   }
   return n;
 }

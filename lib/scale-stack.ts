@@ -1,4 +1,5 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type { Size } from 'aws-cdk-lib';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type { Construct } from 'constructs';
 import { STACK_OUTPUTS } from '../runtime/contracts/deployment';
@@ -14,6 +15,8 @@ export interface OrchardScaleStackProps extends StackProps {
   readonly architecture: lambda.Architecture;
   /** Distributed map concurrency when an execution does not set it. */
   readonly maxConcurrency?: number;
+  /** Memory of the stage function. @default 3008 MiB (DEFAULT_LAMBDA_MEMORY) */
+  readonly lambdaMemory?: Size;
 }
 
 /**
@@ -26,7 +29,7 @@ export class OrchardScaleStack extends Stack {
 
   constructor(scope: Construct, id: string, props: OrchardScaleStackProps) {
     super(scope, id, { description: 'orchard: a run on AWS Lambda, shards fanned out by a Step Functions Distributed Map', ...props });
-    this.stages = new StageFunction(this, 'Stages', { codeDir: props.lambdaCodeDir, architecture: props.architecture, data: props.data });
+    this.stages = new StageFunction(this, 'Stages', { codeDir: props.lambdaCodeDir, architecture: props.architecture, data: props.data, memorySize: props.lambdaMemory });
     this.workflow = new ScaleWorkflow(this, 'Workflow', { stageFunction: this.stages.function, data: props.data, maxConcurrency: props.maxConcurrency });
     new CfnOutput(this, STACK_OUTPUTS.stateMachineArn, { value: this.workflow.stateMachine.stateMachineArn, description: 'State machine of the scale path (npm run trigger -- --scale)' });
     new CfnOutput(this, STACK_OUTPUTS.functionLogGroupName, { value: this.stages.logGroup.logGroupName, description: 'Log group of the stage function: the runs\' progress lines' });

@@ -13,7 +13,7 @@ import { saveTinyModel } from './helpers/tiny-model';
 import { fakeBundle, synthOrchard } from './infra/app';
 import { generateSampleImages } from '../runtime/images/generate';
 import { initTf } from '../runtime/model/backend';
-import { handler, stageS3Options } from '../runtime/lambda/handler';
+import { functionMachine, handler, stageS3Options } from '../runtime/lambda/handler';
 import { MERGE_GROUP } from '../runtime/pipeline/fit';
 import { S3Storage, createS3Client, type Storage } from '../runtime/storage';
 import { uploadTree } from '../runtime/upload';
@@ -219,4 +219,10 @@ test('the stage function signs its S3 requests for the region it runs in', async
   const client = createS3Client(stageS3Options({ AWS_REGION: 'eu-west-1' }));
   expect(await client.config.region()).toBe('eu-west-1');
   expect(stageS3Options({ AWS_REGION: 'eu-west-1', AWS_ENDPOINT_URL: 'http://127.0.0.1:9' }).endpoint).toBe('http://127.0.0.1:9');
+});
+
+test('the stage function computes on the threads its stack sets from its memory (ORCHARD_THREADS), else on the cores it sees', () => {
+  expect(functionMachine({ ORCHARD_THREADS: '2' })).toEqual({ threads: 2 });
+  expect(functionMachine({})).toEqual({});
+  expect(() => functionMachine({ ORCHARD_THREADS: '0' })).toThrow('Expected a whole number of at least 1 for ORCHARD_THREADS but got "0"');
 });

@@ -47,8 +47,11 @@ class RunResultWriter extends sfn.ResultWriterV2 {
 
 type Invoke = (stateId: string, payload: sfn.TaskInput | undefined, resultPath: string | undefined, comment: string) => tasks.LambdaInvoke;
 
-/** Inline maps (the fit's merge groups) run at most this many iterations at once. */
-const INLINE_MAP_CONCURRENCY = 40;
+/**
+ * Inline maps (the fit's merge groups) run at most this many iterations at once: within the Lambda concurrency of
+ * 10 that new accounts start with.
+ */
+export const INLINE_MAP_CONCURRENCY = 8;
 
 export interface ScaleWorkflowProps {
   /** The function that runs every stage (StageFunction). */
@@ -215,7 +218,8 @@ export class ScaleWorkflow extends Construct {
 
   /**
    * The maps read their item files under `results/` and write their results under `map-results/` of the data
-   * bucket: exactly the actions the service documents for an S3 item reader and result writer, on those prefixes.
+   * bucket: exactly the actions the service documents for an S3 item reader and result writer (whose policy
+   * includes s3:GetObject), on those prefixes.
    */
   private grantMapItems(data: DataBucket): void {
     const role = this.stateMachine.role;
@@ -224,7 +228,7 @@ export class ScaleWorkflow extends Construct {
     const results = under(PREFIXES.mapResults);
     role.addToPrincipalPolicy(new iam.PolicyStatement({ sid: 'ReadMapItems', actions: ['s3:GetObject'], resources: [items] }));
     role.addToPrincipalPolicy(
-      new iam.PolicyStatement({ sid: 'WriteMapResults', actions: ['s3:PutObject', 's3:ListMultipartUploadParts', 's3:AbortMultipartUpload'], resources: [results] }),
+      new iam.PolicyStatement({ sid: 'WriteMapResults', actions: ['s3:PutObject', 's3:GetObject', 's3:ListMultipartUploadParts', 's3:AbortMultipartUpload'], resources: [results] }),
     );
     acknowledgeWildcardResource(role, items, 'The distributed maps read the work-item files under results/<run-id>/_work/ of the data bucket; the run ids are chosen per execution.');
     acknowledgeWildcardResource(role, results, 'The distributed maps write their results under map-results/<run-id>/ of the data bucket; the run ids are chosen per execution.');

@@ -3,15 +3,26 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import { Construct } from 'constructs';
-import { PROCESS_ENV } from '../../runtime/contracts/deployment';
+import { LAMBDA_THREADS_ENV, PROCESS_ENV } from '../../runtime/contracts/deployment';
 import type { DataBucket } from './data-bucket';
 import { operationalLogGroup } from './log-group';
 
 /**
- * 3,538 MB is where Lambda gives a function two full vCPUs: ONNX Runtime computes on both while sharp decodes.
- * A 4,096-image shard is about 45 s of work at that size (two shards per invocation by default).
+ * 3,008 MB: the most every account accepts (accounts that were never raised are capped there, and a larger size
+ * fails the deployment). Lambda gives CPU in proportion to memory, one vCPU's worth per 1,769 MB, so this is about
+ * 1.7 vCPUs; more is context `orchard:lambdaMemory` (up to 10,240 MB where the account allows it).
  */
-const DEFAULT_MEMORY = Size.mebibytes(3538);
+export const DEFAULT_LAMBDA_MEMORY = Size.mebibytes(3008);
+/** Memory for which Lambda gives one full vCPU of CPU time (AWS Lambda's documentation: "Memory and computing power"). */
+export const MB_PER_VCPU = 1769;
+
+/**
+ * Threads for ONNX Runtime and sharp: the vCPUs the function pays for, not the cores it sees. Between 3,009 and
+ * 5,307 MB a function sees 3 cores but gets about 2 vCPUs of CPU time; threads beyond that are throttled, not faster.
+ */
+export function threadsForMemory(memory: Size): number {
+  return Math.max(1, Math.round(memory.toMebibytes() / MB_PER_VCPU));
+}
 /** Lambda's maximum: a task that does not finish in 15 minutes is retried, and redoes only its unfinished shards. */
 const DEFAULT_TIMEOUT = Duration.minutes(15);
 /**
@@ -26,7 +37,7 @@ export interface StageFunctionProps {
   readonly architecture: lambda.Architecture;
   /** The data bucket: its input, results and model-cache prefixes are granted as to the instance. */
   readonly data: DataBucket;
-  /** @default 3538 MiB (two vCPUs) */
+  /** 128 to 10,240 MiB; sets the threads the function computes on (threadsForMemory). @default 3008 MiB (about 1.7 vCPUs) */
   readonly memorySize?: Size;
   /** @default 15 minutes */
   readonly timeout?: Duration;
@@ -62,19 +73,24 @@ export class StageFunction extends Construct {
     props.data.grantWriteResults(this.role);
     props.data.grantModelCache(this.role);
 
+    const memory = props.memorySize ?? DEFAULT_LAMBDA_MEMORY;
+    if (memory.toMebibytes() < 128 || memory.toMebibytes() > 10240) {
+      throw new Error(`expected 128 to 10240 MiB for the stage function's memory but got ${memory.toMebibytes()}`);
+    }
     this.function = new lambda.Function(this, 'Function', {
       description: 'orchard: one stage of a run (plan, extract, merge, fit, project, publish) on a shard batch',
       runtime: lambda.Runtime.NODEJS_22_X,
       architecture: props.architecture,
       handler: 'index.handler',
       code: lambda.Code.fromAsset(props.codeDir),
-      memorySize: (props.memorySize ?? DEFAULT_MEMORY).toMebibytes(),
+      memorySize: memory.toMebibytes(),
       timeout: props.timeout ?? DEFAULT_TIMEOUT,
       ephemeralStorageSize: props.ephemeralStorageSize ?? DEFAULT_EPHEMERAL_STORAGE,
       role: this.role,
       logGroup: this.logGroup,
-      // A function's HOME is read-only; the instance's malloc setting keeps memory flat here too.
-      environment: { ...PROCESS_ENV, HOME: '/tmp' },
+      // A function's HOME is read-only; the instance's malloc setting keeps memory flat here too. ORCHARD_THREADS:
+      // the CPU the function pays for (the handler gives it to ONNX Runtime and sharp).
+      environment: { ...PROCESS_ENV, HOME: '/tmp', [LAMBDA_THREADS_ENV]: String(threadsForMemory(memory)) },
     });
     Validations.of(this.function).acknowledge({
       id: 'AwsSolutions-L1',

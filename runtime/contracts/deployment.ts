@@ -58,3 +58,6 @@ export const ORT_TELEMETRY_OFF = { ORT_DISABLE_TELEMETRY: '1', ORT_TELEMETRY_DIS
  * heap, where they are reused. ONNX Runtime's telemetry is off (ORT_TELEMETRY_OFF).
  */
 export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024), ...ORT_TELEMETRY_OFF } as const;
+
+/** The stage function's environment variable that says how many threads it computes on (set from its memory). */
+export const LAMBDA_THREADS_ENV = 'ORCHARD_THREADS';

@@ -38,8 +38,11 @@ export const SCALE_DEFAULTS = {
    * start (a few seconds) are paid once per 8,192 images, and a retried invocation redoes at most that much.
    */
   shardsPerTask: 2,
-  /** Distributed map concurrency when neither the execution nor the deployment says otherwise. */
-  maxConcurrency: 40,
+  /**
+   * Distributed map concurrency when neither the execution nor the deployment says otherwise: 8, so that a run fits
+   * an account whose Lambda concurrency is still limited to 10 (new accounts), with room for the other stages.
+   */
+  maxConcurrency: 8,
 } as const;
 
 /** Which run a task works on: the output and the run id (the rest is in the run folder). */

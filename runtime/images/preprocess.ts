@@ -8,6 +8,11 @@ import { enlargeBilinear } from './upscale';
 // the run, when peak memory must stay flat however many images there are.
 sharp.cache(false);
 
+/** Threads libvips decodes and resizes on (its default: the cores the process sees, which a Lambda function has more of than it pays for). */
+export function setImageThreads(threads: number): void {
+  sharp.concurrency(threads);
+}
+
 export interface PreprocessOptions {
   /** Side of the square model input in pixels, e.g. 224 for MobileNetV2. */
   readonly size: number;

@@ -5,9 +5,10 @@
  * folder, so a run started on the instance can be finished here and the other way round.
  */
 import { SCALE_STAGES, type FitOutput, type PlanOutput, type PublishOutput, type RunRef, type ScaleRunRequest, type StageEvent } from '../contracts/scale';
-import { BUCKET_PREFIXES } from '../contracts/deployment';
+import { BUCKET_PREFIXES, LAMBDA_THREADS_ENV } from '../contracts/deployment';
 import type { RunResult } from '../contracts/results';
 import { OrchardError, describeError, invalidParameter } from '../errors';
+import { setImageThreads } from '../images/preprocess';
 import { buildRunConfig, checkRunId, wholeNumber, type RunSettings } from '../pipeline/config';
 import { openRun } from '../pipeline/context';
 import { mergeGroups } from '../pipeline/fit';
@@ -64,7 +65,9 @@ export async function handler(received: StageEvent): Promise<StageResult> {
   );
   const s3 = stageS3Options(process.env, retries);
   try {
-    return await runStage(event, reporter, s3);
+    const machine = functionMachine(process.env);
+    if (machine.threads !== undefined) setImageThreads(machine.threads);
+    return await runStage(event, reporter, s3, machine);
   } catch (error) {
     if (error instanceof OrchardError) throw Object.assign(new Error(error.message), { name: error.code });
     reporter.warn(`${event?.stage ?? 'stage'}: ${describeError(error)}`);
@@ -81,27 +84,41 @@ export function stageS3Options(env: NodeJS.ProcessEnv, retries?: S3RetryCounter)
   return { region: env.AWS_REGION || undefined, endpoint: env.AWS_ENDPOINT_URL || undefined, retries };
 }
 
-async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): Promise<StageResult> {
+/**
+ * The function's own machine settings: its threads come from ORCHARD_THREADS, which the stack sets from the memory
+ * (the vCPUs the function pays for; it sees more cores than that). Absent, the stages use the cores they see.
+ */
+export function functionMachine(env: NodeJS.ProcessEnv): { threads?: number } {
+  const raw = env[LAMBDA_THREADS_ENV];
+  if (raw === undefined || raw === '') return {};
+  const threads = Number(raw);
+  if (!Number.isInteger(threads) || threads < 1) {
+    throw new OrchardError(`Expected a whole number of at least 1 for ${LAMBDA_THREADS_ENV} but got ${JSON.stringify(raw)}`, 'ERR_INVALID_PARAMETER');
+  }
+  return { threads };
+}
+
+async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options, machine: { threads?: number }): Promise<StageResult> {
   const deps = { reporter };
   switch (event.stage) {
     case 'plan':
-      return plan(event.run, reporter, s3);
+      return plan(event.run, reporter, s3, machine);
     case 'extract':
     case 'project': {
-      const run = await stages.openPlannedRun(event.BatchInput.output, event.BatchInput.runId, {}, s3);
+      const run = await stages.openPlannedRun(event.BatchInput.output, event.BatchInput.runId, machine, s3);
       const shards = event.Items.map((item) => item.shard);
       reporter.info(`${event.stage}: shards ${shards.join(', ')} of run ${run.config.runId}`);
       await (event.stage === 'extract' ? stages.extractCommand(run, shards, deps) : stages.projectCommand(run, shards, deps));
       return { stage: event.stage, shards };
     }
     case 'merge': {
-      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      const run = await stages.openPlannedRun(event.output, event.runId, machine, s3);
       await stages.mergeCommand(run, event.group);
       reporter.info(`merge: group ${event.group} of run ${run.config.runId}`);
       return { stage: 'merge', group: event.group };
     }
     case 'fit': {
-      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      const run = await stages.openPlannedRun(event.output, event.runId, machine, s3);
       const fitted = await stages.fitCommand(run, deps);
       // Without a PCA there is nothing to project: the state machine ends with the run fit published.
       if ('published' in fitted) return { fitted: false, projectItems: '', result: publishOutput(fitted.published) };
@@ -112,14 +129,14 @@ async function runStage(event: StageEvent, reporter: Reporter, s3: S3Options): P
       // A Publish retried (or redriven) after it committed, its answer lost on the way: the same answer again.
       const published = await stages.publishedRun(event.output, event.runId, s3);
       if (published) return publishOutput(published);
-      const run = await stages.openPlannedRun(event.output, event.runId, {}, s3);
+      const run = await stages.openPlannedRun(event.output, event.runId, machine, s3);
       return publishOutput(await stages.publishCommand(run, deps));
     }
   }
 }
 
-async function plan(request: ScaleRunRequest, reporter: Reporter, s3: S3Options): Promise<PlanOutput> {
-  const config = buildRunConfig(runSettings(request), s3);
+async function plan(request: ScaleRunRequest, reporter: Reporter, s3: S3Options, machine: { threads?: number }): Promise<PlanOutput> {
+  const config = buildRunConfig({ ...runSettings(request), ...machine }, s3);
   if (config.output.kind !== 's3') {
     throw new OrchardError(`The scale path writes to S3: expected an s3:// URI for output but got ${JSON.stringify(request.output)}`, 'ERR_INVALID_PARAMETER');
   }

@@ -7,9 +7,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Template } from 'aws-cdk-lib/assertions';
 import { OUTPUT } from '../../bin/stack-outputs';
+import { Size } from 'aws-cdk-lib';
+import { createOrchardApp } from '../../bin/orchard';
+import { INLINE_MAP_CONCURRENCY } from '../../lib/constructs/scale-workflow';
+import { threadsForMemory } from '../../lib/constructs/stage-function';
 import { PROCESS_ENV } from '../../runtime/contracts/deployment';
 import { SCALE_DEFAULTS } from '../../runtime/contracts/scale';
-import { type SynthesizedOrchard, buildBundle, buildLambda, flat, logicalId, resource, synthOrchard } from './app';
+import { type SynthesizedOrchard, buildBundle, buildLambda, fakeBundle, flat, logicalId, resource, scratchDir, synthOrchard } from './app';
 import aslValidator from 'asl-validator';
 import { definitionOf, deployedDefinitionOf } from '../helpers/definition';
 import { LEASE_TTL_MS } from '../../runtime/pipeline/lease';
@@ -95,7 +99,9 @@ describe('the state machine definition', () => {
     const merge = states().MergeGroups;
     expect(merge.ItemsPath).toBe('$.plan.mergeGroups');
     expect(merge.ItemSelector).toEqual({ stage: 'merge', 'output.$': '$.plan.output', 'runId.$': '$.plan.runId', 'group.$': '$$.Map.Item.Value' });
-    expect(merge.MaxConcurrency).toBe(40);
+    // Within the Lambda concurrency of 10 that a new account has.
+    expect(merge.MaxConcurrency).toBe(INLINE_MAP_CONCURRENCY);
+    expect(INLINE_MAP_CONCURRENCY).toBeLessThanOrEqual(8);
     // The item is the event as it is (a Parameters template here would replace it).
     expect(merge.ItemProcessor.States.MergeGroup.Parameters).toBeUndefined();
     expect(merge.ItemProcessor.States.MergeGroup.InputPath).toBeUndefined();
@@ -150,7 +156,7 @@ describe('the state machine', () => {
       // writer statements on "*" are left out).
       'logs:CreateLogDelivery, logs:DeleteLogDelivery, logs:DescribeLogGroups, logs:DescribeResourcePolicies, logs:GetLogDelivery, logs:ListLogDeliveries, logs:PutResourcePolicy, logs:UpdateLogDelivery, xray:GetSamplingRules, xray:GetSamplingTargets, xray:PutTelemetryRecords, xray:PutTraceSegments on *',
       's3:GetObject on ' + `${BUCKET_ARN}/results/*`,
-      's3:AbortMultipartUpload, s3:ListMultipartUploadParts, s3:PutObject on ' + `${BUCKET_ARN}/map-results/*`,
+      's3:AbortMultipartUpload, s3:GetObject, s3:ListMultipartUploadParts, s3:PutObject on ' + `${BUCKET_ARN}/map-results/*`,
       'states:StartExecution on <WorkflowStateMachine*>',
       'states:DescribeExecution, states:StopExecution on arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>:*',
       'states:RedriveExecution on arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>/Extract:*, arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:<WorkflowStateMachine*.Name>/Project:*',
@@ -158,18 +164,44 @@ describe('the state machine', () => {
   });
 });
 
+describe('the stage function\'s memory (context orchard:lambdaMemory)', () => {
+  test('sets the memory, and the threads follow the vCPUs it pays for (1769 MB each), not the cores it sees', () => {
+    const larger = synthOrchard({ context: { 'orchard:lambdaMemory': '5307' } });
+    const props = resource(larger.scaleTemplate, logicalId(larger.scale.stages.function)).Properties;
+    expect(props.MemorySize).toBe(5307);
+    expect(props.Environment.Variables.ORCHARD_THREADS).toBe('3');
+  });
+
+  test.each([
+    [128, 1],
+    [1769, 1],
+    [3008, 2],
+    [4000, 2],
+    [10240, 6],
+  ])('%i MB: %i thread(s)', (mb, threads) => {
+    expect(threadsForMemory(Size.mebibytes(mb))).toBe(threads);
+  });
+
+  test.each(['127', '10241', 'lots'])('refuses %s at synth, naming the key and the range', (value) => {
+    expect(() =>
+      createOrchardApp({ lambdaDir: fakeBundle('lambda'), runtimeDir: fakeBundle('x'), outdir: scratchDir('o-'), context: { 'orchard:lambdaMemory': value } }),
+    ).toThrow(`expected a whole number from 128 to 10240 for context orchard:lambdaMemory but got "${value}"`);
+  });
+});
+
 describe('the stage function', () => {
   const fn = () => resource(template, logicalId(orchard.scale.stages.function));
 
-  test('runs the bundle on Node.js 22, x86_64, two vCPUs, 15 minutes, with the instance\'s malloc setting', () => {
+  test('runs the bundle on Node.js 22, x86_64, 3008 MB (what every account accepts), 15 minutes, with the instance\'s malloc setting', () => {
     expect(fn().Properties).toMatchObject({
       Runtime: 'nodejs22.x',
       Architectures: ['x86_64'],
       Handler: 'index.handler',
-      MemorySize: 3538,
+      MemorySize: 3008,
       Timeout: 900,
       EphemeralStorage: { Size: 2048 },
-      Environment: { Variables: { ...PROCESS_ENV, HOME: '/tmp' } },
+      // 3008 MB buys about 1.7 vCPUs of CPU time: 2 threads for ONNX Runtime and sharp.
+      Environment: { Variables: { ...PROCESS_ENV, HOME: '/tmp', ORCHARD_THREADS: '2' } },
     });
     expect(fn().Properties.VpcConfig).toBeUndefined();
     expect(flat(fn().Properties.LoggingConfig.LogGroup)).toBe(`<${logicalId(orchard.scale.stages.logGroup)}>`);
