@@ -18,6 +18,11 @@ export { STACK_NAMES };
 export const CONTEXT = {
   /** EC2 instance type of the pipeline host, x86_64 or arm64 (default in cdk.json: c7i.xlarge, see pipeline-host.ts). */
   instanceType: 'orchard:instanceType',
+  /**
+   * Availability Zone of the pipeline host, one that offers its instance type (e.g. us-east-1b). Unset: the region's
+   * first zone, with a note at synth (orchard synthesizes without an account, so it cannot look the offerings up).
+   */
+  availabilityZone: 'orchard:availabilityZone',
   /** `true`: `cdk destroy` deletes the data bucket with its objects. Default false: the bucket is kept. */
   destroyData: 'orchard:destroyData',
   /** CPU of the scale path's Lambda functions: x86_64 (default in cdk.json) or arm64. */
@@ -72,6 +77,7 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
   // Under the CLI, its context (cdk.json and -c) takes precedence over these values anyway.
   const app = new App({ context: { ...cdkJsonContext(), ...options.context }, outdir: options.outdir });
   const instanceType = app.node.tryGetContext(CONTEXT.instanceType) as unknown;
+  const zone = app.node.tryGetContext(CONTEXT.availabilityZone) as unknown;
   const destroyData = parseBoolean(app.node.tryGetContext(CONTEXT.destroyData), CONTEXT.destroyData);
   const runtimeDir = options.runtimeDir ?? buildRuntimeBundle();
   const lambdaChoice = LAMBDA_ARCHITECTURES[parseString(app.node.tryGetContext(CONTEXT.lambdaArchitecture) ?? 'x86_64', CONTEXT.lambdaArchitecture, 'x86_64 or arm64')];
@@ -84,6 +90,7 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
     data: data.data,
     runtimeDir,
     instanceType: instanceType === undefined ? undefined : new ec2.InstanceType(parseString(instanceType, CONTEXT.instanceType)),
+    availabilityZone: zone === undefined ? undefined : parseString(zone, CONTEXT.availabilityZone, 'an Availability Zone such as us-east-1b'),
   });
   const scale = new OrchardScaleStack(app, STACK_NAMES.scale, {
     data: data.data,

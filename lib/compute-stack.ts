@@ -13,6 +13,8 @@ export interface OrchardComputeStackProps extends StackProps {
   readonly runtimeDir: string;
   /** @default c7i.xlarge (see DEFAULT_INSTANCE_TYPE in constructs/pipeline-host.ts) */
   readonly instanceType?: ec2.InstanceType;
+  /** Availability Zone of the instance, one that offers its type. @default the region's first (see PipelineHostProps) */
+  readonly availabilityZone?: string;
 }
 
 /**
@@ -28,7 +30,7 @@ export class OrchardComputeStack extends Stack {
     super(scope, id, { description: 'orchard: pipeline host (EC2, VPC, role), SSM run document and log groups', ...props });
     const bucketName = props.data.bucketNameFor(this);
 
-    this.host = new PipelineHost(this, 'Host', { runtimeDir: props.runtimeDir, bucketName, instanceType: props.instanceType });
+    this.host = new PipelineHost(this, 'Host', { runtimeDir: props.runtimeDir, bucketName, instanceType: props.instanceType, availabilityZone: props.availabilityZone });
     props.data.grantReadInput(this.host.role);
     props.data.grantWriteResults(this.host.role);
     props.data.grantModelCache(this.host.role);

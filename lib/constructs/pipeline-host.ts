@@ -1,4 +1,4 @@
-import { Aws, Duration, Size, Stack, Validations } from 'aws-cdk-lib';
+import { Annotations, Aws, Duration, Size, Stack, Validations } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
@@ -42,6 +42,14 @@ export interface PipelineHostProps {
    * @default c7i.xlarge (see DEFAULT_INSTANCE_TYPE)
    */
   readonly instanceType?: ec2.InstanceType;
+  /**
+   * Availability Zone of the instance (and of the VPC's one subnet), e.g. `us-east-1b`: one that offers the instance
+   * type (`aws ec2 describe-instance-type-offerings --location-type availability-zone --filters
+   * Name=instance-type,Values=<type>`). The stacks are synthesized without an account, so orchard cannot look it up.
+   *
+   * @default the region's first Availability Zone, with a note at synth saying so
+   */
+  readonly availabilityZone?: string;
   /** @default 30 GiB */
   readonly rootVolumeSize?: Size;
   /**
@@ -94,9 +102,20 @@ export class PipelineHost extends Construct {
       throw new Error(`expected an x86_64 or arm64 instance type for the pipeline host but got ${instanceType} (${instanceType.architecture})`);
     }
 
+    const zone = props.availabilityZone;
+    if (zone !== undefined && !/^[a-z]{2}-[a-z0-9-]+[a-z]$/.test(zone)) {
+      throw new Error(`expected an Availability Zone name such as us-east-1b for the pipeline host but got ${JSON.stringify(zone)}`);
+    }
+    if (zone === undefined) {
+      Annotations.of(this).addInfo(
+        `The pipeline host (${instanceType}) goes to the region's first Availability Zone, which may not offer that type (the ` +
+          'deployment then fails with "Unsupported"). To choose one that does: aws ec2 describe-instance-type-offerings ' +
+          `--location-type availability-zone --filters Name=instance-type,Values=${instanceType}, then -c orchard:availabilityZone=<zone>`,
+      );
+    }
     this.vpc = new ec2.Vpc(this, 'Vpc', {
       natGateways: 0,
-      maxAzs: 2,
+      ...(zone === undefined ? { maxAzs: 2 } : { availabilityZones: [zone] }),
       subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24, mapPublicIpOnLaunch: false }],
       gatewayEndpoints: { S3: { service: ec2.GatewayVpcEndpointAwsService.S3 } },
     });
@@ -133,7 +152,7 @@ export class PipelineHost extends Construct {
 
     this.instance = new ec2.Instance(this, 'Instance', {
       vpc: this.vpc,
-      vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
+      vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC, ...(zone === undefined ? {} : { availabilityZones: [zone] }) },
       associatePublicIpAddress: true,
       securityGroup: this.securityGroup,
       role: this.role,

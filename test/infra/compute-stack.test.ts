@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Template } from 'aws-cdk-lib/assertions';
+import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { CONTEXT, createOrchardApp } from '../../bin/orchard';
 import { OUTPUT, STACKS } from '../../bin/stack-outputs';
 import { PREFIXES } from '../../lib/constructs/data-bucket';
@@ -100,6 +100,22 @@ describe('instance', () => {
 
   test('takes its type from the orchard:instanceType context', () => {
     computeWith({ [CONTEXT.instanceType]: 'm7i.2xlarge' }).template.hasResourceProperties('AWS::EC2::Instance', { InstanceType: 'm7i.2xlarge' });
+  });
+
+  test('goes to the Availability Zone of orchard:availabilityZone, in the VPC\'s one subnet there', () => {
+    const zoned = computeWith({ [CONTEXT.availabilityZone]: 'us-east-1d' }).template;
+    const subnets = Object.values(zoned.findResources('AWS::EC2::Subnet'));
+    expect(subnets.map((subnet) => subnet.Properties.AvailabilityZone)).toEqual(['us-east-1d']);
+    const [zonedInstance] = Object.values(zoned.findResources('AWS::EC2::Instance'));
+    expect(zonedInstance!.Properties.AvailabilityZone).toBe('us-east-1d');
+  });
+
+  test('says at synth, without orchard:availabilityZone, that the first zone may not offer the type and how to choose', () => {
+    const { app } = computeWith({});
+    const notes = Annotations.fromStack(app.compute).findInfo('*', Match.stringLikeRegexp('orchard:availabilityZone'));
+    expect(notes).toHaveLength(1);
+    expect(notes[0]!.entry.data).toContain('describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values=c7i.xlarge');
+    expect(() => computeWith({ [CONTEXT.availabilityZone]: 'first one' })).toThrow('expected an Availability Zone name such as us-east-1b for the pipeline host but got "first one"');
   });
 
   test('runs a Graviton (arm64) instance type on the arm64 Amazon Linux 2023 image', () => {
