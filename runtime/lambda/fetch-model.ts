@@ -1,0 +1,65 @@
+/**
+ * The data stack's custom resource that brings the default model into the bucket once, at `cdk deploy`: Keras's
+ * MobileNetV2 weights file is read from `models/` when it is there already (a later deploy, or a file placed by
+ * hand), downloaded into it otherwise, and pinned by its SHA-256 (`<file>.sha256`, recorded on the first fetch,
+ * checked on every later load, here and by every run). The instance and the stage functions then read the model
+ * from the bucket only. A fetch that fails fails the deployment at once, with the URL and the way to place the file
+ * by hand; the download is bounded by a timeout well inside the function's own.
+ */
+import { createHash } from 'node:crypto';
+import { cacheSlug, readPinnedFile } from '../model/artifacts';
+import { describeError } from '../errors';
+import { S3Storage, createS3Client } from '../storage';
+
+/** The download's bound: the file is 14 MB; the function's own timeout (lib/constructs/model-fetch.ts) is longer. */
+export const FETCH_TIMEOUT_MS = 120_000;
+
+/** What the stack gives the custom resource. */
+export interface FetchModelProperties {
+  readonly Bucket: string;
+  /** The models/ prefix of the bucket. */
+  readonly Prefix: string;
+  readonly Url: string;
+}
+
+/** The part of a CloudFormation custom resource event (through the CDK Provider framework) this reads. */
+export interface FetchModelEvent {
+  readonly RequestType: 'Create' | 'Update' | 'Delete';
+  readonly PhysicalResourceId?: string;
+  readonly ResourceProperties: FetchModelProperties;
+}
+
+export interface FetchModelResult {
+  readonly PhysicalResourceId: string;
+  readonly Data?: { readonly Sha256: string; readonly Key: string };
+}
+
+export interface FetchModelOptions {
+  readonly timeoutMs?: number;
+  /** S3 client settings (tests: a local S3 server). Lambda's own region otherwise. */
+  readonly endpoint?: string;
+  readonly region?: string;
+}
+
+export async function fetchModel(event: FetchModelEvent, options: FetchModelOptions = {}): Promise<FetchModelResult> {
+  const { Bucket, Prefix, Url } = event.ResourceProperties;
+  const key = cacheSlug(Url);
+  // The model stays when the stack goes: it is data in a bucket that outlives the stack by default.
+  if (event.RequestType === 'Delete') return { PhysicalResourceId: event.PhysicalResourceId ?? `${Bucket}/${Prefix}${key}` };
+  const cache = new S3Storage(createS3Client({ region: options.region, endpoint: options.endpoint }), Bucket, Prefix);
+  const timeoutMs = options.timeoutMs ?? FETCH_TIMEOUT_MS;
+  const timedFetch: typeof fetch = (input, init) => fetch(input, { ...init, signal: AbortSignal.timeout(timeoutMs) });
+  try {
+    const { bytes } = await readPinnedFile(Url, { cache, fetch: timedFetch });
+    return { PhysicalResourceId: `${Bucket}/${Prefix}${key}`, Data: { Sha256: createHash('sha256').update(bytes).digest('hex'), Key: `${Prefix}${key}` } };
+  } catch (error) {
+    throw new Error(
+      `orchard could not bring the model into s3://${Bucket}/${Prefix} (${describeError(error)}; downloads time out after ` +
+        `${timeoutMs / 1000} s). Place it by hand from any machine that reaches ${Url}: ` +
+        `curl -fLo model.h5 '${Url}' && aws s3 cp model.h5 's3://${Bucket}/${Prefix}${key}', then run cdk deploy again`,
+    );
+  }
+}
+
+/** The Lambda entry point (CDK's Provider framework calls it and reports the result to CloudFormation). */
+export const onEvent = (event: FetchModelEvent): Promise<FetchModelResult> => fetchModel(event, { region: process.env.AWS_REGION });
