@@ -6,7 +6,7 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { OrchardComputeStack } from '../lib/compute-stack';
 import { OrchardDataStack } from '../lib/data-stack';
-import { buildLambdaBundle, type LambdaArch } from '../lib/lambda-bundle';
+import { buildLambdaBundle, buildModelFetchBundle, type LambdaArch } from '../lib/lambda-bundle';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
 import { OrchardScaleStack } from '../lib/scale-stack';
 import { STACK_NAMES } from '../runtime/contracts/deployment';
@@ -59,6 +59,8 @@ export interface OrchardAppOptions {
   readonly runtimeDir?: string;
   /** A Lambda bundle already built for the architecture in the context. @default built now into dist/lambda-<arch> */
   readonly lambdaDir?: string;
+  /** The model-fetch function's bundle. @default built now into dist/model-fetch */
+  readonly modelFetchDir?: string;
 }
 
 export interface OrchardApp {
@@ -85,7 +87,7 @@ export function createOrchardApp(options: OrchardAppOptions = {}): OrchardApp {
   const scaleConcurrency = parsePositiveInt(app.node.tryGetContext(CONTEXT.scaleConcurrency), CONTEXT.scaleConcurrency);
   const lambdaMemory = parsePositiveInt(app.node.tryGetContext(CONTEXT.lambdaMemory), CONTEXT.lambdaMemory, 128, 10_240);
 
-  const data = new OrchardDataStack(app, STACK_NAMES.data, { destroyData });
+  const data = new OrchardDataStack(app, STACK_NAMES.data, { destroyData, modelFetchDir: options.modelFetchDir ?? buildModelFetchBundle() });
   const compute = new OrchardComputeStack(app, STACK_NAMES.compute, {
     data: data.data,
     runtimeDir,

@@ -77,6 +77,17 @@ export function buildLambdaBundle(options: LambdaBundleOptions = {}): string {
 }
 
 /**
+ * The data stack's model-fetch function (runtime/lambda/fetch-model.ts): one esbuild file, nothing native.
+ * @default outDir dist/model-fetch
+ */
+export function buildModelFetchBundle(outDir: string = path.join(ROOT, 'dist', 'model-fetch')): string {
+  fs.rmSync(outDir, { recursive: true, force: true });
+  fs.mkdirSync(outDir, { recursive: true });
+  bundleEntry(path.join(ROOT, 'runtime', 'lambda', 'fetch-model.ts'), path.join(outDir, 'index.js'), []);
+  return outDir;
+}
+
+/**
  * Where `name` is installed as seen from `from`, as Node's resolution looks for it (node_modules folders from
  * `from` up); by folder, because packages with an `exports` map do not export their package.json.
  */

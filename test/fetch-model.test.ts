@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { cacheSlug } from '../runtime/model/artifacts';
-import { fetchModel, type FetchModelEvent } from '../runtime/lambda/fetch-model';
+import { fetchModel, handler, type FetchModelEvent } from '../runtime/lambda/fetch-model';
 import { S3Storage, createS3Client } from '../runtime/storage';
 import { S3_ENV } from './helpers/cli';
 import { startTestS3 } from './helpers/s3';
@@ -79,4 +79,29 @@ test('a delete leaves the model in the bucket', async () => {
   const url = `${base}/keras/weights_no_top.h5`;
   expect(await fetchModel({ ...event(url, 'Delete'), PhysicalResourceId: 'x' })).toEqual({ PhysicalResourceId: 'x' });
   expect(await bucket().head(cacheSlug(url))).toBeDefined();
+});
+
+test('the function answers CloudFormation at the response URL, with the reason when it failed', async () => {
+  const responses: { url: string; body: Record<string, unknown> }[] = [];
+  answer = (res) => res.writeHead(403).end();
+  const cfn = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+    req.on('end', () => {
+      responses.push({ url: req.url!, body: JSON.parse(body) });
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => cfn.listen(0, '127.0.0.1', resolve));
+  const responseUrl = `http://127.0.0.1:${(cfn.address() as AddressInfo).port}/signed?x=1`;
+  const ids = { ResponseURL: responseUrl, StackId: 'stack', RequestId: 'req', LogicalResourceId: 'Model' };
+  try {
+    await handler({ ...event(`${base}/keras/weights_no_top.h5`), ...ids }, { endpoint: s3.endpoint, region: 'us-east-1' });
+    await handler({ ...event(`${base}/refused-again.h5`), ...ids }, { endpoint: s3.endpoint, region: 'us-east-1' });
+  } finally {
+    await new Promise((resolve) => cfn.close(resolve));
+  }
+  expect(responses.map((r) => r.url)).toEqual(['/signed?x=1', '/signed?x=1']);
+  expect(responses[0]!.body).toMatchObject({ Status: 'SUCCESS', RequestId: 'req', LogicalResourceId: 'Model', Data: { Sha256: createHash('sha256').update(FILE).digest('hex') } });
+  expect(responses[1]!.body).toMatchObject({ Status: 'FAILED', Reason: expect.stringContaining(`${base}/refused-again.h5`), PhysicalResourceId: 'Model' });
 });

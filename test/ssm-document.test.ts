@@ -47,7 +47,7 @@ const user = spawnSync('id', ['-un'], { encoding: 'utf8' }).stdout.trim();
 
 beforeAll(async () => {
   work = tempDir('orchard-ssm-');
-  const { app, compute } = createOrchardApp({ lambdaDir: fakeBundle('lambda'), runtimeDir: buildRuntimeBundle(path.join(work, 'runtime')), outdir: path.join(work, 'cdk.out') });
+  const { app, compute } = createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'), runtimeDir: buildRuntimeBundle(path.join(work, 'runtime')), outdir: path.join(work, 'cdk.out') });
   const template = Template.fromStack(compute);
   const documents = Object.values(template.findResources('AWS::SSM::Document'));
   expect(documents).toHaveLength(1);

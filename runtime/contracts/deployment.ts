@@ -18,6 +18,7 @@ export const STACK_OUTPUTS = {
   sendCommand: 'SendCommand',
   stateMachineArn: 'StateMachineArn',
   functionLogGroupName: 'FunctionLogGroupName',
+  modelSha256: 'ModelSha256',
 } as const;
 
 /** Prefixes of the data bucket: what the instance is granted, and what the document and the trigger default to. */

@@ -22,11 +22,19 @@ export interface FetchModelProperties {
   readonly Url: string;
 }
 
-/** The part of a CloudFormation custom resource event (through the CDK Provider framework) this reads. */
+/** The part of a CloudFormation custom resource event this reads. */
 export interface FetchModelEvent {
   readonly RequestType: 'Create' | 'Update' | 'Delete';
   readonly PhysicalResourceId?: string;
   readonly ResourceProperties: FetchModelProperties;
+}
+
+/** The whole event CloudFormation sends to a custom resource's function. */
+export interface CustomResourceEvent extends FetchModelEvent {
+  readonly ResponseURL: string;
+  readonly StackId: string;
+  readonly RequestId: string;
+  readonly LogicalResourceId: string;
 }
 
 export interface FetchModelResult {
@@ -61,5 +69,30 @@ export async function fetchModel(event: FetchModelEvent, options: FetchModelOpti
   }
 }
 
-/** The Lambda entry point (CDK's Provider framework calls it and reports the result to CloudFormation). */
-export const onEvent = (event: FetchModelEvent): Promise<FetchModelResult> => fetchModel(event, { region: process.env.AWS_REGION });
+/**
+ * The Lambda entry point: CloudFormation invokes it and waits for the answer at ResponseURL, which it always gets
+ * (success, or failure with the reason), before the function's own timeout. The custom resource's ServiceTimeout
+ * bounds the wait even if the function never answers.
+ */
+export async function handler(event: CustomResourceEvent, options: FetchModelOptions = { region: process.env.AWS_REGION }): Promise<void> {
+  let result: FetchModelResult | undefined;
+  let reason: string | undefined;
+  try {
+    result = await fetchModel(event, options);
+  } catch (error) {
+    reason = describeError(error);
+    console.error(reason);
+  }
+  const body = JSON.stringify({
+    Status: reason === undefined ? 'SUCCESS' : 'FAILED',
+    Reason: reason ?? 'the model is in the bucket',
+    PhysicalResourceId: result?.PhysicalResourceId ?? event.PhysicalResourceId ?? event.LogicalResourceId,
+    StackId: event.StackId,
+    RequestId: event.RequestId,
+    LogicalResourceId: event.LogicalResourceId,
+    Data: result?.Data,
+  });
+  // The pre-signed URL is signed for no content type.
+  const response = await fetch(event.ResponseURL, { method: 'PUT', body, headers: { 'content-type': '' }, signal: AbortSignal.timeout(30_000) });
+  if (!response.ok) throw new Error(`CloudFormation's response URL answered HTTP ${response.status}`);
+}

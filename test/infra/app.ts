@@ -51,7 +51,8 @@ export function synthOrchard(options: { context?: Record<string, unknown>; runti
   const outdir = scratchDir('orchard-cdk-out-');
   // The Lambda code is a stand-in unless a test asks for the real one (the scale stack's tests do).
   const lambdaDir = options.lambdaDir ?? fakeBundle('lambda');
-  const orchard = createOrchardApp({ context: options.context, runtimeDir, lambdaDir, outdir });
+  // The model-fetch function's code is tested on its own (test/fetch-model.test.ts): a stand-in here.
+  const orchard = createOrchardApp({ context: options.context, runtimeDir, lambdaDir, modelFetchDir: fakeBundle('model-fetch'), outdir });
   orchard.app.synth();
   return {
     ...orchard,

@@ -24,7 +24,7 @@ const BUCKET_ARN = 'arn:<AWS::Partition>:s3:::OrchardData-BucketName';
 
 /** A compute stack with a stand-in bundle and extra context: for facts that need another app. */
 function computeWith(context: Record<string, unknown>, bundle = fakeBundle('compute')) {
-  const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'), context, runtimeDir: bundle, outdir: scratchDir('orchard-cdk-out-') });
+  const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'), context, runtimeDir: bundle, outdir: scratchDir('orchard-cdk-out-') });
   return { app, template: Template.fromStack(app.compute) };
 }
 
@@ -372,7 +372,7 @@ describe('outputs', () => {
 });
 
 test('an app built outside the CLI starts from the context of cdk.json, as cdk synth does', () => {
-  const { app } = createOrchardApp({ lambdaDir: fakeBundle('lambda'), runtimeDir: fakeBundle('no context'), outdir: scratchDir('orchard-cdk-out-') });
+  const { app } = createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'), runtimeDir: fakeBundle('no context'), outdir: scratchDir('orchard-cdk-out-') });
   expect(app.node.tryGetContext('@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy')).toBe(true);
   expect(app.node.tryGetContext(CONTEXT.instanceType)).toBe('c7i.xlarge');
 });

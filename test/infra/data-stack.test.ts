@@ -4,7 +4,9 @@ import { INTERMEDIATE_TAG, PREFIXES } from '../../lib/constructs/data-bucket';
 import { PREFIXES as TRIGGER_PREFIXES } from '../../bin/stack-outputs';
 import { RunFolder, WORK } from '../../runtime/pipeline/run-folder';
 import { LocalStorage, type PutOptions, type Storage } from '../../runtime/storage';
-import { type SynthesizedOrchard, fakeBundle, logicalId, resource, scratchDir, synthOrchard } from './app';
+import { cacheSlug } from '../../runtime/model/artifacts';
+import { KERAS_MOBILENET_V2 } from '../../runtime/model/presets';
+import { type SynthesizedOrchard, fakeBundle, flat, logicalId, resource, scratchDir, synthOrchard } from './app';
 
 let orchard: SynthesizedOrchard;
 let template: Template;
@@ -184,7 +186,7 @@ describe('removal policy', () => {
     let destroyable: Template;
     let ids: string[];
     beforeAll(() => {
-      const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'),
+      const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'),
         context: { 'orchard:destroyData': true },
         runtimeDir: fakeBundle('destroyData'),
         outdir: scratchDir('orchard-cdk-out-'),
@@ -206,7 +208,7 @@ describe('removal policy', () => {
   });
 
   test('reads orchard:destroyData=true given on the command line, where it arrives as a string', () => {
-    const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'),
+    const app = createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'),
       context: { 'orchard:destroyData': 'true' },
       runtimeDir: fakeBundle('destroyData as a string'),
       outdir: scratchDir('orchard-cdk-out-'),
@@ -216,7 +218,7 @@ describe('removal policy', () => {
 
   test('rejects an orchard:destroyData that is neither true nor false', () => {
     expect(() =>
-      createOrchardApp({ lambdaDir: fakeBundle('lambda'), context: { 'orchard:destroyData': 'yes' }, runtimeDir: fakeBundle('x'), outdir: scratchDir('o-') }),
+      createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'), context: { 'orchard:destroyData': 'yes' }, runtimeDir: fakeBundle('x'), outdir: scratchDir('o-') }),
     ).toThrow('expected true or false for context orchard:destroyData but got "yes"');
   });
 });
@@ -232,8 +234,43 @@ describe('outputs', () => {
   });
 });
 
-test('the data stack holds only the buckets and their policies (nothing that bills by the hour)', () => {
+test('the data stack holds only the buckets, their policies and the model fetch (nothing that bills by the hour)', () => {
   const types = new Set(Object.values(template.toJSON().Resources).map((r: any) => r.Type as string));
   types.delete('AWS::CDK::Metadata');
-  expect([...types].sort()).toEqual(['AWS::S3::Bucket', 'AWS::S3::BucketPolicy']);
+  // The model fetch: a function that runs once per deploy, its role and its log group.
+  expect([...types].sort()).toEqual(['AWS::IAM::Policy', 'AWS::IAM::Role', 'AWS::Lambda::Function', 'AWS::Logs::LogGroup', 'AWS::S3::Bucket', 'AWS::S3::BucketPolicy', 'Custom::OrchardModel']);
+});
+
+describe('the default model, brought into models/ at deploy', () => {
+  const model = () => orchard.data.model;
+  const slug = cacheSlug(KERAS_MOBILENET_V2);
+
+  test('is a custom resource with the Keras URL, the bucket and models/, answered within 5 minutes', () => {
+    const [custom] = Object.values(template.findResources('Custom::OrchardModel'));
+    expect(custom!.Properties).toMatchObject({
+      Url: KERAS_MOBILENET_V2,
+      Prefix: PREFIXES.models,
+      Bucket: { Ref: bucketId },
+      ServiceTimeout: '300',
+      ServiceToken: { 'Fn::GetAtt': [logicalId(model().function), 'Arn'] },
+    });
+    // The function answers before its own timeout, which is inside the service timeout.
+    expect(resource(template, logicalId(model().function)).Properties.Timeout).toBeLessThan(300);
+  });
+
+  test('its function may write its log group, list models/ and read and write the file and its .sha256, nothing else', () => {
+    const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((policy) =>
+      (policy.Properties.Roles as unknown[]).some((role) => flat(role) === `<${logicalId(model().role)}>`),
+    );
+    const statements = policies.flatMap((policy) => policy.Properties.PolicyDocument.Statement as any[]);
+    expect(statements.map((s) => `${[s.Action].flat().join(', ')} on ${[s.Resource].flat().map(flat).join(', ')}${s.Condition ? ` if ${JSON.stringify(s.Condition)}` : ''}`)).toEqual([
+      `logs:CreateLogStream, logs:PutLogEvents on <${logicalId(model().node.findChild('Logs') as never)}.Arn>`,
+      `s3:ListBucket on <${bucketId}.Arn> if {"StringLike":{"s3:prefix":["models/*"]}}`,
+      `s3:GetObject, s3:PutObject on <${bucketId}.Arn>/models/${slug}, <${bucketId}.Arn>/models/${slug}.sha256`,
+    ]);
+  });
+
+  test('its SHA-256 is a stack output', () => {
+    expect(template.toJSON().Outputs.ModelSha256.Value).toEqual({ 'Fn::GetAtt': [logicalId(model().node.findChild('Model') as never), 'Sha256'] });
+  });
 });

@@ -67,6 +67,7 @@ test('cdk synth writes a validation report without any violation', () => {
 
 test('acknowledges exactly these findings, each on the construct it concerns', () => {
   expect(acknowledgments(orchard.app).map(({ path: where, id }) => `${id} at ${where}`)).toEqual([
+    'AwsSolutions-L1 at OrchardData/Model/Function',
     'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*] at OrchardCompute/Host/Role',
     'AwsSolutions-IAM5[Resource::*] at OrchardCompute/Host/Role',
     'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::OrchardData-BucketName/images/*] at OrchardCompute/Host/Role',

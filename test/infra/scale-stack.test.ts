@@ -184,7 +184,7 @@ describe('the stage function\'s memory (context orchard:lambdaMemory)', () => {
 
   test.each(['127', '10241', 'lots'])('refuses %s at synth, naming the key and the range', (value) => {
     expect(() =>
-      createOrchardApp({ lambdaDir: fakeBundle('lambda'), runtimeDir: fakeBundle('x'), outdir: scratchDir('o-'), context: { 'orchard:lambdaMemory': value } }),
+      createOrchardApp({ lambdaDir: fakeBundle('lambda'), modelFetchDir: fakeBundle('model-fetch'), runtimeDir: fakeBundle('x'), outdir: scratchDir('o-'), context: { 'orchard:lambdaMemory': value } }),
     ).toThrow(`expected a whole number from 128 to 10240 for context orchard:lambdaMemory but got "${value}"`);
   });
 });
