@@ -38,7 +38,7 @@ export async function readModelFiles(source: ModelSource, options: ArtifactOptio
   if (source.kind === 'nsfwjs') return readOfflineModel();
   if (source.kind === 'keras-h5') {
     const { bytes, loadedFrom } = await readPinnedFile(source.uri, options);
-    return kerasH5ToModelFiles(bytes, readOfflineModel().modelJson, loadedFrom);
+    return { ...kerasH5ToModelFiles(bytes, readOfflineModel().modelJson, loadedFrom), loadedFrom };
   }
   const { uri } = source;
   if (/^https?:\/\//i.test(uri)) {

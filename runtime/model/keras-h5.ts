@@ -2,10 +2,17 @@ import { createHash } from 'node:crypto';
 import type { io } from '@tensorflow/tfjs';
 import { Dataset, File, Group } from 'jsfive';
 import { OrchardError, describeError } from '../errors';
-import type { ModelFiles } from './artifacts';
 import { KERAS_LAST_LAYER, KERAS_POOLING_LAYER } from './presets';
 
 type ModelJSON = io.ModelJSON;
+
+/** A Keras weights file as a float32 tfjs layers model (artifacts.ts adds where it was read from). */
+export interface KerasModel {
+  readonly modelJson: ModelJSON;
+  readonly weightData: ArrayBuffer;
+  /** SHA-256 of the .h5 file itself. */
+  readonly weightsSha256: string;
+}
 
 
 /**
@@ -39,7 +46,7 @@ export function cutTopology(reference: ModelJSON, last = KERAS_LAST_LAYER): { to
  * network needs is there with its exact shape. A file that is not a whole HDF5 file, or not this network, is an
  * OrchardError naming the first thing that differs. The result is a float32 layers model, as tfjs would load it.
  */
-export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom: string): ModelFiles {
+export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom: string): KerasModel {
   const fail = (reason: string): never => {
     throw new OrchardError(
       `${loadedFrom} is not Keras's MobileNetV2 weights file: ${reason}. Fix: give --model the ` +
@@ -99,7 +106,6 @@ export function kerasH5ToModelFiles(h5: Buffer, reference: ModelJSON, loadedFrom
   return {
     modelJson,
     weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
-    loadedFrom,
     // The file's own hash: what models/ pins and what the manifest shows (`sha256sum` of the download gives it).
     weightsSha256: createHash('sha256').update(h5).digest('hex'),
   };
