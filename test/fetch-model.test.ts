@@ -83,7 +83,6 @@ test('a delete leaves the model in the bucket', async () => {
 
 test('the function answers CloudFormation at the response URL, with the reason when it failed', async () => {
   const responses: { url: string; body: Record<string, unknown> }[] = [];
-  answer = (res) => res.writeHead(403).end();
   const cfn = http.createServer((req, res) => {
     let body = '';
     req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
@@ -96,7 +95,9 @@ test('the function answers CloudFormation at the response URL, with the reason w
   const responseUrl = `http://127.0.0.1:${(cfn.address() as AddressInfo).port}/signed?x=1`;
   const ids = { ResponseURL: responseUrl, StackId: 'stack', RequestId: 'req', LogicalResourceId: 'Model' };
   try {
-    await handler({ ...event(`${base}/keras/weights_no_top.h5`), ...ids }, { endpoint: s3.endpoint, region: 'us-east-1' });
+    answer = (res) => res.end(FILE);
+    await handler({ ...event(`${base}/answered.h5`), ...ids }, { endpoint: s3.endpoint, region: 'us-east-1' });
+    answer = (res) => res.writeHead(403).end();
     await handler({ ...event(`${base}/refused-again.h5`), ...ids }, { endpoint: s3.endpoint, region: 'us-east-1' });
   } finally {
     await new Promise((resolve) => cfn.close(resolve));

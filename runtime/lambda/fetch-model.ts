@@ -61,8 +61,10 @@ export async function fetchModel(event: FetchModelEvent, options: FetchModelOpti
     const { bytes } = await readPinnedFile(Url, { cache, fetch: timedFetch });
     return { PhysicalResourceId: `${Bucket}/${Prefix}${key}`, Data: { Sha256: createHash('sha256').update(bytes).digest('hex'), Key: `${Prefix}${key}` } };
   } catch (error) {
+    // The runtime's own advice (its Fix) is for the CLI; here the deploy's is given.
+    const cause = error instanceof Error && error.cause !== undefined ? error.cause : error;
     throw new Error(
-      `orchard could not bring the model into s3://${Bucket}/${Prefix} (${describeError(error)}; downloads time out after ` +
+      `orchard could not bring the model into s3://${Bucket}/${Prefix} (${describeError(cause)}; downloads time out after ` +
         `${timeoutMs / 1000} s). Place it by hand from any machine that reaches ${Url}: ` +
         `curl -fLo model.h5 '${Url}' && aws s3 cp model.h5 's3://${Bucket}/${Prefix}${key}', then run cdk deploy again`,
     );

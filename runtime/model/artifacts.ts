@@ -102,7 +102,16 @@ export async function readPinnedFile(uri: string, options: ArtifactOptions): Pro
         ExitCode.Fatal,
       );
     }
-    bytes = await download();
+    bytes = await download().catch((error: unknown) => {
+      if (!(error instanceof OrchardError)) throw error;
+      throw new OrchardError(
+        `${error.message}. Fix: download it where the web is reachable and put it at ${storage.uri(key)} (aws s3 cp <file> ` +
+          `${storage.uri(key)}), or give --model the file's path or s3:// URI`,
+        error.code,
+        ExitCode.Fatal,
+        { cause: error },
+      );
+    });
     await storage.put(key, bytes);
   }
   const actual = createHash('sha256').update(bytes).digest('hex');
@@ -130,13 +139,14 @@ async function getIfExists(storage: Storage, key: string): Promise<Buffer | unde
 }
 
 async function fetchFile(url: string, fetchImpl: typeof fetch): Promise<Buffer> {
+  const failed = (cause: string) => new OrchardError(`Cannot download ${url} (${cause})`, 'ERR_MODEL_FETCH', ExitCode.Fatal);
   let response: Response;
   try {
     response = await fetchImpl(url, { redirect: 'follow' });
   } catch (error) {
-    throw modelFetchError(url, describeError(error));
+    throw failed(describeError(error));
   }
-  if (!response.ok) throw modelFetchError(url, `HTTP ${response.status}`);
+  if (!response.ok) throw failed(`HTTP ${response.status}`);
   return Buffer.from(await response.arrayBuffer());
 }
 
