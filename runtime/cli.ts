@@ -230,7 +230,7 @@ export function buildProgram(env: CliEnvironment = process.env, io: CliIo = defa
     program
       .command('doctor')
       .description('Check that this machine can run orchard: Node.js, sharp, TensorFlow.js backend, S3 access, model load')
-      .option('-m, --model <name|uri>', `model to load, as for run (${Object.keys(PRESETS).join(', ')}, or a URL / s3:// URI / folder)`, DEFAULT_MODEL)
+      .option('-m, --model <name|uri>', `model to load, as for run (${Object.keys(PRESETS).join(', ')}, a URL / s3:// URI / folder, or a .h5)`, DEFAULT_MODEL)
       .option('--feature-layer <name>', 'layer (layers model) or node (graph model) giving the features')
       .option('--input-size <n>', 'square model input size in pixels', positiveInt('--input-size'))
       .addOption(new Option('--normalize <range>', 'input range the model expects: 0,1 or -1,1').argParser(normalization))
@@ -337,7 +337,7 @@ function withRunSettings(command: Command): Command {
     .requiredOption('-o, --output <uri>', 'where results go: s3://bucket/prefix/ or a local folder')
     .addOption(new Option('-k, --components <n>', 'number of principal components').argParser(positiveInt('--components')).conflicts('variance'))
     .addOption(new Option('--variance <fraction>', `keep the fewest components explaining more than this share of variance (default ${DEFAULTS.variance})`).argParser(fraction('--variance')))
-    .option('-m, --model <name|uri>', `model preset (${Object.keys(PRESETS).join(', ')}) or a tfjs model URL / s3:// URI / folder`, DEFAULT_MODEL)
+    .option('-m, --model <name|uri>', `model preset (${Object.keys(PRESETS).join(', ')}), a tfjs model URL / s3:// URI / folder, or a Keras MobileNetV2 .h5 by path / s3:// URI / URL`, DEFAULT_MODEL)
     .option('--run-id <id>', 'name of this run; rerun with the same id to resume (default: a timestamp)', runIdArg)
     .option('--batch-size <n>', 'images per model call', positiveInt('--batch-size'), DEFAULTS.batchSize)
     .option('--concurrency <n>', 'images read and decoded ahead of the model', positiveInt('--concurrency'), DEFAULTS.concurrency)

@@ -3,7 +3,7 @@
 #
 # Usage: bootstrap.sh <bucket-name> <region>
 #   bucket-name  the data bucket: `orchard doctor` checks that the instance can list its images/ and results/
-#                prefixes, and caches the default model into its models/ prefix (the prefixes the role is granted)
+#                prefixes, and loads the default model from its models/ prefix, where the data stack put it
 #   region       its AWS region: orchard's S3 client gets it through the `orchard` wrapper (AWS_REGION)
 #
 # Runs as root under cfn-init on Amazon Linux 2023 x86_64, from the folder the runtime bundle asset was extracted
@@ -16,9 +16,9 @@
 #   3. create the unprivileged system user that runs the pipeline
 #   4. put `orchard` on the PATH
 #   5. run `orchard doctor` as that user: sharp, ONNX Runtime, the TensorFlow.js backend, S3 access to the prefixes
-#      a run lists, and the default model, which it caches into s3://<bucket>/models/ with its compiled ONNX graph
-#      so that the first run needs no internet and compiles nothing; a failed check fails the bootstrap, and with it
-#      cfn-signal and `cdk deploy`
+#      a run lists, and the default model, read from s3://<bucket>/models/ (the data stack's custom resource put
+#      it there, pinned by SHA-256), whose compiled ONNX graph it caches there so that the first run compiles
+#      nothing; a failed check fails the bootstrap, and with it cfn-signal and `cdk deploy`
 #   6. schedule `shutdown -h +2`: the instance stops itself (it bills only while a run runs; the trigger starts it)
 # Every step is idempotent: cfn-init runs this again when the stack is updated. A rerun with an unchanged
 # package.json keeps the installed dependencies (no second try at tfjs-node: delete the stamp file it names).
@@ -152,7 +152,7 @@ wrapper_tmp=$(mktemp "$ORCHARD_WRAPPER.XXXXXX")
 chmod 755 "$wrapper_tmp"
 mv -f "$wrapper_tmp" "$ORCHARD_WRAPPER"
 
-# 5. Self-check as the pipeline user; it caches the model into the bucket -----------------------------------------
+# 5. Self-check as the pipeline user; it caches the model's compiled graph into the bucket ------------------------
 # The prefixes of the data stack (lib/constructs/data-bucket.ts): the role may list under them, not the bucket root.
 doctor=("$ORCHARD_WRAPPER" doctor --bucket "s3://$BUCKET/images/" --bucket "s3://$BUCKET/results/"
   --model-cache "s3://$BUCKET/models/")
