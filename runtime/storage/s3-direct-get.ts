@@ -81,6 +81,8 @@ export class DirectGet {
       useFipsEndpoint: () => Promise<boolean>;
       useDualstackEndpoint: () => Promise<boolean>;
       useAccelerateEndpoint?: boolean;
+      serviceConfiguredEndpoint?: () => Promise<unknown>;
+      endpointProvider: (parameters: Record<string, unknown>) => { url: URL };
     };
     if (config.endpoint) {
       // A custom endpoint (a local server, MinIO): path-style, as createS3Client asks for with one.
@@ -90,9 +92,14 @@ export class DirectGet {
       return new DirectGet(client, new URL(`${protocol}//${host}${port ? `:${port}` : ''}${path}`), true, bucket, stallMs);
     }
     if ((await config.useFipsEndpoint()) || (await config.useDualstackEndpoint()) || config.useAccelerateEndpoint) return undefined;
-    if (!VIRTUAL_HOSTABLE.test(bucket)) return undefined;
+    // An endpoint set by AWS_ENDPOINT_URL_S3 or a profile's endpoint_url, an S3 Express directory bucket: the SDK's.
+    if (config.serviceConfiguredEndpoint && (await config.serviceConfiguredEndpoint())) return undefined;
+    if (!VIRTUAL_HOSTABLE.test(bucket) || bucket.endsWith('--x-s3')) return undefined;
+    // The SDK's own endpoint rules give the host (amazonaws.com.cn in China, say), never a template of ours.
     const region = await client.config.region();
-    return new DirectGet(client, new URL(`https://${bucket}.s3.${region}.amazonaws.com`), false, bucket, stallMs);
+    const { url } = config.endpointProvider({ Bucket: bucket, Region: region, UseFIPS: false, UseDualStack: false, Accelerate: false, ForcePathStyle: false });
+    if (url.protocol !== 'https:' || !url.hostname.startsWith(`${bucket}.`)) return undefined;
+    return new DirectGet(client, new URL(`https://${url.host}`), false, bucket, stallMs);
   }
 
   private getSigner(): Promise<SignatureV4> {
@@ -120,7 +127,9 @@ export class DirectGet {
     };
     let signed;
     try {
-      signed = await (await this.getSigner()).sign(request);
+      // The SDK's clock-skew correction applies here too (systemClockOffset, learnt from S3's answers).
+      const offset = (this.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0;
+      signed = await (await this.getSigner()).sign(request, { signingDate: new Date(Date.now() + offset) });
     } catch {
       return undefined; // no credentials yet, say: the SDK reports that properly
     }
@@ -147,7 +156,11 @@ export class DirectGet {
         // A response cut short without an error event: after 'end' this changes nothing (the first answer wins).
         res.on('close', () => resolve('retry'));
       });
-      req.on('error', () => resolve('retry'));
+      req.on('error', (error: NodeJS.ErrnoException) => {
+        // A host that cannot be reached this way at all: every read goes back to the SDK, not twice each.
+        if (['ENOTFOUND', 'ECONNREFUSED', 'EAI_AGAIN'].includes(error.code ?? '') || error.code?.startsWith('ERR_TLS_')) this.off = true;
+        resolve('retry');
+      });
       // A stalled connection is given up (and the read handed to the SDK) rather than waited on forever.
       req.setTimeout(this.stallMs, () => req.destroy());
       req.end();
