@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { buildRuntimeBundle } from '../lib/runtime-bundle';
 import { initTf } from '../runtime/model/backend';
-import { ORT_TELEMETRY_OFF, PROCESS_ENV } from '../runtime/contracts/deployment';
+import { MODEL_DOWNLOADS_OFF, ORT_TELEMETRY_OFF, PROCESS_ENV } from '../runtime/contracts/deployment';
 import { cacheSlug } from '../runtime/model/artifacts';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
 import { NO_LIBTENSORFLOW_ENV, S3_CREDENTIALS_ENV, installedPackages, isolatedEnv, run, type Finished } from './helpers/bundle';
@@ -126,6 +126,7 @@ test('writes an orchard wrapper that runs the bundle with the region and the mal
     `export AWS_REGION="\${AWS_REGION:-${REGION}}"`,
     `export MALLOC_MMAP_THRESHOLD_="\${MALLOC_MMAP_THRESHOLD_:-${PROCESS_ENV.MALLOC_MMAP_THRESHOLD_}}"`,
     `export ${Object.entries(ORT_TELEMETRY_OFF).map(([name, value]) => `${name}=${value}`).join(' ')}`,
+    `export ${Object.entries(MODEL_DOWNLOADS_OFF).map(([name, value]) => `${name}=${value}`).join(' ')}`,
     `exec ${process.execPath} ${path.join(home, 'orchard.cjs')} "$@"`,
   ]);
   expect(fs.statSync(wrapper).mode & 0o777).toBe(0o755);

@@ -151,6 +151,17 @@ describe('a web .h5 is fetched into the model cache once and pinned by SHA-256',
     await expect(readPinnedFile(url, { cache })).rejects.toThrow(/has SHA-256 [0-9a-f]{64}, but .*\.sha256 recorded [0-9a-f]{64} when it was first fetched/);
   });
 
+  test('where the deployment turns downloads off (ORCHARD_MODEL_DOWNLOADS=off), a file absent from the cache is never fetched', async () => {
+    const other = `${url.replace('weights_no_top', 'deployed')}`;
+    process.env.ORCHARD_MODEL_DOWNLOADS = 'off';
+    try {
+      await expect(readPinnedFile(other, { cache })).rejects.toThrow(/downloads are off here/);
+    } finally {
+      delete process.env.ORCHARD_MODEL_DOWNLOADS;
+    }
+    expect(requests).toBe(1);
+  });
+
   test('with downloads off, a file absent from the cache is an error saying where to put it', async () => {
     const other = `${url.replace('weights_no_top', 'other')}`;
     await expect(readPinnedFile(other, { cache, noDownload: true })).rejects.toThrow(`aws s3 cp <file> ${cache.uri(cacheSlug(other))}`);

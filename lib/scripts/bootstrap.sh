@@ -146,6 +146,8 @@ wrapper_tmp=$(mktemp "$ORCHARD_WRAPPER.XXXXXX")
   printf 'export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-%s}"\n' 4194304
   # No telemetry from ONNX Runtime (PROCESS_ENV): nothing under ~/.cache/Microsoft, no upload
   echo 'export ORT_DISABLE_TELEMETRY=1 ORT_TELEMETRY_DISABLED=1'
+  # No model downloads (PROCESS_ENV): the default weights are read from s3://<bucket>/models/ only
+  echo 'export ORCHARD_MODEL_DOWNLOADS=off'
   # shellcheck disable=SC2016
   printf 'exec %q %q "$@"\n' "$NODE_BIN" "$ORCHARD_HOME/orchard.cjs"
 } >"$wrapper_tmp"

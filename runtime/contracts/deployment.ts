@@ -51,14 +51,22 @@ export const RUN_ID_PATTERN_SOURCE = '[A-Za-z0-9][A-Za-z0-9._-]{0,127}';
 export const ORT_TELEMETRY_OFF = { ORT_DISABLE_TELEMETRY: '1', ORT_TELEMETRY_DISABLED: '1' } as const;
 
 /**
+ * Where orchard is deployed (the instance, the Lambda functions) it never downloads a model file: the data stack put
+ * the default weights into the bucket's models/, pinned by SHA-256, and a file missing there is an error saying how
+ * to place it, not a call to a model hub (`readPinnedFile` in runtime/model/artifacts.ts).
+ */
+export const MODEL_DOWNLOADS_OFF = { ORCHARD_MODEL_DOWNLOADS: 'off' } as const;
+
+/**
  * The environment `orchard` runs with on the instance (the wrapper that lib/scripts/bootstrap.sh writes) and in
  * the benchmark. glibc otherwise raises its mmap threshold to the largest block freed, up to 32 MB: once a shard's
  * 13-21 MB buffers (features, centred rows, co-moment) have been freed, blocks of that size come from malloc's
  * heaps, which fragment across threads and do not shrink, and the resident set crept by about 5 KB per image. A
  * fixed threshold keeps big blocks mapped and returned whole; 4 MiB leaves the per-batch buffers (~1.2 MB) on the
- * heap, where they are reused. ONNX Runtime's telemetry is off (ORT_TELEMETRY_OFF).
+ * heap, where they are reused. ONNX Runtime's telemetry is off (ORT_TELEMETRY_OFF), and model downloads too
+ * (MODEL_DOWNLOADS_OFF).
  */
-export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024), ...ORT_TELEMETRY_OFF } as const;
+export const PROCESS_ENV = { MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024), ...ORT_TELEMETRY_OFF, ...MODEL_DOWNLOADS_OFF } as const;
 
 /** The stage function's environment variable that says how many threads it computes on (set from its memory). */
 export const LAMBDA_THREADS_ENV = 'ORCHARD_THREADS';

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { io } from '@tensorflow/tfjs';
+import { MODEL_DOWNLOADS_OFF } from '../contracts/deployment';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { NotFoundError, openStorage, parseLocation, putJson, type S3Options, type Storage } from '../storage';
 import { kerasH5ToModelFiles } from './keras-h5';
@@ -28,7 +29,8 @@ export interface ArtifactOptions {
   readonly fetch?: typeof fetch;
   /**
    * A web model absent from the cache is an error instead of a download (the instance and the Lambda functions: the
-   * deployment put the model into the bucket's models/, and nothing there may reach a model hub).
+   * deployment put the model into the bucket's models/, and nothing there may reach a model hub). Unset: off where
+   * the environment says so (MODEL_DOWNLOADS_OFF, which the deployment sets).
    */
   readonly noDownload?: boolean;
 }
@@ -71,6 +73,11 @@ export async function readModelFiles(source: ModelSource, options: ArtifactOptio
   });
 }
 
+/** Whether this process runs where the deployment turned model downloads off (the instance, the Lambda functions). */
+function downloadsOffHere(): boolean {
+  return process.env.ORCHARD_MODEL_DOWNLOADS === MODEL_DOWNLOADS_OFF.ORCHARD_MODEL_DOWNLOADS;
+}
+
 /** Where the SHA-256 of a pinned file is recorded: next to it, as `sha256sum` prints it. */
 export const sha256Key = (key: string) => `${key}.sha256`;
 
@@ -86,7 +93,7 @@ export async function readPinnedFile(uri: string, options: ArtifactOptions): Pro
   if (/^https?:\/\//i.test(uri)) {
     if (!options.cache) return { bytes: await fetchFile(uri, options.fetch ?? fetch), loadedFrom: uri };
     [storage, key] = [options.cache, cacheSlug(uri)];
-    download = options.noDownload ? undefined : () => fetchFile(uri, options.fetch ?? fetch);
+    download = (options.noDownload ?? downloadsOffHere()) ? undefined : () => fetchFile(uri, options.fetch ?? fetch);
   } else {
     key = path.posix.basename(uri);
     storage = openStorage(parseLocation(uri.slice(0, uri.length - key.length) || '.', '--model'), options.s3);
