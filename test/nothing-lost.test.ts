@@ -361,18 +361,28 @@ describe('15.4 timeouts, and signals that work', () => {
     expect(seconds).toBeLessThan(5 * 1 + 5);
   }, 60_000);
 
-  test('15.4 SIGTERM ends a run blocked on a hung request within 5 s, exit 130, and releases the lease', async () => {
-    const out = tempDir();
+  /**
+   * Starts an orchard command whose reads of one class never get an answer, sends SIGTERM once one is hung, and
+   * returns its exit and the seconds from the signal to the exit (the child is killed after 15 s).
+   */
+  async function sigtermWhileHung(args: string[]): Promise<{ code: number | null | undefined; seconds: number }> {
     proxy.rules.hang = (request) => request.method === 'GET' && request.path.startsWith(`/${BUCKET}/images/Lemon/`);
-    const { child, exited } = startOrchard(['run', '-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung', '--endpoint', proxy.endpoint, ...settings()], S3_ENV);
-    while (proxy.stats.hung === 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    const hungBefore = proxy.stats.hung;
+    const { child, exited } = startOrchard([...args, '--endpoint', proxy.endpoint, ...settings()], S3_ENV);
+    while (proxy.stats.hung === hungBefore) await new Promise((resolve) => setTimeout(resolve, 100));
     const sent = performance.now();
     child.kill('SIGTERM');
     const result = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
     const seconds = (performance.now() - sent) / 1000;
     proxy.rules.hang = undefined;
     if (!result) child.kill('SIGKILL');
-    expect(result?.code).toBe(130);
+    return { code: result?.code, seconds };
+  }
+
+  test('15.4 SIGTERM ends a run blocked on a hung request within 5 s, exit 130, and releases the lease', async () => {
+    const out = tempDir();
+    const { code, seconds } = await sigtermWhileHung(['run', '-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung']);
+    expect(code).toBe(130);
     expect(seconds).toBeLessThan(5);
     expect(fs.existsSync(path.join(out, 'hung', '_work', 'lease.json'))).toBe(false);
     // The same run id resumes at once: no live lease keeps it out.
@@ -383,17 +393,8 @@ describe('15.4 timeouts, and signals that work', () => {
   test('15.4 SIGTERM ends a stage command (plan) blocked on a hung request within 5 s, exit 130, and releases the lease', async () => {
     const out = tempDir();
     // An int8 plan reads images to calibrate, holding the run's lease: the reads of one class never end.
-    proxy.rules.hang = (request) => request.method === 'GET' && request.path.startsWith(`/${BUCKET}/images/Lemon/`);
-    const hungBefore = proxy.stats.hung;
-    const { child, exited } = startOrchard(['plan', '-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung-plan', '--endpoint', proxy.endpoint, '--precision', 'int8', ...settings()], S3_ENV);
-    while (proxy.stats.hung === hungBefore) await new Promise((resolve) => setTimeout(resolve, 100));
-    const sent = performance.now();
-    child.kill('SIGTERM');
-    const result = await Promise.race([exited, new Promise<undefined>((resolve) => setTimeout(resolve, 15_000))]);
-    const seconds = (performance.now() - sent) / 1000;
-    proxy.rules.hang = undefined;
-    if (!result) child.kill('SIGKILL');
-    expect(result?.code).toBe(130);
+    const { code, seconds } = await sigtermWhileHung(['plan', '-i', `s3://${BUCKET}/images/`, '-o', out, '--run-id', 'hung-plan', '--precision', 'int8']);
+    expect(code).toBe(130);
     expect(seconds).toBeLessThan(5);
     expect(fs.existsSync(path.join(out, 'hung-plan', '_work', 'lease.json'))).toBe(false);
   }, 60_000);
