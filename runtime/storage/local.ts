@@ -9,6 +9,7 @@ import type { Location } from './uri';
 import { keyOfName, nameOfKey } from './file-names';
 
 const readFile = promisify(fs.readFile);
+const statFile = promisify(fs.stat);
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
 export class LocalStorage implements Storage {
@@ -100,18 +101,33 @@ export class LocalStorage implements Storage {
   }
 
   /**
-   * Opens a key for reading only if it is a regular file. Opened without blocking (a FIFO's open would wait for
-   * a writer for ever), then checked on the open descriptor, so that a FIFO, a socket or a device (or a link to
-   * one), even one swapped in after listing, is an UnreadableObjectError and never a read that does not end.
+   * Opens a key for reading only if it is a regular file. Its type is looked at before the open (opening a device
+   * can act on it: a tape rewinds; a block device's open is refused), the open does not block (a FIFO's would wait
+   * for a writer for ever), and the type is checked again on the open descriptor, so that a FIFO, a socket or a
+   * device (or a link to one), even one swapped in after listing, is an UnreadableObjectError and never a read
+   * that does not end.
    */
   private async openRegular(key: string): Promise<fs.promises.FileHandle> {
-    const handle = await fs.promises.open(this.resolve(key), fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch(async (error: unknown) => {
+    const file = this.resolve(key);
+    const before = await statFile(file).catch(async (error: unknown) => {
       throw await this.readError(error, key);
     });
-    const stat = await handle.stat();
-    if (stat.isFile()) return handle;
-    await handle.close();
-    throw stat.isDirectory() ? new NotFoundError(this.uri(key)) : new UnreadableObjectError(this.uri(key), `not a regular file: ${fileKind(stat)}`);
+    if (!before.isFile()) throw this.notRegular(key, before);
+    const handle = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK).catch(async (error: unknown) => {
+      throw await this.readError(error, key);
+    });
+    try {
+      const after = await handle.stat();
+      if (after.isFile()) return handle;
+      throw this.notRegular(key, after);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  private notRegular(key: string, stat: fs.Stats): Error {
+    return stat.isDirectory() ? new NotFoundError(this.uri(key)) : new UnreadableObjectError(this.uri(key), `not a regular file: ${fileKind(stat)}`);
   }
 
   /**
