@@ -104,6 +104,19 @@ function desAvailable(): boolean {
   }
 }
 
+/** Images of the profiled pipeline run, which gives the CPU breakdown its proportions. */
+const PROFILED_IMAGES = 2000;
+
+/** Hard links to some of the images under `dir`, in their class folders: a smaller input made of the same files. */
+async function linkSubset(imagesDir: string, files: readonly string[], dir: string): Promise<string> {
+  for (const file of files) {
+    const target = path.join(dir, path.relative(imagesDir, file));
+    await fs.promises.mkdir(path.dirname(target), { recursive: true });
+    await fs.promises.link(file, target);
+  }
+  return dir;
+}
+
 /** `count` images (rounded up to a multiple of the 8 classes) under dir; their absolute paths. */
 async function makeImages(dir: string, count: number, seed: number): Promise<string[]> {
   const keys = await generateSampleImages(dir, { perClass: Math.ceil(count / SAMPLE_CLASSES.length), seed });
@@ -153,13 +166,18 @@ async function main(): Promise<void> {
     log(`uploaded ${uploaded.uploaded} images to s3://${BUCKET}/images/`);
     // The engine the model measurement resolved to, so that `auto` cannot differ between the two.
     const run = { model: MODEL, engine: model.engine.name, backend: model.engine.backend ?? options.backend, threads };
-    // Profiled (node --cpu-prof) for the CPU breakdown per image.
-    const profileDir = path.join(scratch, 'cpu-profile');
-    const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3, cpuProfileDir: profileDir });
+    const pipeline = await orchardRun({ ...run, input: `s3://${BUCKET}/images/`, output: `s3://${BUCKET}/results/`, runId: 'bench', images: files.length, s3 });
     const k = pipeline.manifest.pca.components;
     const t = pipeline.manifest.timings;
     const pipelineImgPerS = files.length / t.total!;
     log(`pipeline: ${pipelineImgPerS.toFixed(2)} images/s, k=${k}, timings ${JSON.stringify(t)}`);
+    // Where its CPU goes: the timed run's process CPU, shared out by the proportions of a second, profiled run
+    // (node --cpu-prof) on some of the same images. Not the timed run itself: the sampling profiler slowed it by
+    // a third on this machine (its CPU per image 9.4–10.5 ms unprofiled, 12.4 ms profiled, in one sitting).
+    const profiled = files.slice(0, Math.min(files.length, PROFILED_IMAGES));
+    await uploadTree({ sourceDir: await linkSubset(imagesDir, profiled, path.join(scratch, 'profiled')), target: new S3Storage(createS3Client(s3.options), BUCKET, 'profiled/') });
+    const profileDir = path.join(scratch, 'cpu-profile');
+    await orchardRun({ ...run, input: `s3://${BUCKET}/profiled/`, output: `s3://${BUCKET}/results/`, runId: 'bench-profiled', images: profiled.length, s3, cpuProfileDir: profileDir });
     // The model's CPU per image when it runs alone (measured, not threads / model_img_per_s: on a loaded
     // machine wall time overstates it).
     const modelMs = model.cpuMsPerImage;
@@ -262,7 +280,7 @@ async function main(): Promise<void> {
         int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_local_input: `local folder, the ${largeFiles.length}-image memory run`,
-        cpu_breakdown_method: 'process CPU (GNU time %U + %S) per image; model = the bare-model measure\'s process CPU per image; the rest shared out among the parts in proportion to the main thread\'s --cpu-prof samples (wall time on a loaded machine, so only their proportions are used)',
+        cpu_breakdown_method: `process CPU (GNU time %U + %S) per image of the timed pipeline run; model = the bare-model measure's process CPU per image; the rest shared out among the parts in proportion to the main thread's --cpu-prof samples of a separate profiled run on ${profiled.length} of the images (the profiler slows what it samples, and its samples are wall time on a loaded machine, so only their proportions are used)`,
         pipeline_k: k,
         pipeline_timings: t,
         pipeline_extract_img_per_s: round(files.length / t.extract!),
