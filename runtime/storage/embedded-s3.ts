@@ -47,6 +47,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
     configureBuckets: buckets.map((name) => ({ name })),
   });
   makeAtomicPerObject(server.store);
+  dropRequestLogger(server);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
   return {
@@ -118,6 +119,16 @@ function makeAtomicPerObject(store: FilesystemStore): void {
   };
 }
 
+/**
+ * s3rver formats two coloured log lines for every request (koa-logger, then chalk) even when it is silent, and
+ * only then throws them away: a third of its CPU per GET on the project's machine (0.84 → 0.54 ms per small
+ * GET on average, three alternations in one process). A silent server leaves that middleware out.
+ */
+function dropRequestLogger(server: { middleware: { name: string }[] }): void {
+  const at = server.middleware.findIndex((middleware) => middleware.name === 'logger');
+  if (at >= 0) server.middleware.splice(at, 1);
+}
+
 /** Opens a file for writing, creating its folder, again if a concurrent DELETE removes the folder meanwhile. */
 async function openInFolder(file: string): Promise<NodeJS.WritableStream> {
   for (let attempt = 1; ; attempt++) {
@@ -145,6 +156,8 @@ interface FilesystemStore {
 
 type S3rverClass = new (options: Record<string, unknown>) => {
   readonly store: FilesystemStore;
+  /** Koa's middleware stack (s3rver is a Koa application). */
+  readonly middleware: { name: string }[];
   run(): Promise<AddressInfo>;
   close(): Promise<void>;
 };
