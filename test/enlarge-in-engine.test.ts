@@ -9,6 +9,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { generateSampleImages } from '../runtime/images/generate';
+import { preprocessImage } from '../runtime/images/preprocess';
+import { enlargeBilinear } from '../runtime/images/upscale';
 import { mulberry32 } from '../runtime/random';
 import type { ExtractMeta } from '../runtime/pipeline/run-folder';
 import { orchard } from './helpers/cli';
@@ -99,6 +101,33 @@ function expectSameRows(engine: Extracted, js: Extracted): void {
     expect(keys).toEqual([...keys].sort());
   }
 }
+
+describe('preprocessImage with enlarge: false', () => {
+  const random = mulberry32(3);
+  const noise = (width: number, height: number) => sharp(Uint8Array.from({ length: width * height * 3 }, () => Math.floor(random() * 256)), { raw: { width, height, channels: 3 } });
+  const options = { size: 224, maxPixels: 1e6 };
+
+  test.each([
+    ['a plain JPEG (the WebAssembly decoder)', () => noise(80, 64).jpeg().toBuffer()],
+    ['a PNG (sharp)', () => noise(80, 64).png().toBuffer()],
+  ])('%s no larger than the model: its own RGB pixels, which enlargeBilinear turns into what the default gives', async (_, make) => {
+    const data = await make();
+    const own = await preprocessImage(data, { ...options, enlarge: false });
+    const enlarged = await preprocessImage(data, options);
+    expect(own).toMatchObject({ width: 80, height: 64, ownSize: true });
+    expect(own.pixels.length).toBe(80 * 64 * 3);
+    expect(enlarged.ownSize).toBeUndefined();
+    const out = Buffer.alloc(224 * 224 * 3);
+    enlargeBilinear(own.pixels, 80, 64, 224, out);
+    expect(out.equals(enlarged.pixels)).toBe(true);
+  });
+
+  test('a larger image is still shrunk to the model size', async () => {
+    const image = await preprocessImage(await noise(300, 260).jpeg().toBuffer(), { ...options, enlarge: false });
+    expect(image.ownSize).toBeUndefined();
+    expect(image.pixels.length).toBe(224 * 224 * 3);
+  });
+});
 
 describe('orchard run on images of mixed sizes: enlarged in the engine or in JavaScript', () => {
   let input: string;
