@@ -5,7 +5,7 @@
  * every image): their mean cosine, and for each the 5-fold 1-NN accuracy of the labels from the PCA rows at the
  * chosen variance (scikit-learn's cross_val_score(KNeighborsClassifier(1), X, y, cv=5), reimplemented below).
  * On the onnx engine also the features with small images enlarged inside the engine, as the pipeline sends them
- * (onnx/enlarge-graph.ts), against those enlarged in JavaScript.
+ * (images/enlarge-graph.ts), against those enlarged in JavaScript.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';

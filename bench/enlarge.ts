@@ -9,12 +9,12 @@
  * `rounds` alternating rounds, since the machine is shared and wall time says little there. Every graph's output
  * is compared byte for byte with enlargeBilinear's before it is timed.
  *
- * The exact graphs all emulate enlargeBilinear's integer arithmetic in float32 (see onnx/enlarge-graph.ts for why
+ * The exact graphs all emulate enlargeBilinear's integer arithmetic in float32 (see images/enlarge-graph.ts for why
  * that is exact); (c) is the one the onnx engine runs, (a) and (b) the ones it was chosen over.
  */
 import { onnx } from 'onnx-proto';
 import { axisTaps, enlargeBilinear, type AxisTaps } from '../runtime/images/upscale';
-import { buildEnlargeGraph, ENLARGE_INPUT, ENLARGE_OUTPUT } from '../runtime/onnx/enlarge-graph';
+import { buildEnlargeGraph, ENLARGE_INPUT, ENLARGE_OUTPUT } from '../runtime/images/enlarge-graph';
 import { FLOAT32, OnnxGraphBuilder } from '../runtime/onnx/graph-builder';
 import { loadOrt, sessionOptions } from '../runtime/onnx/runtime';
 
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const candidates: Record<string, Uint8Array> = {
     'dense MatMul (a)': denseMatMul(h, w, size),
     'Gather+Mul+Add (b)': gatherTaps(h, w, size),
-    'banded MatMul (c): onnx/enlarge-graph.ts': buildEnlargeGraph(h, w, size),
+    'banded MatMul (c): images/enlarge-graph.ts': buildEnlargeGraph(h, w, size),
     'ONNX Resize on bytes (not exact)': ortResize(h, w, size, n),
   };
   const sessions: Record<string, import('onnxruntime-node').InferenceSession> = {};

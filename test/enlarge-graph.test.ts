@@ -4,7 +4,7 @@
  * model's size itself (a copy), Fruits-360's 100×100, random content and the extremes 0 and 255.
  */
 import { enlargeBilinear } from '../runtime/images/upscale';
-import { buildEnlargeGraph, ENLARGE_INPUT, ENLARGE_OUTPUT } from '../runtime/onnx/enlarge-graph';
+import { buildEnlargeGraph, ENLARGE_INPUT, ENLARGE_OUTPUT } from '../runtime/images/enlarge-graph';
 import { loadOrt, sessionOptions } from '../runtime/onnx/runtime';
 import { mulberry32 } from '../runtime/random';
 

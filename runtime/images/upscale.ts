@@ -16,7 +16,7 @@ export interface AxisTaps {
 
 const taps = new Map<string, AxisTaps>();
 
-/** The taps of one axis (cached): the ONNX graph that enlarges inside the engine (onnx/enlarge-graph.ts) uses the same. */
+/** The taps of one axis (cached): the ONNX graph that enlarges inside the engine (enlarge-graph.ts) uses the same. */
 export function axisTaps(inSize: number, outSize: number): AxisTaps {
   const key = `${inSize}:${outSize}`;
   const cached = taps.get(key);

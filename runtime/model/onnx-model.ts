@@ -1,5 +1,5 @@
 import { ExitCode, OrchardError, describeError } from '../errors';
-import { buildEnlargeGraph } from '../onnx/enlarge-graph';
+import { buildEnlargeGraph } from '../images/enlarge-graph';
 import { PredictWorker } from '../onnx/worker-session';
 import type { OrtRuntime } from '../onnx/runtime';
 import type { ModelFiles } from './artifacts';

@@ -5,7 +5,7 @@
 // from the repository and next to the esbuild bundle (lib/runtime-bundle.ts copies it there).
 //
 // Small images (both sides at most the model's) may come un-enlarged: `enlarge` names their size's enlargement
-// graph (onnx/enlarge-graph.ts, sent with the first batch of that size), run here right before the CNN on one
+// graph (images/enlarge-graph.ts, sent with the first batch of that size), run here right before the CNN on one
 // intra-op thread, so that its work is all on this thread and its CPU time can be read from /proc: the pipeline
 // counts it as preprocessing, not as the model.
 //

@@ -1,6 +1,6 @@
 import { onnx } from 'onnx-proto';
-import { axisTaps, type AxisTaps } from '../images/upscale';
-import { FLOAT32, OnnxGraphBuilder } from './graph-builder';
+import { FLOAT32, OnnxGraphBuilder } from '../onnx/graph-builder';
+import { axisTaps, type AxisTaps } from './upscale';
 
 /**
  * An ONNX graph that does exactly what `enlargeBilinear` (images/upscale.ts) does to a batch of height × width RGB
