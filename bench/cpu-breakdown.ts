@@ -76,16 +76,21 @@ export interface CpuBreakdown {
 
 /**
  * The process's CPU per image, split into the model (the bare-model measure's CPU per image) and the rest,
- * which is shared out among the parts in proportion to the main thread's profile samples. Samples measure
+ * which is shared out among the parts in proportion to the main thread's profile samples. The enlargement the
+ * onnx engine does in its worker (`enlargeCpuS`, the run's `timings.enlarge`: that thread's CPU around the
+ * enlargement graph's runs) is preprocessing the main thread's profile cannot see: it goes to `resize` as measured,
+ * and only the remainder is shared out. Samples measure
  * time on the thread, not CPU: on a loaded machine they include time the thread waited for a core, so only
  * their proportions are used. `other` is the samples no part claims (the garbage collector, the pipeline's own
  * code, the model's messaging) and, with them, the work of threads the profile does not see.
  */
-export function cpuBreakdown(profile: CpuProfile, processCpuS: number, images: number, modelMsPerImage: number): CpuBreakdown {
+export function cpuBreakdown(profile: CpuProfile, processCpuS: number, images: number, modelMsPerImage: number, enlargeCpuS = 0): CpuBreakdown {
   const ms = attribute(profile);
   const totalMs = (processCpuS * 1000) / images;
-  const overhead = Math.max(0, totalMs - modelMsPerImage);
+  const enlargeMs = (enlargeCpuS * 1000) / images;
+  const overhead = Math.max(0, totalMs - modelMsPerImage - enlargeMs);
   const sampled = PARTS.reduce((sum, part) => sum + ms[part], 0);
   const parts = Object.fromEntries(PARTS.map((part) => [part, sampled > 0 ? (overhead * ms[part]) / sampled : 0])) as Record<Part, number>;
+  parts.resize += enlargeMs;
   return { totalMs, modelMs: modelMsPerImage, parts };
 }

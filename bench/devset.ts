@@ -4,12 +4,15 @@
  * preprocessing (the plain-JPEG fast path, then sharp for the rest) against those of the previous one (sharp for
  * every image): their mean cosine, and for each the 5-fold 1-NN accuracy of the labels from the PCA rows at the
  * chosen variance (scikit-learn's cross_val_score(KNeighborsClassifier(1), X, y, cv=5), reimplemented below).
+ * On the onnx engine also the features with small images enlarged inside the engine, as the pipeline sends them
+ * (images/enlarge-graph.ts), against those enlarged in JavaScript.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { positiveInt } from '../runtime/cli-args';
 import { preprocessImage, preprocessWithSharp, type PreprocessOptions, type PreprocessedImage } from '../runtime/images/preprocess';
+import { enlargeBilinear } from '../runtime/images/upscale';
 import { readModelFiles } from '../runtime/model/artifacts';
 import { loadEngine } from '../runtime/model/engine';
 import type { FeatureModel } from '../runtime/model/feature-model';
@@ -32,6 +35,33 @@ async function features(model: FeatureModel, images: readonly Buffer[], preproce
     const count = Math.min(batchSize, images.length - start);
     for (let i = 0; i < count; i++) batch.set((await preprocess(images[start + i]!, { size, maxPixels: DEFAULTS.maxPixels })).pixels, i * perImage);
     out.set(await model.predict(batch, count), start * dim);
+  }
+  return out;
+}
+
+/**
+ * The features as the pipeline computes them on an engine that enlarges (predictEnlarged): a batch whose images
+ * are all small and of one size goes un-enlarged (the dev set's 100×100 photos all do); any other is enlarged here.
+ */
+async function enlargedInEngine(model: FeatureModel, images: readonly Buffer[], batchSize: number): Promise<Float32Array> {
+  const { featureDim: dim, inputSize: size } = model.identity;
+  const out = new Float32Array(images.length * dim);
+  for (let start = 0; start < images.length; start += batchSize) {
+    const count = Math.min(batchSize, images.length - start);
+    const batch = await Promise.all(images.slice(start, start + count).map((image) => preprocessImage(image, { size, maxPixels: DEFAULTS.maxPixels, enlarge: false })));
+    const [first] = batch;
+    if (batch.every((image) => image.ownSize && image.width === first!.width && image.height === first!.height)) {
+      const pixels = new Uint8Array(count * first!.pixels.length);
+      batch.forEach((image, i) => pixels.set(image.pixels, i * image.pixels.length));
+      out.set((await model.predictEnlarged!(pixels, count, first!.height, first!.width)).features, start * dim);
+    } else {
+      const pixels = new Uint8Array(count * size * size * 3);
+      batch.forEach((image, i) => {
+        if (image.ownSize) enlargeBilinear(image.pixels, image.width, image.height, size, pixels, i * size * size * 3);
+        else pixels.set(image.pixels, i * size * size * 3);
+      });
+      out.set(await model.predict(pixels, count), start * dim);
+    }
   }
   return out;
 }
@@ -143,7 +173,18 @@ async function main(): Promise<void> {
     };
     console.log(`mean cosine (current vs previous features): ${result.mean_cosine.toFixed(6)}`);
     console.log(`5-fold 1-NN accuracy at ${o.variance} variance: previous ${before.accuracy.toFixed(4)} (k=${before.k}), current ${after.accuracy.toFixed(4)} (k=${after.k})`);
-    console.log(JSON.stringify(result));
+    let inEngine: { mean_cosine_to_current: number; identical_values: number; k: number; one_nn_accuracy_5fold: number } | undefined;
+    if (model.predictEnlarged) {
+      const engine = await enlargedInEngine(model, images, batchSize);
+      const accuracy = pcaAccuracy(engine, labels, dim, o.variance);
+      const identical = engine.reduce((same, value, i) => same + (Object.is(value, current[i]) ? 1 : 0), 0);
+      inEngine = { mean_cosine_to_current: meanCosine(engine, current, images.length, dim), identical_values: identical, k: accuracy.k, one_nn_accuracy_5fold: accuracy.accuracy };
+      console.log(
+        `enlarged in the engine: mean cosine to current ${inEngine.mean_cosine_to_current.toFixed(6)} (${identical} of ${engine.length} values bit-identical), ` +
+          `mean cosine to previous ${meanCosine(engine, previous, images.length, dim).toFixed(6)}, 5-fold 1-NN accuracy ${accuracy.accuracy.toFixed(4)} (k=${accuracy.k})`,
+      );
+    }
+    console.log(JSON.stringify({ ...result, ...(inEngine ? { in_engine: inEngine } : {}) }));
   } finally {
     model.dispose();
   }

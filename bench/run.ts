@@ -181,7 +181,7 @@ async function main(): Promise<void> {
     // The model's CPU per image when it runs alone (measured, not threads / model_img_per_s: on a loaded
     // machine wall time overstates it).
     const modelMs = model.cpuMsPerImage;
-    const cpu = pipeline.cpuS === null ? null : cpuBreakdown(mainThreadProfile(profileDir), pipeline.cpuS, files.length, modelMs);
+    const cpu = pipeline.cpuS === null ? null : cpuBreakdown(mainThreadProfile(profileDir), pipeline.cpuS, files.length, modelMs, t.enlarge ?? 0);
     if (cpu) log(`pipeline CPU per image: ${cpu.totalMs.toFixed(2)} ms, model ${modelMs.toFixed(2)} ms, ${PARTS.map((part) => `${part} ${cpu.parts[part].toFixed(2)}`).join(', ')}`);
 
     // 4. The Python reference on the same files from disk, same thread count, batch size and k.
@@ -280,7 +280,7 @@ async function main(): Promise<void> {
         int8: { ...int8Graph.info, quality: int8Quality ?? null },
         pipeline_input: 's3 (embedded s3rver on loopback)',
         pipeline_local_input: `local folder, the ${largeFiles.length}-image memory run`,
-        cpu_breakdown_method: `process CPU (GNU time %U + %S) per image of the timed pipeline run; model = the bare-model measure's process CPU per image; the rest shared out among the parts in proportion to the main thread's --cpu-prof samples of a separate profiled run on ${profiled.length} of the images (the profiler slows what it samples, and its samples are wall time on a loaded machine, so only their proportions are used)`,
+        cpu_breakdown_method: `process CPU (GNU time %U + %S) per image of the timed pipeline run; model = the bare-model measure's process CPU per image; the rest shared out among the parts in proportion to the main thread's --cpu-prof samples of a separate profiled run on ${profiled.length} of the images (the profiler slows what it samples, and its samples are wall time on a loaded machine, so only their proportions are used); resize includes the onnx engine's in-graph enlargement, its worker thread's CPU as the timed run's timings.enlarge records it`,
         pipeline_k: k,
         pipeline_timings: t,
         pipeline_extract_img_per_s: round(files.length / t.extract!),

@@ -22,6 +22,11 @@ export interface PreprocessOptions {
    * photo) is a sensible value; Fruits-360 images have 10,000.
    */
   readonly maxPixels: number;
+  /**
+   * False: an image with both sides at most `size` is left at its own size (width × height × 3 bytes, `ownSize`),
+   * for an engine that enlarges inside its graph (bit-identical to enlargeBilinear). @default true
+   */
+  readonly enlarge?: boolean;
 }
 
 export interface PreprocessedImage {
@@ -32,6 +37,8 @@ export interface PreprocessedImage {
   readonly height: number;
   /** Format detected from the content (never from the file name): one of SUPPORTED_FORMATS. */
   readonly format: string;
+  /** True when `pixels` are width × height × 3 bytes, not enlarged yet (asked with `enlarge: false`). */
+  readonly ownSize?: boolean;
 }
 
 export type ImageErrorCode = 'EMPTY' | 'NOT_AN_IMAGE' | 'CORRUPT' | 'TOO_LARGE' | 'UNSUPPORTED_FORMAT' | 'BAD_OUTPUT';
@@ -80,18 +87,30 @@ export async function preprocessImage(data: Buffer, options: PreprocessOptions):
   if (plain && plain.width <= size && plain.height <= size && plain.width * plain.height <= maxPixels) {
     const decoded = await decodePlainJpeg(data);
     if (decoded && decoded.width === plain.width && decoded.height === plain.height) {
+      if (options.enlarge === false) return { pixels: dropAlpha(decoded.rgba), width: plain.width, height: plain.height, format: 'jpeg', ownSize: true };
       const pixels = Buffer.allocUnsafe(size * size * 3);
       enlargeBilinear(decoded.rgba, plain.width, plain.height, size, pixels, 0, 4);
       return { pixels, width: plain.width, height: plain.height, format: 'jpeg' };
     }
   }
-  return decodeWithSharp(data, size, maxPixels);
+  return decodeWithSharp(data, size, maxPixels, options.enlarge !== false);
+}
+
+/** RGB from RGBA (the WebAssembly decoder's output; JPEG has no alpha, so nothing is lost). */
+function dropAlpha(rgba: Uint8Array): Buffer {
+  const rgb = Buffer.allocUnsafe((rgba.length / 4) * 3);
+  for (let i = 0, o = 0; i < rgba.length; i += 4, o += 3) {
+    rgb[o] = rgba[i]!;
+    rgb[o + 1] = rgba[i + 1]!;
+    rgb[o + 2] = rgba[i + 2]!;
+  }
+  return rgb;
 }
 
 /** preprocessImage without the JPEG fast path: every image through sharp, as before it existed. */
 export async function preprocessWithSharp(data: Buffer, options: PreprocessOptions): Promise<PreprocessedImage> {
   const { size, maxPixels } = checkOptions(data, options);
-  return decodeWithSharp(data, size, maxPixels);
+  return decodeWithSharp(data, size, maxPixels, options.enlarge !== false);
 }
 
 function checkOptions(data: Buffer, options: PreprocessOptions): PreprocessOptions {
@@ -104,7 +123,7 @@ function checkOptions(data: Buffer, options: PreprocessOptions): PreprocessOptio
   return options;
 }
 
-async function decodeWithSharp(data: Buffer, size: number, maxPixels: number): Promise<PreprocessedImage> {
+async function decodeWithSharp(data: Buffer, size: number, maxPixels: number, enlargeHere: boolean): Promise<PreprocessedImage> {
   // Header only. The pixel limit is off here so that a bomb's declared size can be read and reported; nothing
   // is decoded yet, and the check right below refuses it.
   let metadata: Metadata;
@@ -162,6 +181,7 @@ async function decodeWithSharp(data: Buffer, size: number, maxPixels: number): P
         ` bytes (expected ${outWidth}x${outHeight} with 3 channels in ${outWidth * outHeight * 3} bytes)`,
     );
   }
+  if (enlarge && !enlargeHere) return { pixels: output.data, width: oriented.width, height: oriented.height, format, ownSize: true };
   let pixels = output.data;
   if (enlarge) {
     pixels = Buffer.allocUnsafe(size * size * 3);

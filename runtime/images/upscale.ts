@@ -7,7 +7,7 @@
  */
 
 /** For each output position: the two source samples and the weight of the second. */
-interface AxisTaps {
+export interface AxisTaps {
   readonly first: Int32Array;
   readonly second: Int32Array;
   /** Weight of `second`, in 1/256ths: the passes add integers, so the result is the same on every CPU. */
@@ -16,7 +16,8 @@ interface AxisTaps {
 
 const taps = new Map<string, AxisTaps>();
 
-function axisTaps(inSize: number, outSize: number): AxisTaps {
+/** The taps of one axis (cached): the ONNX graph that enlarges inside the engine (enlarge-graph.ts) uses the same. */
+export function axisTaps(inSize: number, outSize: number): AxisTaps {
   const key = `${inSize}:${outSize}`;
   const cached = taps.get(key);
   if (cached) return cached;

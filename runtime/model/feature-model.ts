@@ -54,6 +54,13 @@ export interface FeatureModel {
    * returns, so the caller may fill the same buffer with the next batch while this one is computed.
    */
   predict(pixels: Uint8Array, n: number): Promise<Float32Array>;
+  /**
+   * The same for n images of height × width × 3 bytes, both sides at most inputSize, not enlarged yet: the engine
+   * enlarges them exactly as images/upscale.ts's enlargeBilinear does (the same bytes) and runs the CNN on them.
+   * Resolves with the features and the CPU seconds the enlargement took (preprocessing, not the model's). Only the
+   * onnx engine has it: on the others the caller enlarges.
+   */
+  predictEnlarged?(pixels: Uint8Array, n: number, height: number, width: number): Promise<{ readonly features: Float32Array; readonly enlargeCpuS: number; readonly enlargeWallS: number }>;
   dispose(): void;
 }
 

@@ -7,13 +7,30 @@ import { sessionOptions, type SessionOptions } from './runtime';
 /** How long close() waits for the session's release before it stops the thread regardless. */
 const RELEASE_TIMEOUT_MS = 10_000;
 
+/**
+ * Enlargement sessions the worker keeps, one per input size (a dataset has few sizes; each session holds a few
+ * hundred kilobytes of tap matrices): past this, the least recently used one is released.
+ */
+const MAX_ENLARGERS = 8;
+
 /** The worker's file: beside this module in the repository, beside orchard.cjs in the bundle (copied there). */
 const WORKER_FILE = 'predict-worker.cjs';
 
 type Reply =
   | { readonly type: 'loaded' | 'released' }
-  | { readonly type: 'result'; readonly id: number; readonly features: ArrayBuffer }
+  | { readonly type: 'result'; readonly id: number; readonly features: ArrayBuffer; readonly enlarge?: EnlargeTime }
   | { readonly type: 'error'; readonly id?: number; readonly message: string };
+
+/** What enlarging a batch in the worker took: its thread's CPU seconds (wall seconds where Linux's /proc does not say), and wall seconds. */
+export interface EnlargeTime {
+  readonly cpuS: number;
+  readonly wallS: number;
+}
+
+export interface PredictResult {
+  readonly features: Float32Array;
+  readonly enlarge?: EnlargeTime;
+}
 
 /**
  * An ONNX Runtime session in a worker thread. `run` copies the batch before it returns, so the caller can fill
@@ -21,7 +38,9 @@ type Reply =
  */
 export class PredictWorker {
   private readonly worker: Worker;
-  private readonly waiting = new Map<number, { resolve: (features: Float32Array) => void; reject: (error: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (result: PredictResult) => void; reject: (error: Error) => void }>();
+  /** Input sizes whose enlargement session the worker holds, least recently used first. */
+  private readonly enlargers: string[] = [];
   private nextId = 0;
   private loaded?: { resolve: () => void; reject: (error: Error) => void };
   private released?: () => void;
@@ -54,12 +73,32 @@ export class PredictWorker {
   }
 
   run(pixels: Uint8Array, dims: readonly number[]): Promise<Float32Array> {
+    return this.send(pixels, dims).then((result) => result.features);
+  }
+
+  /**
+   * The same for images not enlarged yet: `pixels` holds dims[0] images of height × width × 3 bytes, which the
+   * worker enlarges with `graph()` (built only when the worker does not hold this size's session) before running
+   * the session on them as `dims`.
+   */
+  runEnlarged(pixels: Uint8Array, dims: readonly number[], height: number, width: number, graph: () => { bytes: Uint8Array; options: SessionOptions }): Promise<PredictResult> {
+    const key = `${height}x${width}`;
+    const known = this.enlargers.indexOf(key);
+    if (known >= 0) this.enlargers.splice(known, 1);
+    this.enlargers.push(key);
+    const drop = this.enlargers.length > MAX_ENLARGERS ? this.enlargers.shift() : undefined;
+    const made = known >= 0 ? undefined : graph();
+    const enlarge = { key, dims: [dims[0]!, height, width, 3], ...(made ? { graph: made.bytes, options: sessionOptions(made.options) } : {}) };
+    return this.send(pixels, dims, { enlarge, ...(drop === undefined ? {} : { drop }) });
+  }
+
+  private send(pixels: Uint8Array, dims: readonly number[], extra: { enlarge?: { dims: readonly number[] } } = {}): Promise<PredictResult> {
     if (this.failure) return Promise.reject(this.failure);
-    const copy = pixels.slice(0, dims.reduce((a, b) => a * b, 1));
+    const copy = pixels.slice(0, (extra.enlarge?.dims ?? dims).reduce((a, b) => a * b, 1));
     const id = this.nextId++;
-    const result = new Promise<Float32Array>((resolve, reject) => {
+    const result = new Promise<PredictResult>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.worker.postMessage({ type: 'run', id, pixels: copy.buffer, dims }, [copy.buffer]);
+      this.worker.postMessage({ type: 'run', id, pixels: copy.buffer, dims, ...extra }, [copy.buffer]);
     });
     const forget = () => void this.inFlight.delete(settled);
     const settled: Promise<void> = result.then(forget, forget);
@@ -89,7 +128,7 @@ export class PredictWorker {
     if (reply.type === 'loaded') this.loaded?.resolve();
     else if (reply.type === 'released') this.released?.();
     else if (reply.type === 'result') {
-      this.waiting.get(reply.id)?.resolve(new Float32Array(reply.features));
+      this.waiting.get(reply.id)?.resolve({ features: new Float32Array(reply.features), ...(reply.enlarge ? { enlarge: reply.enlarge } : {}) });
       this.waiting.delete(reply.id);
     } else if (reply.type === 'error') {
       const error = new OrchardError(`ONNX Runtime: ${reply.message}`, 'ERR_ENGINE');

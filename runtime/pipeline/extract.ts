@@ -26,7 +26,31 @@ export interface ExtractOptions {
   readonly retries?: S3RetryCounter;
 }
 
-type Decoded = { readonly item: ShardItem; readonly pixels: Buffer } | { readonly item: ShardItem; readonly error: string };
+/** `pixels` is height × width × 3 bytes: the model's size, or a small image's own when the engine enlarges it. */
+type Decoded = { readonly item: ShardItem; readonly pixels: Buffer; readonly height: number; readonly width: number } | { readonly item: ShardItem; readonly error: string };
+
+/** Images of one pixel size waiting for the model, and the feature rows they will fill. */
+interface Batch {
+  readonly height: number;
+  readonly width: number;
+  readonly pixels: Uint8Array;
+  readonly rows: number[];
+}
+
+/**
+ * Sizes of small images batched at once (each its own partly filled batch); a further size first sends the least
+ * recently filled batch as it is. Datasets have one size or a few, so this bounds memory without costing batches.
+ */
+const MAX_OPEN_BATCHES = 8;
+
+/**
+ * ORCHARD_ENLARGE=js makes the main thread enlarge small images in JavaScript on every engine, as the tfjs engine
+ * does, instead of sending them to the onnx engine un-enlarged. Internal: the tests compare the two paths with it
+ * (the same bytes reach the CNN), and it is a way back should the in-graph path misbehave somewhere.
+ */
+function enlargeInEngine(model: FeatureModel): boolean {
+  return model.predictEnlarged !== undefined && process.env.ORCHARD_ENLARGE !== 'js';
+}
 
 /**
  * One shard: read, decode and preprocess images ahead of the model (bounded by `concurrency`, in key order), run
@@ -39,37 +63,60 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
   const retriesBefore = options.retries?.totals() ?? {};
   const items = await folder.readShardItems(shard);
   const { featureDim: dim, inputSize: size } = model.identity;
-  const imageLength = size * size * 3;
   const features = new Float32Array(items.length * dim);
-  const batch = new Uint8Array(options.batchSize * imageLength);
-  const pending: ShardItem[] = [];
+  const inEngine = enlargeInEngine(model);
+  // By pixel size: the model's (images enlarged here, or shrunk by sharp) and, when the engine enlarges, small
+  // images' own sizes, each batched apart since a batch is one tensor. Insertion order is least recently filled first.
+  const batches = new Map<string, Batch>();
+  // Every image gets its feature row when it arrives (keys in order), whichever batch it goes in.
   const rows: { key: string; label: string }[] = [];
   const errors: { key: string; reason: string }[] = [];
   let predictSeconds = 0;
+  let enlargeSeconds = 0;
   // One batch is computed while the next is filled: `predict` reads the buffer before it returns, and the
   // batch before is awaited only when the next one is ready to go, so the model never waits for decoding
   // that could have happened during its previous batch.
   let inFlight: Promise<void> = Promise.resolve();
   let modelFreeAt = 0;
 
-  const flush = async () => {
-    if (pending.length === 0) return;
-    const batchItems = pending.splice(0);
-    const rowStart = rows.length;
-    for (const item of batchItems) rows.push({ key: item.key, label: labelOf(item.key, options.labelFrom) });
+  const flush = async (batch: Batch) => {
+    if (batch.rows.length === 0) return;
+    const batchRows = batch.rows.splice(0);
     const previous = inFlight;
     const t0 = performance.now();
-    const computed = model.predict(batch, batchItems.length);
-    inFlight = computed.then((out) => {
-      // The model's own time for this batch: from when it could start (sent, and the batch before done) to done.
+    const computed =
+      batch.height === size && batch.width === size
+        ? model.predict(batch.pixels, batchRows.length).then((out) => ({ features: out, enlargeCpuS: 0, enlargeWallS: 0 }))
+        : model.predictEnlarged!(batch.pixels, batchRows.length, batch.height, batch.width);
+    inFlight = computed.then(({ features: out, enlargeCpuS, enlargeWallS }) => {
+      // The model's own time for this batch: from when it could start (sent, and the batch before done) to done,
+      // less the enlargement the engine did first, which is preprocessing (its CPU is counted apart).
       const done = performance.now();
-      predictSeconds += (done - Math.max(t0, modelFreeAt)) / 1000;
+      predictSeconds += Math.max(0, (done - Math.max(t0, modelFreeAt)) / 1000 - enlargeWallS);
+      enlargeSeconds += enlargeCpuS;
       modelFreeAt = done;
-      features.set(out, rowStart * dim);
+      batchRows.forEach((row, i) => features.set(out.subarray(i * dim, (i + 1) * dim), row * dim));
     });
     // Unhandled until awaited below or by the next flush: keep a rejection from surfacing as unhandled.
     inFlight.catch(() => undefined);
     await previous;
+  };
+
+  /** The batch for images of this pixel size; a new size past MAX_OPEN_BATCHES first sends the stalest batch. */
+  const batchFor = async (height: number, width: number): Promise<Batch> => {
+    const key = `${height}x${width}`;
+    let batch = batches.get(key);
+    if (batch) batches.delete(key);
+    else {
+      if (batches.size >= MAX_OPEN_BATCHES) {
+        const [staleKey, stale] = batches.entries().next().value!;
+        batches.delete(staleKey);
+        await flush(stale);
+      }
+      batch = { height, width, pixels: new Uint8Array(options.batchSize * height * width * 3), rows: [] };
+    }
+    batches.set(key, batch);
+    return batch;
   };
 
   const decode = async (item: ShardItem): Promise<Decoded> => {
@@ -78,8 +125,8 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     }
     try {
       const data = await input.get(item.key);
-      const image = await preprocessImage(data, { size, maxPixels: options.maxPixels });
-      return { item, pixels: image.pixels };
+      const image = await preprocessImage(data, { size, maxPixels: options.maxPixels, enlarge: !inEngine });
+      return image.ownSize ? { item, pixels: image.pixels, height: image.height, width: image.width } : { item, pixels: image.pixels, height: size, width: size };
     } catch (error) {
       // About this one image: a row of errors.csv, and the run goes on. Anything else (access denied, the
       // network, throttling past the retries, a full disk) is about the environment: it stops the run before the
@@ -96,13 +143,15 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     if ('error' in result) {
       errors.push({ key: result.item.key, reason: result.error });
     } else {
-      batch.set(result.pixels, pending.length * imageLength);
-      pending.push(result.item);
-      if (pending.length === options.batchSize) await flush();
+      const batch = await batchFor(result.height, result.width);
+      batch.pixels.set(result.pixels, batch.rows.length * result.pixels.length);
+      batch.rows.push(rows.length);
+      rows.push({ key: result.item.key, label: labelOf(result.item.key, options.labelFrom) });
+      if (batch.rows.length === options.batchSize) await flush(batch);
     }
-    options.onProgress?.(rows.length + pending.length + errors.length, errors.length);
+    options.onProgress?.(rows.length + errors.length, errors.length);
   }
-  await flush();
+  for (const batch of batches.values()) await flush(batch);
   await inFlight;
 
   const momentsStarted = performance.now();
@@ -117,6 +166,7 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     errors,
     seconds: (performance.now() - started) / 1000,
     predictSeconds,
+    enlargeSeconds,
     momentsSeconds,
     engine: model.engine,
     versions: { node: process.version, sharp: sharp.versions.sharp ?? '', libvips: sharp.versions.vips, [engineVersionKey(model)]: model.engine.version },

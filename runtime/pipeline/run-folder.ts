@@ -129,6 +129,11 @@ export interface ExtractMeta {
   readonly seconds: number;
   /** Seconds the model computed (reading, decoding and writing overlap with it). */
   readonly predictSeconds: number;
+  /**
+   * CPU seconds the engine spent enlarging small images right before the CNN (the onnx engine, in its worker):
+   * preprocessing, not the model. 0 or absent when the main thread enlarged them in JavaScript.
+   */
+  readonly enlargeSeconds?: number;
   /** Seconds spent on the shard's statistics (mean and co-moment) for PCA. */
   readonly momentsSeconds: number;
   readonly engine: EngineInfo;
@@ -157,6 +162,8 @@ export interface SessionRecord {
   /** Seconds the model computed, and spent on the shards' statistics, within this process's extract. */
   readonly predictSeconds: number;
   readonly momentsSeconds: number;
+  /** CPU seconds the engine spent enlarging small images (ExtractMeta.enlargeSeconds), when it did. */
+  readonly enlargeSeconds?: number;
   /** True when the process was stopped (a signal, an error) before its stages finished. */
   readonly interrupted?: boolean;
 }
