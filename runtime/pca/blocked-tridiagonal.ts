@@ -1,0 +1,239 @@
+/**
+ * Blocked Householder reduction of a symmetric matrix to tridiagonal form, LAPACK's dsytrd (uplo 'L', with
+ * dlatrd for the panels; Dongarra, Sorensen & Hammarling, "Block reduction of matrices to condensed forms for
+ * eigenvalue computations", J. Comput. Appl. Math. 27, 1989).
+ *
+ * The unblocked reduction (symmetric-eigen.ts) makes two passes over the trailing matrix per column: A u, then the
+ * rank-2 update A -= u q^T + q u^T. Here the columns go in panels of PANEL: within a panel only A u is computed
+ * against the trailing matrix as it was when the panel began (the panel's earlier reflectors enter through its
+ * V and W, n x PANEL each), and the panel's updates are applied at once, A -= V W^T + W V^T — a rank-2·PANEL update
+ * that runs as two matrix products on an engine's float64 Gemm (`TrailingUpdate`). Half the reduction's flops
+ * leave JavaScript. Same algorithm, same reflectors up to rounding: the eigenvalues of the tridiagonal matrix
+ * are those of the input to working precision.
+ */
+
+/** Columns per panel: LAPACK's block size for dsytrd on most machines. */
+export const PANEL = 32;
+
+/**
+ * The trailing update after a panel: of the m x m row-major symmetric `a`, the block from row and column b on,
+ * minus v w^T + w v^T, with v and w (m - b) x b row-major; returned as a new (m - b) x (m - b) full matrix.
+ */
+export type TrailingUpdate = (a: Float64Array, m: number, b: number, v: Float64Array, w: Float64Array) => Float64Array | Promise<Float64Array>;
+
+/** `TrailingUpdate` in JavaScript: the reference, and what runs where no engine does. */
+export const trailingUpdateInJs: TrailingUpdate = (a, m, b, v, w) => {
+  const r = m - b;
+  const out = new Float64Array(r * r);
+  for (let i = 0; i < r; i++) {
+    const vi = i * b;
+    const row = (i + b) * m + b;
+    for (let j = 0; j < r; j++) {
+      const vj = j * b;
+      let s = 0;
+      for (let c = 0; c < b; c++) s += v[vi + c] * w[vj + c] + w[vi + c] * v[vj + c];
+      out[i * r + j] = a[row + j] - s;
+    }
+  }
+  return out;
+};
+
+export interface Tridiagonal {
+  /** The diagonal, n values. */
+  readonly d: Float64Array;
+  /** The off-diagonal: e[i] couples i and i + 1 (e[n - 1] = 0). */
+  readonly e: Float64Array;
+  /**
+   * The reflectors, n x n row-major: row i holds v_i (zero up to i, 1 at i + 1), and H_i = I - tau_i v_i v_i^T;
+   * the input is Q T Q^T with Q = H_0 H_1 ... H_{n-2}.
+   */
+  readonly reflectors: Float64Array;
+  readonly tau: Float64Array;
+}
+
+/**
+ * Reduces the symmetric n x n matrix whose lower triangle is `matrix` (row-major; the upper triangle is not read,
+ * `matrix` is left unchanged) to tridiagonal form, panel by panel, each panel's trailing update by `update`.
+ */
+export async function blockedTridiagonal(matrix: Float64Array, n: number, update: TrailingUpdate = trailingUpdateInJs, panel = PANEL): Promise<Tridiagonal> {
+  if (!Number.isInteger(panel) || panel < 1) throw new RangeError(`Expected a positive panel width but got ${panel}`);
+  let a: Float64Array = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      const value = matrix[i * n + j];
+      a[i * n + j] = value;
+      a[j * n + i] = value;
+    }
+  }
+  const d = new Float64Array(n);
+  const e = new Float64Array(n);
+  const reflectors = new Float64Array(n * n);
+  const tau = new Float64Array(n);
+  let start = 0;
+  while (start < n) {
+    const m = n - start;
+    // The last panel takes every column left, with nothing after it to update.
+    const last = m - 1 <= panel;
+    const b = last ? m : panel;
+    const { v, w } = reducePanel(a, m, b, start, d, e, reflectors, tau);
+    if (last) break;
+    a = await update(a, m, b, v.subarray(b * b), w.subarray(b * b));
+    start += b;
+  }
+  return { d, e, reflectors, tau };
+}
+
+/**
+ * dlatrd: reduces columns 0..b-1 of the m x m trailing matrix `a` (row-major, both triangles; its column j is
+ * updated in place as the panel reaches it), which starts at row and column `start` of the whole matrix.
+ * Returns the panel's V and W (m x b row-major, zero above each column's reflector).
+ */
+function reducePanel(
+  a: Float64Array,
+  m: number,
+  b: number,
+  start: number,
+  d: Float64Array,
+  e: Float64Array,
+  reflectors: Float64Array,
+  tau: Float64Array,
+): { v: Float64Array; w: Float64Array } {
+  const v = new Float64Array(m * b);
+  const w = new Float64Array(m * b);
+  const y = new Float64Array(m);
+  const u = new Float64Array(m); // the current reflector, contiguous (v's column is strided)
+  const t1 = new Float64Array(b);
+  const t2 = new Float64Array(b);
+  for (let j = 0; j < b; j++) {
+    // Column j (rows j..m-1) gets the panel's earlier updates: A -= V W^T + W V^T, this column only.
+    if (j > 0) {
+      const jb = j * b;
+      for (let r = j; r < m; r++) {
+        const rb = r * b;
+        let s = 0;
+        for (let c = 0; c < j; c++) s += v[rb + c] * w[jb + c] + w[rb + c] * v[jb + c];
+        a[r * m + j] -= s;
+      }
+    }
+    d[start + j] = a[j * m + j];
+    if (j + 1 >= m) break;
+
+    // The reflector H = I - t u u^T with u = (1, x / (alpha - beta)) mapping (alpha, x) to (beta, 0): dlarfg.
+    const alpha = a[(j + 1) * m + j];
+    let sumSquares = 0;
+    for (let r = j + 2; r < m; r++) sumSquares += a[r * m + j] * a[r * m + j];
+    let norm = Math.sqrt(sumSquares);
+    // Past float64's range either way (not a covariance's), the slow sum that neither overflows nor underflows.
+    if (!Number.isFinite(sumSquares) || (sumSquares < 1e-290 && sumSquares > 0)) {
+      norm = 0;
+      for (let r = j + 2; r < m; r++) norm = Math.hypot(norm, a[r * m + j]);
+    }
+    let t = 0;
+    let beta = alpha;
+    const row = (start + j) * (start + m);
+    const global = reflectors.subarray(row, row + start + m);
+    if (norm !== 0) {
+      beta = -Math.sign(alpha || 1) * Math.hypot(alpha, norm);
+      t = (beta - alpha) / beta;
+      const scale = 1 / (alpha - beta);
+      for (let r = j + 2; r < m; r++) a[r * m + j] *= scale;
+    }
+    e[start + j] = beta;
+    tau[start + j] = t;
+    // u lives in v's column j (rows j+1..m-1) and in the reflector's row.
+    v[(j + 1) * b + j] = 1;
+    global[start + j + 1] = 1;
+    u[j + 1] = 1;
+    for (let r = j + 2; r < m; r++) {
+      const value = norm !== 0 ? a[r * m + j] : 0;
+      v[r * b + j] = value;
+      global[start + r] = value;
+      u[r] = value;
+    }
+    if (t === 0) continue; // H = I: w stays zero
+
+    // y = A22 u with A22 the trailing block as the panel found it (rows and columns j+1..m-1; its lower
+    // triangle, each entry serving both the row's sum and, through symmetry, its column's), two rows per pass.
+    const u0 = j + 1;
+    y.fill(0, u0, m);
+    let r = u0;
+    for (; r + 1 < m; r += 2) {
+      const r0 = r * m;
+      const r1 = r0 + m;
+      const f0 = u[r];
+      const f1 = u[r + 1];
+      let s0 = 0;
+      let s1 = 0;
+      for (let c = u0; c < r; c++) {
+        const a0 = a[r0 + c];
+        const a1 = a[r1 + c];
+        const uc = u[c];
+        s0 += a0 * uc;
+        s1 += a1 * uc;
+        y[c] += a0 * f0 + a1 * f1;
+      }
+      const across = a[r1 + r];
+      s0 += a[r0 + r] * f0;
+      y[r] += s0;
+      y[r + 1] += s1 + across * f0 + a[r1 + r + 1] * f1;
+      y[r] += across * f1;
+    }
+    if (r < m) {
+      const r0 = r * m;
+      const f0 = u[r];
+      let s0 = a[r0 + r] * f0;
+      for (let c = u0; c < r; c++) {
+        const a0 = a[r0 + c];
+        s0 += a0 * u[c];
+        y[c] += a0 * f0;
+      }
+      y[r] += s0;
+    }
+    // ... minus the panel's earlier updates of A22, (V W^T + W V^T) u, without forming them.
+    if (j > 0) {
+      t1.fill(0, 0, j);
+      t2.fill(0, 0, j);
+      for (let q = u0; q < m; q++) {
+        const qb = q * b;
+        const uq = u[q];
+        for (let c = 0; c < j; c++) {
+          t1[c] += w[qb + c] * uq;
+          t2[c] += v[qb + c] * uq;
+        }
+      }
+      for (let q = u0; q < m; q++) {
+        const qb = q * b;
+        let s = 0;
+        for (let c = 0; c < j; c++) s += v[qb + c] * t1[c] + w[qb + c] * t2[c];
+        y[q] -= s;
+      }
+    }
+    // w = t y - (t^2 / 2)(y . u) u: the symmetric rank-2 update A - u w^T - w u^T applies H on both sides.
+    let dot = 0;
+    for (let q = u0; q < m; q++) dot += y[q] * u[q];
+    const half = -0.5 * t * t * dot;
+    for (let q = u0; q < m; q++) w[q * b + j] = t * y[q] + half * u[q];
+  }
+  return { v, w };
+}
+
+/**
+ * x := Q x for each of the k vectors (rows of `x`, n values each), Q = H_0 H_1 ... H_{n-2}: the eigenvectors of
+ * the input from those of its tridiagonal form, O(k n^2).
+ */
+export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): void {
+  const { reflectors, tau } = t;
+  const k = x.length / n;
+  for (let r = 0; r < k; r++) {
+    const o = r * n;
+    for (let i = n - 2; i >= 0; i--) {
+      const ti = tau[i];
+      if (ti === 0) continue;
+      const u = i * n;
+      let g = 0;
+      for (let q = i + 1; q < n; q++) g += reflectors[u + q] * x[o + q];
+      g *= ti;
+      for (let q = i + 1; q < n; q++) x[o + q] -= g * reflectors[u + q];
+    }
+  }
+}
