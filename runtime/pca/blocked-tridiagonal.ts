@@ -16,26 +16,56 @@
 export const PANEL = 32;
 
 /**
- * The trailing update after a panel: of the m x m row-major symmetric `a`, the block from row and column b on,
- * minus v w^T + w v^T, with v and w (m - b) x b row-major; returned as a new (m - b) x (m - b) full matrix.
+ * The two matrix products of the reduction, on an engine (ONNX Runtime's float64 Gemm: ort-tridiagonal.ts) or
+ * in JavaScript (`jsTridiagonalEngine`). Matrices are row-major float64.
  */
-export type TrailingUpdate = (a: Float64Array, m: number, b: number, v: Float64Array, w: Float64Array) => Float64Array | Promise<Float64Array>;
+export interface TridiagonalEngine {
+  /**
+   * y = a u - v (w^T u) - w (v^T u), with a the m x m symmetric trailing matrix as the panel found it, u a
+   * reflector (zero up to and including the panel's current column, whose entries of y are not used) and v, w
+   * the panel's m x b reflectors and updates so far (zero in the columns not reached yet).
+   */
+  panelProduct(a: Float64Array, m: number, u: Float64Array, v: Float64Array, w: Float64Array, b: number): Float64Array | Promise<Float64Array>;
+  /**
+   * After a panel of b columns: of the m x m symmetric `a`, the block from row and column b on, minus
+   * v w^T + w v^T, with v and w (m - b) x b; returned as a new (m - b) x (m - b) full matrix.
+   */
+  trailingUpdate(a: Float64Array, m: number, b: number, v: Float64Array, w: Float64Array): Float64Array | Promise<Float64Array>;
+}
 
-/** `TrailingUpdate` in JavaScript: the reference, and what runs where no engine does. */
-export const trailingUpdateInJs: TrailingUpdate = (a, m, b, v, w) => {
-  const r = m - b;
-  const out = new Float64Array(r * r);
-  for (let i = 0; i < r; i++) {
-    const vi = i * b;
-    const row = (i + b) * m + b;
-    for (let j = 0; j < r; j++) {
-      const vj = j * b;
+/** Both products in JavaScript: the reference the engines' are tested against. */
+export const jsTridiagonalEngine: TridiagonalEngine = {
+  panelProduct(a, m, u, v, w, b) {
+    const y = new Float64Array(m);
+    for (let r = 0; r < m; r++) {
       let s = 0;
-      for (let c = 0; c < b; c++) s += v[vi + c] * w[vj + c] + w[vi + c] * v[vj + c];
-      out[i * r + j] = a[row + j] - s;
+      for (let c = 0; c < m; c++) s += a[r * m + c] * u[c];
+      y[r] = s;
     }
-  }
-  return out;
+    const t1 = new Float64Array(b);
+    const t2 = new Float64Array(b);
+    for (let q = 0; q < m; q++) {
+      for (let c = 0; c < b; c++) {
+        t1[c] += w[q * b + c] * u[q];
+        t2[c] += v[q * b + c] * u[q];
+      }
+    }
+    for (let q = 0; q < m; q++) for (let c = 0; c < b; c++) y[q] -= v[q * b + c] * t1[c] + w[q * b + c] * t2[c];
+    return y;
+  },
+  trailingUpdate(a, m, b, v, w) {
+    const r = m - b;
+    const out = new Float64Array(r * r);
+    for (let i = 0; i < r; i++) {
+      const row = (i + b) * m + b;
+      for (let j = 0; j < r; j++) {
+        let s = 0;
+        for (let c = 0; c < b; c++) s += v[i * b + c] * w[j * b + c] + w[i * b + c] * v[j * b + c];
+        out[i * r + j] = a[row + j] - s;
+      }
+    }
+    return out;
+  },
 };
 
 export interface Tridiagonal {
@@ -55,7 +85,7 @@ export interface Tridiagonal {
  * Reduces the symmetric n x n matrix whose lower triangle is `matrix` (row-major; the upper triangle is not read,
  * `matrix` is left unchanged) to tridiagonal form, panel by panel, each panel's trailing update by `update`.
  */
-export async function blockedTridiagonal(matrix: Float64Array, n: number, update: TrailingUpdate = trailingUpdateInJs, panel = PANEL): Promise<Tridiagonal> {
+export async function blockedTridiagonal(matrix: Float64Array, n: number, engine: TridiagonalEngine = jsTridiagonalEngine, panel = PANEL): Promise<Tridiagonal> {
   if (!Number.isInteger(panel) || panel < 1) throw new RangeError(`Expected a positive panel width but got ${panel}`);
   let a: Float64Array = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
@@ -75,9 +105,9 @@ export async function blockedTridiagonal(matrix: Float64Array, n: number, update
     // The last panel takes every column left, with nothing after it to update.
     const last = m - 1 <= panel;
     const b = last ? m : panel;
-    const { v, w } = reducePanel(a, m, b, start, d, e, reflectors, tau);
+    const { v, w } = await reducePanel(engine, a, m, b, start, d, e, reflectors, tau);
     if (last) break;
-    a = await update(a, m, b, v.subarray(b * b), w.subarray(b * b));
+    a = await engine.trailingUpdate(a, m, b, v.subarray(b * b), w.subarray(b * b));
     start += b;
   }
   return { d, e, reflectors, tau };
@@ -88,7 +118,8 @@ export async function blockedTridiagonal(matrix: Float64Array, n: number, update
  * updated in place as the panel reaches it), which starts at row and column `start` of the whole matrix.
  * Returns the panel's V and W (m x b row-major, zero above each column's reflector).
  */
-function reducePanel(
+async function reducePanel(
+  engine: TridiagonalEngine,
   a: Float64Array,
   m: number,
   b: number,
@@ -97,13 +128,10 @@ function reducePanel(
   e: Float64Array,
   reflectors: Float64Array,
   tau: Float64Array,
-): { v: Float64Array; w: Float64Array } {
+): Promise<{ v: Float64Array; w: Float64Array }> {
   const v = new Float64Array(m * b);
   const w = new Float64Array(m * b);
-  const y = new Float64Array(m);
   const u = new Float64Array(m); // the current reflector, contiguous (v's column is strided)
-  const t1 = new Float64Array(b);
-  const t2 = new Float64Array(b);
   for (let j = 0; j < b; j++) {
     // Column j (rows j..m-1) gets the panel's earlier updates: A -= V W^T + W V^T, this column only.
     if (j > 0) {
@@ -152,62 +180,11 @@ function reducePanel(
     }
     if (t === 0) continue; // H = I: w stays zero
 
-    // y = A22 u with A22 the trailing block as the panel found it (rows and columns j+1..m-1; its lower
-    // triangle, each entry serving both the row's sum and, through symmetry, its column's), two rows per pass.
+    // y = A22 u - (V W^T + W V^T) u: A22 (rows and columns j+1..m-1) as the panel found it, less the panel's
+    // earlier updates, which are applied to the trailing matrix only once the panel is done.
     const u0 = j + 1;
-    y.fill(0, u0, m);
-    let r = u0;
-    for (; r + 1 < m; r += 2) {
-      const r0 = r * m;
-      const r1 = r0 + m;
-      const f0 = u[r];
-      const f1 = u[r + 1];
-      let s0 = 0;
-      let s1 = 0;
-      for (let c = u0; c < r; c++) {
-        const a0 = a[r0 + c];
-        const a1 = a[r1 + c];
-        const uc = u[c];
-        s0 += a0 * uc;
-        s1 += a1 * uc;
-        y[c] += a0 * f0 + a1 * f1;
-      }
-      const across = a[r1 + r];
-      s0 += a[r0 + r] * f0;
-      y[r] += s0;
-      y[r + 1] += s1 + across * f0 + a[r1 + r + 1] * f1;
-      y[r] += across * f1;
-    }
-    if (r < m) {
-      const r0 = r * m;
-      const f0 = u[r];
-      let s0 = a[r0 + r] * f0;
-      for (let c = u0; c < r; c++) {
-        const a0 = a[r0 + c];
-        s0 += a0 * u[c];
-        y[c] += a0 * f0;
-      }
-      y[r] += s0;
-    }
-    // ... minus the panel's earlier updates of A22, (V W^T + W V^T) u, without forming them.
-    if (j > 0) {
-      t1.fill(0, 0, j);
-      t2.fill(0, 0, j);
-      for (let q = u0; q < m; q++) {
-        const qb = q * b;
-        const uq = u[q];
-        for (let c = 0; c < j; c++) {
-          t1[c] += w[qb + c] * uq;
-          t2[c] += v[qb + c] * uq;
-        }
-      }
-      for (let q = u0; q < m; q++) {
-        const qb = q * b;
-        let s = 0;
-        for (let c = 0; c < j; c++) s += v[qb + c] * t1[c] + w[qb + c] * t2[c];
-        y[q] -= s;
-      }
-    }
+    u[j] = 0;
+    const y = await engine.panelProduct(a, m, u, v, w, b);
     // w = t y - (t^2 / 2)(y . u) u: the symmetric rank-2 update A - u w^T - w u^T applies H on both sides.
     let dot = 0;
     for (let q = u0; q < m; q++) dot += y[q] * u[q];

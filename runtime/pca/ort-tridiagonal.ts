@@ -1,27 +1,55 @@
 import { OnnxGraphBuilder, float } from '../onnx/graph-builder';
 import { createSession, type OrtRuntime, type OrtSession } from '../onnx/runtime';
-import type { TrailingUpdate } from './blocked-tridiagonal';
+import type { TridiagonalEngine } from './blocked-tridiagonal';
 
 /**
- * The blocked reduction's trailing update on ONNX Runtime: a[b:, b:] - v wᵀ - w vᵀ by two float64 Gemms (MLAS,
- * every core), the slice taken in the graph. The session is created on first use and kept.
+ * The blocked reduction's two products on ONNX Runtime (MLAS float64, every core): per column, the trailing
+ * matrix times the reflector (a matrix-vector product that JavaScript does at a third of the speed) less the
+ * panel's corrections; per panel, the rank-2·b trailing update by two Gemms, the slice taken in the graph. The
+ * sessions are created on first use and kept.
  */
-export function ortTrailingUpdate(runtime: OrtRuntime, threads: number): TrailingUpdate {
-  let session: Promise<OrtSession> | undefined;
-  return async (a, m, b, v, w) => {
-    session ??= createSession(runtime, updateGraph(), { threads });
-    const r = m - b;
-    const { Tensor } = runtime.ort;
-    const edge = (value: number) => new Tensor('int64', BigInt64Array.from([BigInt(value), BigInt(value)]), [2]);
-    const outputs = await (await session).run({
-      a: new Tensor('float64', a.length === m * m ? a : a.subarray(0, m * m), [m, m]),
-      v: new Tensor('float64', v, [r, b]),
-      w: new Tensor('float64', w, [r, b]),
-      starts: edge(b),
-      ends: edge(m),
-    });
-    return outputs.y!.data as Float64Array;
+export function ortTridiagonalEngine(runtime: OrtRuntime, threads: number): TridiagonalEngine {
+  let panel: Promise<OrtSession> | undefined;
+  let update: Promise<OrtSession> | undefined;
+  const { Tensor } = runtime.ort;
+  const f64 = (data: Float64Array, dims: number[]) => new Tensor('float64', data, dims);
+  return {
+    async panelProduct(a, m, u, v, w, b) {
+      panel ??= createSession(runtime, panelGraph(), { threads });
+      const outputs = await (await panel).run({ a: f64(a, [m, m]), u: f64(u, [m, 1]), v: f64(v, [m, b]), w: f64(w, [m, b]) });
+      return outputs.y!.data as Float64Array;
+    },
+    async trailingUpdate(a, m, b, v, w) {
+      update ??= createSession(runtime, updateGraph(), { threads });
+      const r = m - b;
+      const edge = (value: number) => new Tensor('int64', BigInt64Array.from([BigInt(value), BigInt(value)]), [2]);
+      const outputs = await (await update).run({ a: f64(a, [m, m]), v: f64(v, [r, b]), w: f64(w, [r, b]), starts: edge(b), ends: edge(m) });
+      return outputs.y!.data as Float64Array;
+    },
   };
+}
+
+const minusOne = { alpha: float(-1), beta: float(1) };
+
+/** y = a u - v (wᵀ u) - w (vᵀ u): a [m, m], u [m, 1], v and w [m, b], all float64. */
+function panelGraph(): Uint8Array {
+  const graph = new OnnxGraphBuilder();
+  graph.reserve('a', 'u', 'v', 'w', 'y');
+  const au = graph.node('MatMul', ['a', 'u'], {}, 'au');
+  const wu = graph.node('Gemm', ['w', 'u'], { transA: 1 }, 'wu');
+  const vu = graph.node('Gemm', ['v', 'u'], { transA: 1 }, 'vu');
+  const once = graph.node('Gemm', ['v', wu, au], minusOne, 'once');
+  graph.node('Gemm', ['w', vu, once], minusOne, 'y', 'y');
+  return graph.buildWithInputs(
+    [
+      { name: 'a', dims: ['m', 'm'], type: 'float64' },
+      { name: 'u', dims: ['m', 1], type: 'float64' },
+      { name: 'v', dims: ['m', 'b'], type: 'float64' },
+      { name: 'w', dims: ['m', 'b'], type: 'float64' },
+    ],
+    { name: 'y', dims: ['m', 1], type: 'float64' },
+    'panel_product',
+  );
 }
 
 /** y = a[starts:ends, starts:ends] - v wᵀ - w vᵀ, all float64. */
@@ -29,8 +57,8 @@ function updateGraph(): Uint8Array {
   const graph = new OnnxGraphBuilder();
   graph.reserve('a', 'v', 'w', 'starts', 'ends', 'y');
   const block = graph.node('Slice', ['a', 'starts', 'ends'], {}, 'block');
-  const once = graph.node('Gemm', ['v', 'w', block], { transB: 1, alpha: float(-1), beta: float(1) }, 'once');
-  graph.node('Gemm', ['w', 'v', once], { transB: 1, alpha: float(-1), beta: float(1) }, 'y', 'y');
+  const once = graph.node('Gemm', ['v', 'w', block], { transB: 1, ...minusOne }, 'once');
+  graph.node('Gemm', ['w', 'v', once], { transB: 1, ...minusOne }, 'y', 'y');
   return graph.buildWithInputs(
     [
       { name: 'a', dims: ['m', 'm'], type: 'float64' },

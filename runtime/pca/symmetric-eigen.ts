@@ -24,7 +24,7 @@
  * At n = 1280 this takes about a fifth of the time ml-matrix does.
  */
 
-import { applyReflectors, blockedTridiagonal, type TrailingUpdate } from './blocked-tridiagonal';
+import { applyReflectors, blockedTridiagonal, type TridiagonalEngine } from './blocked-tridiagonal';
 
 export interface SymmetricEigen {
   /** The n eigenvalues, in descending order (ties keep the order in which QL delivered them). */
@@ -113,7 +113,7 @@ export function symmetricEigen(matrix: Float64Array, n: number, vectorCount?: (v
 }
 
 /**
- * `symmetricEigen` with the blocked reduction (blocked-tridiagonal.ts), whose trailing updates run on `update`
+ * `symmetricEigen` with the blocked reduction (blocked-tridiagonal.ts), whose matrix products run on `engine`
  * (an engine's float64 Gemm): the same eigenvalues to working precision, for about half the JavaScript work.
  * The k leading vectors come from inverse iteration on the tridiagonal matrix, back through the reflectors, as
  * on `symmetricEigen`'s path for few vectors; more than n/4 of them take `symmetricEigen` itself (its full path,
@@ -123,10 +123,10 @@ export async function symmetricEigenBlocked(
   matrix: Float64Array,
   n: number,
   vectorCount: (values: Float64Array) => number,
-  update: TrailingUpdate,
+  engine: TridiagonalEngine,
 ): Promise<SymmetricEigen> {
   checkMatrix(matrix, n);
-  const reduced = await blockedTridiagonal(matrix, n, update);
+  const reduced = await blockedTridiagonal(matrix, n, engine);
   // implicitQl's layout: e[i] couples i - 1 and i.
   const d = Float64Array.from(reduced.d);
   const e = new Float64Array(n);
