@@ -196,17 +196,37 @@ async function reducePanel(
 
 /**
  * x := Q x for each of the k vectors (rows of `x`, n values each), Q = H_0 H_1 ... H_{n-2}: the eigenvectors of
- * the input from those of its tridiagonal form, O(k n^2).
+ * the input from those of its tridiagonal form, O(k n^2). Each reflector is read once and applied to every
+ * vector while it is in cache, to two vectors per pass.
  */
 export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): void {
   const { reflectors, tau } = t;
   const k = x.length / n;
-  for (let r = 0; r < k; r++) {
-    const o = r * n;
-    for (let i = n - 2; i >= 0; i--) {
-      const ti = tau[i];
-      if (ti === 0) continue;
-      const u = i * n;
+  for (let i = n - 2; i >= 0; i--) {
+    const ti = tau[i];
+    if (ti === 0) continue;
+    const u = i * n;
+    let r = 0;
+    for (; r + 1 < k; r += 2) {
+      const o0 = r * n;
+      const o1 = o0 + n;
+      let g0 = 0;
+      let g1 = 0;
+      for (let q = i + 1; q < n; q++) {
+        const uq = reflectors[u + q];
+        g0 += uq * x[o0 + q];
+        g1 += uq * x[o1 + q];
+      }
+      g0 *= ti;
+      g1 *= ti;
+      for (let q = i + 1; q < n; q++) {
+        const uq = reflectors[u + q];
+        x[o0 + q] -= g0 * uq;
+        x[o1 + q] -= g1 * uq;
+      }
+    }
+    if (r < k) {
+      const o = r * n;
       let g = 0;
       for (let q = i + 1; q < n; q++) g += reflectors[u + q] * x[o + q];
       g *= ti;
