@@ -24,11 +24,16 @@ export function resultColumns(k: number): string[] {
 export function formatFloat32(value: number): string {
   if (value === 0 || !Number.isFinite(value)) return String(Number(value.toPrecision(6)));
   const target = Math.fround(value);
-  for (let digits = 6; digits < 9; digits++) {
-    const text = value.toPrecision(digits);
-    if (Math.fround(Number(text)) === target) return decimalText(text);
+  // Whether d digits read back only ever changes once as d grows: the d-digit rounding is the nearest d-digit
+  // decimal, and every (d - 1)-digit decimal is one, so it is at least as near as the (d - 1)-digit rounding.
+  // (Exact ties cannot occur: half a decimal step is never half a float32 step.) So 7 first: most values need 7 or 8.
+  const seven = value.toPrecision(7);
+  if (Math.fround(Number(seven)) === target) {
+    const six = value.toPrecision(6);
+    return decimalText(Math.fround(Number(six)) === target ? six : seven);
   }
-  return decimalText(value.toPrecision(9));
+  const eight = value.toPrecision(8);
+  return decimalText(Math.fround(Number(eight)) === target ? eight : value.toPrecision(9));
 }
 
 /**
