@@ -6,7 +6,8 @@ import type { TridiagonalEngine } from './blocked-tridiagonal';
  * The blocked reduction's two products on ONNX Runtime (MLAS float64, every core): per column, the trailing
  * matrix times the reflector (a matrix-vector product that JavaScript does at a third of the speed) less the
  * panel's corrections; per panel, the rank-2·b trailing update by two Gemms, the slice taken in the graph. The
- * sessions are created on first use and kept.
+ * sessions are created on first use and kept. The per-column product runs on one thread: it is bound by memory,
+ * and a thousand short calls that each wait for a second thread cost more than they gain when the cores are busy.
  */
 export function ortTridiagonalEngine(runtime: OrtRuntime, threads: number): TridiagonalEngine {
   let panel: Promise<OrtSession> | undefined;
@@ -15,7 +16,7 @@ export function ortTridiagonalEngine(runtime: OrtRuntime, threads: number): Trid
   const f64 = (data: Float64Array, dims: number[]) => new Tensor('float64', data, dims);
   return {
     async panelProduct(a, m, u, v, w, b) {
-      panel ??= createSession(runtime, panelGraph(), { threads });
+      panel ??= createSession(runtime, panelGraph(), { threads: 1 });
       const outputs = await (await panel).run({ a: f64(a, [m, m]), u: f64(u, [m, 1]), v: f64(v, [m, b]), w: f64(w, [m, b]) });
       return outputs.y!.data as Float64Array;
     },
