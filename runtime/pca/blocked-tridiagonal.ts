@@ -28,9 +28,9 @@ export interface TridiagonalEngine {
   panelProduct(a: Float64Array, m: number, u: Float64Array, v: Float64Array, w: Float64Array, b: number): Float64Array | Promise<Float64Array>;
   /**
    * After a panel of b columns: of the m x m symmetric `a`, the block from row and column b on, minus
-   * v w^T + w v^T, with v and w (m - b) x b; returned as a new (m - b) x (m - b) full matrix.
+   * v w^T + w v^T, with v and w (m - b) x b; written to `out`, (m - b) x (m - b), which does not overlap `a`.
    */
-  trailingUpdate(a: Float64Array, m: number, b: number, v: Float64Array, w: Float64Array): Float64Array | Promise<Float64Array>;
+  trailingUpdate(a: Float64Array, m: number, b: number, v: Float64Array, w: Float64Array, out: Float64Array): void | Promise<void>;
 }
 
 /** Both products in JavaScript: the reference the engines' are tested against. */
@@ -53,9 +53,8 @@ export const jsTridiagonalEngine: TridiagonalEngine = {
     for (let q = 0; q < m; q++) for (let c = 0; c < b; c++) y[q] -= v[q * b + c] * t1[c] + w[q * b + c] * t2[c];
     return y;
   },
-  trailingUpdate(a, m, b, v, w) {
+  trailingUpdate(a, m, b, v, w, out) {
     const r = m - b;
-    const out = new Float64Array(r * r);
     for (let i = 0; i < r; i++) {
       const row = (i + b) * m + b;
       for (let j = 0; j < r; j++) {
@@ -64,7 +63,6 @@ export const jsTridiagonalEngine: TridiagonalEngine = {
         out[i * r + j] = a[row + j] - s;
       }
     }
-    return out;
   },
 };
 
@@ -74,8 +72,8 @@ export interface Tridiagonal {
   /** The off-diagonal: e[i] couples i and i + 1 (e[n - 1] = 0). */
   readonly e: Float64Array;
   /**
-   * The reflectors, n x n row-major: row i holds v_i (zero up to i, 1 at i + 1), and H_i = I - tau_i v_i v_i^T;
-   * the input is Q T Q^T with Q = H_0 H_1 ... H_{n-2}.
+   * The reflectors, packed: v_i's entries i + 1..n-1 (the first is 1) from `reflectorStart(i, n)`, and
+   * H_i = I - tau_i v_i v_i^T; the input is Q T Q^T with Q = H_0 H_1 ... H_{n-2}.
    */
   readonly reflectors: Float64Array;
   readonly tau: Float64Array;
@@ -85,9 +83,20 @@ export interface Tridiagonal {
  * Reduces the symmetric n x n matrix whose lower triangle is `matrix` (row-major; the upper triangle is not read,
  * `matrix` is left unchanged) to tridiagonal form, panel by panel, each panel's trailing update by `update`.
  */
+/** Where reflector i starts in the packed reflectors of an n x n reduction (n - 1 - i entries each). */
+export function reflectorStart(i: number, n: number): number {
+  return i * (n - 1) - (i * (i - 1)) / 2;
+}
+
+/**
+ * Memory stays two n x n buffers and the packed reflectors: each trailing update is written into the buffer the
+ * panel before did not use.
+ */
 export async function blockedTridiagonal(matrix: Float64Array, n: number, engine: TridiagonalEngine = jsTridiagonalEngine, panel = PANEL): Promise<Tridiagonal> {
   if (!Number.isInteger(panel) || panel < 1) throw new RangeError(`Expected a positive panel width but got ${panel}`);
-  let a: Float64Array = new Float64Array(n * n);
+  const buffers = [new Float64Array(n * n), new Float64Array(n > panel + 1 ? (n - panel) * (n - panel) : 0)];
+  let a = buffers[0]!;
+  let current = 0;
   for (let i = 0; i < n; i++) {
     for (let j = 0; j <= i; j++) {
       const value = matrix[i * n + j];
@@ -97,7 +106,7 @@ export async function blockedTridiagonal(matrix: Float64Array, n: number, engine
   }
   const d = new Float64Array(n);
   const e = new Float64Array(n);
-  const reflectors = new Float64Array(n * n);
+  const reflectors = new Float64Array((n * (n - 1)) / 2);
   const tau = new Float64Array(n);
   let start = 0;
   while (start < n) {
@@ -107,7 +116,10 @@ export async function blockedTridiagonal(matrix: Float64Array, n: number, engine
     const b = last ? m : panel;
     const { v, w } = await reducePanel(engine, a, m, b, start, d, e, reflectors, tau);
     if (last) break;
-    a = await engine.trailingUpdate(a, m, b, v.subarray(b * b), w.subarray(b * b));
+    current = 1 - current;
+    const out = buffers[current]!.subarray(0, (m - b) * (m - b));
+    await engine.trailingUpdate(a, m, b, v.subarray(b * b), w.subarray(b * b), out);
+    a = out;
     start += b;
   }
   return { d, e, reflectors, tau };
@@ -158,8 +170,8 @@ async function reducePanel(
     }
     let t = 0;
     let beta = alpha;
-    const row = (start + j) * (start + m);
-    const global = reflectors.subarray(row, row + start + m);
+    // Reflector start + j's entry for row start + r is at first + r - j - 1.
+    const first = reflectorStart(start + j, start + m) - j - 1;
     if (norm !== 0) {
       beta = -Math.sign(alpha || 1) * Math.hypot(alpha, norm);
       t = (beta - alpha) / beta;
@@ -170,12 +182,12 @@ async function reducePanel(
     tau[start + j] = t;
     // u lives in v's column j (rows j+1..m-1) and in the reflector's row.
     v[(j + 1) * b + j] = 1;
-    global[start + j + 1] = 1;
+    reflectors[first + j + 1] = 1;
     u[j + 1] = 1;
     for (let r = j + 2; r < m; r++) {
       const value = norm !== 0 ? a[r * m + j] : 0;
       v[r * b + j] = value;
-      global[start + r] = value;
+      reflectors[first + r] = value;
       u[r] = value;
     }
     if (t === 0) continue; // H = I: w stays zero
@@ -205,7 +217,7 @@ export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): voi
   for (let i = n - 2; i >= 0; i--) {
     const ti = tau[i];
     if (ti === 0) continue;
-    const u = i * n;
+    const u = reflectorStart(i, n) - i - 1; // entry q of v_i at u + q
     let r = 0;
     for (; r + 1 < k; r += 2) {
       const o0 = r * n;

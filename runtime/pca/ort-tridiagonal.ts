@@ -20,12 +20,12 @@ export function ortTridiagonalEngine(runtime: OrtRuntime, threads: number): Trid
       const outputs = await (await panel).run({ a: f64(a, [m, m]), u: f64(u, [m, 1]), v: f64(v, [m, b]), w: f64(w, [m, b]) });
       return outputs.y!.data as Float64Array;
     },
-    async trailingUpdate(a, m, b, v, w) {
+    async trailingUpdate(a, m, b, v, w, out) {
       update ??= createSession(runtime, updateGraph(), { threads });
       const r = m - b;
       const edge = (value: number) => new Tensor('int64', BigInt64Array.from([BigInt(value), BigInt(value)]), [2]);
-      const outputs = await (await update).run({ a: f64(a, [m, m]), v: f64(v, [r, b]), w: f64(w, [r, b]), starts: edge(b), ends: edge(m) });
-      return outputs.y!.data as Float64Array;
+      // Written straight into `out` (a pre-allocated output): no new 13 MB buffer per panel for the collector.
+      await (await update).run({ a: f64(a, [m, m]), v: f64(v, [r, b]), w: f64(w, [r, b]), starts: edge(b), ends: edge(m) }, { y: f64(out, [r, r]) });
     },
   };
 }
