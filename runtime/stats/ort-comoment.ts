@@ -4,10 +4,11 @@ import { symmetrise } from './blocked-comoment';
 import type { AsyncCoMomentKernel } from './moments';
 
 /**
- * Rows per product: the centred rows are float64, so a 2048 × 1280 chunk is 21 MB in and 13 MB out; chunks
- * keep that bounded whatever the shard size, and their sums are added in float64.
+ * Rows per product: ONNX Runtime holds a chunk's rows as float64 three times over (cast, centred, cut into
+ * column blocks), 15 MB for 512 × 1280; chunks keep that bounded whatever the shard size (2048 rows cost a
+ * 4,000-image run 60 MB more at its peak than a 400-image one), and their products are added up in float64.
  */
-export const CHUNK_ROWS = 2048;
+export const CHUNK_ROWS = 512;
 
 /**
  * The co-moment on ONNX Runtime (the onnx engine): Dᵀ D of the rows centred in float64, by one float64 Gemm per
@@ -28,13 +29,17 @@ export function ortCoMoment(runtime: OrtRuntime, threads: number, chunkRows = CH
       sessions.set(dim, session);
     }
     const centre = new Tensor('float64', mean, [dim]);
-    const out = new Float64Array(dim * dim);
+    // The running sum goes in with each chunk and comes out with its product added, into the other buffer
+    // (a pre-allocated output): no 13 MB output to allocate and copy, no JavaScript pass, per chunk.
+    const sums = [new Float64Array(dim * dim), new Float64Array(dim * dim)];
+    let current = 0;
     for (let r0 = 0; r0 < n; r0 += chunkRows) {
       const b = Math.min(chunkRows, n - r0);
-      const outputs = await (await session).run({ rows: new Tensor('float32', rows.subarray(r0 * dim, (r0 + b) * dim), [b, dim]), mean: centre });
-      const block = outputs.y!.data as Float64Array;
-      for (let i = 0; i < out.length; i++) out[i] += block[i];
+      const feeds = { rows: new Tensor('float32', rows.subarray(r0 * dim, (r0 + b) * dim), [b, dim]), mean: centre, sum: new Tensor('float64', sums[current]!, [dim, dim]) };
+      current = 1 - current;
+      await (await session).run(feeds, { y: new Tensor('float64', sums[current]!, [dim, dim]) });
     }
+    const out = sums[current]!;
     return symmetrise(out, dim);
   };
 }
@@ -46,12 +51,12 @@ export function ortCoMoment(runtime: OrtRuntime, threads: number, chunkRows = CH
 const PARTS = 4;
 
 /**
- * y = xᵀx for x = double(rows) - mean, [rows, dim] (rows float32, mean float64): x cut into column blocks x_i, the Gemm x_iᵀ x_j (transA) for i ≥ j, the
+ * y = sum + xᵀx for x = double(rows) - mean, [rows, dim] (rows float32, mean float64): x cut into column blocks x_i, the Gemm x_iᵀ x_j (transA) for i ≥ j, the
  * blocks above the diagonal transposed from those below, and all of it concatenated into the dim x dim matrix.
  */
 function gramGraph(dim: number): Uint8Array {
   const graph = new OnnxGraphBuilder();
-  graph.reserve('rows', 'mean', 'x', 'y');
+  graph.reserve('rows', 'mean', 'sum', 'x', 'y');
   graph.node('Sub', [graph.node('Cast', ['rows'], { to: 11 /* DOUBLE */ }, 'wide'), 'mean'], {}, 'x', 'x');
   const parts = Math.min(PARTS, dim);
   const edges = Array.from({ length: parts + 1 }, (_, i) => Math.round((i * dim) / parts));
@@ -61,11 +66,12 @@ function gramGraph(dim: number): Uint8Array {
   for (let i = 0; i < parts; i++) for (let j = 0; j <= i; j++) lower.set(`${i},${j}`, graph.node('Gemm', [columns[i]!, columns[j]!], { transA: 1 }, 'block'));
   const block = (i: number, j: number) => (i >= j ? lower.get(`${i},${j}`)! : graph.node('Transpose', [lower.get(`${j},${i}`)!], { perm: [1, 0] }, 'block_t'));
   const stripes = Array.from({ length: parts }, (_, j) => graph.node('Concat', Array.from({ length: parts }, (_, i) => block(i, j)), { axis: 0 }, 'stripe'));
-  graph.node('Concat', stripes, { axis: 1 }, 'y', 'y');
+  graph.node('Add', ['sum', graph.node('Concat', stripes, { axis: 1 }, 'gram')], {}, 'y', 'y');
   return graph.buildWithInputs(
     [
       { name: 'rows', dims: ['n', dim], type: 'float32' },
       { name: 'mean', dims: [dim], type: 'float64' },
+      { name: 'sum', dims: [dim, dim], type: 'float64' },
     ],
     { name: 'y', dims: [dim, dim], type: 'float64' },
     'gram',
