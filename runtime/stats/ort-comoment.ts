@@ -5,10 +5,11 @@ import type { AsyncCoMomentKernel } from './moments';
 
 /**
  * Rows per product: ONNX Runtime holds a chunk's rows as float64 three times over (cast, centred, cut into
- * column blocks), 15 MB for 512 × 1280; chunks keep that bounded whatever the shard size (2048 rows cost a
- * 4,000-image run 60 MB more at its peak than a 400-image one), and their products are added up in float64.
+ * column blocks), 63 MB for 2048 × 1280; chunks keep that bounded whatever the shard size, and their products
+ * are added up in float64. (Smaller chunks were measured to leave the peak no lower: 512 rows gave a 4,000-row
+ * shard a higher one, the allocator keeping what many calls freed.)
  */
-export const CHUNK_ROWS = 512;
+export const CHUNK_ROWS = 2048;
 
 /**
  * The co-moment on ONNX Runtime (the onnx engine): Dᵀ D of the rows centred in float64, by one float64 Gemm per
