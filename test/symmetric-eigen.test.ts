@@ -348,6 +348,12 @@ describe('the blocked reduction (blocked-tridiagonal.ts)', () => {
     const many = await symmetricEigenBlocked(m.a, m.n, (values) => (counts.push(values.length), 11), jsTridiagonalEngine);
     expect(many).toEqual(symmetricEigen(m.a, m.n, () => 11));
     expect(counts).toEqual([40, 40]); // told once by each path: the model keeps what the full path computed
+    // Allowed to work in its input: the same results, and the full path from the matrix given again.
+    const scratch = Float64Array.from(m.a);
+    expect(await symmetricEigenBlocked(scratch, m.n, () => 11, jsTridiagonalEngine, () => Float64Array.from(m.a))).toEqual(many);
+    expect(scratch).not.toEqual(m.a);
+    const few = await symmetricEigenBlocked(m.a, m.n, () => 3, jsTridiagonalEngine);
+    expect(await symmetricEigenBlocked(Float64Array.from(m.a), m.n, () => 3, jsTridiagonalEngine, () => m.a)).toEqual(few);
     await expect(symmetricEigenBlocked(Float64Array.of(1, 0, Number.NaN, 1), 2, () => 1, jsTridiagonalEngine)).rejects.toThrow(/\(1, 0\) is not finite: NaN/);
     await expect(symmetricEigenBlocked(new Float64Array(5), 2, () => 1, jsTridiagonalEngine)).rejects.toThrow(/2 x 2 matrix/);
   });

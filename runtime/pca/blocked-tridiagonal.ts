@@ -81,7 +81,7 @@ export interface Tridiagonal {
 
 /**
  * Reduces the symmetric n x n matrix whose lower triangle is `matrix` (row-major; the upper triangle is not read,
- * `matrix` is left unchanged) to tridiagonal form, panel by panel, each panel's trailing update by `update`.
+ * and `matrix` is left unchanged unless `overwrite`) to tridiagonal form, panel by panel, the products on `engine`.
  */
 /** Where reflector i starts in the packed reflectors of an n x n reduction (n - 1 - i entries each). */
 export function reflectorStart(i: number, n: number): number {
@@ -92,9 +92,16 @@ export function reflectorStart(i: number, n: number): number {
  * Memory stays two n x n buffers and the packed reflectors: each trailing update is written into the buffer the
  * panel before did not use.
  */
-export async function blockedTridiagonal(matrix: Float64Array, n: number, engine: TridiagonalEngine = jsTridiagonalEngine, panel = PANEL): Promise<Tridiagonal> {
+export async function blockedTridiagonal(
+  matrix: Float64Array,
+  n: number,
+  engine: TridiagonalEngine = jsTridiagonalEngine,
+  panel = PANEL,
+  overwrite = false,
+): Promise<Tridiagonal> {
   if (!Number.isInteger(panel) || panel < 1) throw new RangeError(`Expected a positive panel width but got ${panel}`);
-  const buffers = [new Float64Array(n * n), new Float64Array(n > panel + 1 ? (n - panel) * (n - panel) : 0)];
+  // With `overwrite`, the input itself is the first buffer (13 MB less at 1280 features).
+  const buffers = [overwrite ? matrix : new Float64Array(n * n), new Float64Array(n > panel + 1 ? (n - panel) * (n - panel) : 0)];
   let a = buffers[0]!;
   let current = 0;
   for (let i = 0; i < n; i++) {

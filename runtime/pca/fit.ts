@@ -88,7 +88,8 @@ export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
  */
 export async function fitPcaBlocked(moments: Moments, spec: ComponentsSpec, engine: TridiagonalEngine): Promise<PcaModel> {
   const fit = startFit(moments, spec);
-  return fit.finish(await symmetricEigenBlocked(fit.cov, moments.dim, fit.vectorCount, engine));
+  // The covariance is this fit's own: the reduction works in it, and computes it again in the rare case it needs it.
+  return fit.finish(await symmetricEigenBlocked(fit.cov, moments.dim, fit.vectorCount, engine, () => covariance(moments)));
 }
 
 /** What every fit does around the eigen-solve: the checks and covariance first, the model from its result after. */

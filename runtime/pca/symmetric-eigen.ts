@@ -24,7 +24,7 @@
  * At n = 1280 this takes about a fifth of the time ml-matrix does.
  */
 
-import { applyReflectors, blockedTridiagonal, type TridiagonalEngine } from './blocked-tridiagonal';
+import { PANEL, applyReflectors, blockedTridiagonal, type TridiagonalEngine } from './blocked-tridiagonal';
 
 export interface SymmetricEigen {
   /** The n eigenvalues, in descending order (ties keep the order in which QL delivered them). */
@@ -117,16 +117,19 @@ export function symmetricEigen(matrix: Float64Array, n: number, vectorCount?: (v
  * (an engine's float64 Gemm): the same eigenvalues to working precision, for about half the JavaScript work.
  * The k leading vectors come from inverse iteration on the tridiagonal matrix, back through the reflectors, as
  * on `symmetricEigen`'s path for few vectors; more than n/4 of them take `symmetricEigen` itself (its full path,
- * bit for bit ml-matrix's), from the start.
+ * bit for bit ml-matrix's), from the start. With `original`, the reduction overwrites `matrix`, and the full
+ * path starts from `original()`.
  */
 export async function symmetricEigenBlocked(
   matrix: Float64Array,
   n: number,
   vectorCount: (values: Float64Array) => number,
   engine: TridiagonalEngine,
+  original?: () => Float64Array,
 ): Promise<SymmetricEigen> {
   checkMatrix(matrix, n);
-  const reduced = await blockedTridiagonal(matrix, n, engine);
+  // Given a way to have the matrix again (for the full path), the reduction may work in `matrix` itself.
+  const reduced = await blockedTridiagonal(matrix, n, engine, PANEL, original !== undefined);
   // implicitQl's layout: e[i] couples i - 1 and i.
   const d = Float64Array.from(reduced.d);
   const e = new Float64Array(n);
@@ -141,7 +144,7 @@ export async function symmetricEigenBlocked(
     throw new RangeError(`Expected a number of eigenvectors between 0 and ${n} but got ${count}`);
   }
   // Told again, with the full path's own eigenvalues: what the caller keeps is what that path computed.
-  if (count > n / 4) return symmetricEigen(matrix, n, vectorCount);
+  if (count > n / 4) return symmetricEigen(original ? original() : matrix, n, vectorCount);
   const columns = tridiagonalVectors(diagonal, offDiagonal, values.subarray(0, count)); // n x count
   const vectors = new Float64Array(count * n);
   for (let j = 0; j < count; j++) for (let i = 0; i < n; i++) vectors[j * n + i] = columns[i * count + j];
