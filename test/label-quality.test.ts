@@ -9,7 +9,7 @@ import { generateSampleImages } from '../runtime/images/generate';
 import { initTf, type TfRuntime } from '../runtime/model/backend';
 import { runPipeline } from '../runtime/pipeline/run';
 import { silentReporter } from '../runtime/progress';
-import { assessLabels, labelSummary, stratifiedFolds, VOTE_NEIGHBOURS, type LabelQuality } from '../runtime/quality/labels';
+import { assessLabels, labelSummary, nearestNeighbours, stratifiedFolds, VOTE_NEIGHBOURS, type LabelQuality } from '../runtime/quality/labels';
 import { MAX_MULTIPLY_ADDS, MAX_SAMPLE_ROWS, MIN_ROWS_PER_CLASS, sampleSize, stratifiedSample } from '../runtime/quality/sample';
 import { LocalStorage } from '../runtime/storage';
 import { tempDir } from './helpers/s3';
@@ -88,6 +88,79 @@ describe('stratifiedSample', () => {
     const n = sampleSize(1e6, 400);
     expect(n * n * 400).toBeLessThanOrEqual(MAX_MULTIPLY_ADDS);
     expect((n + 1) * (n + 1) * 400).toBeGreaterThan(MAX_MULTIPLY_ADDS);
+  });
+});
+
+/**
+ * The search the label check did before it pruned: every pair summed in full, once, offered to both rows with the
+ * other row's indices in ascending order (strict comparisons: a tie keeps the row offered first).
+ */
+function bruteForceNeighbours(values: Float32Array | Float64Array, dim: number, fold: Int32Array, k: number) {
+  const n = fold.length;
+  const best = new Float64Array(n).fill(Infinity);
+  const bestJ = new Int32Array(n).fill(-1);
+  const nearD = new Float64Array(n * k);
+  const neighbours = new Int32Array(n * k);
+  const filled = new Int32Array(n);
+  const offer = (r: number, j: number, d: number) => {
+    if (fold[j] !== fold[r] && d < best[r]!) {
+      best[r] = d;
+      bestJ[r] = j;
+    }
+    const base = r * k;
+    const count = filled[r]!;
+    if (count < k || d < nearD[base + count - 1]!) {
+      let at = count < k ? (filled[r] = count + 1) - 1 : k - 1;
+      while (at > 0 && nearD[base + at - 1]! > d) {
+        nearD[base + at] = nearD[base + at - 1]!;
+        neighbours[base + at] = neighbours[base + at - 1]!;
+        at -= 1;
+      }
+      nearD[base + at] = d;
+      neighbours[base + at] = j;
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      let d = 0;
+      for (let c = 0; c < dim; c++) d += (values[i * dim + c]! - values[j * dim + c]!) ** 2;
+      offer(i, j, d);
+      offer(j, i, d);
+    }
+  }
+  return { bestJ, neighbours };
+}
+
+describe('nearestNeighbours', () => {
+  const folds = (n: number, count: number) => Int32Array.from({ length: n }, (_, i) => (i * 7) % count);
+  let seed = 99;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+
+  it('finds what comparing every pair finds, on float32 clusters of many sizes', () => {
+    for (const [n, dim, k] of [[2, 1, 1], [7, 3, 6], [300, 26, VOTE_NEIGHBOURS], [900, 8, VOTE_NEIGHBOURS]] as const) {
+      const { values } = clusters(['a', 'b', 'c', 'd', 'e'], Math.ceil(n / 5), dim, 2);
+      const rows = Float32Array.from(values.subarray(0, n * dim));
+      const fold = folds(n, 5);
+      expect(nearestNeighbours(rows, dim, fold, k)).toEqual(bruteForceNeighbours(rows, dim, fold, k));
+    }
+  });
+
+  it('breaks ties as a search in index order does, on rows with many equal distances and duplicates', () => {
+    const n = 400;
+    const dim = 9;
+    // Small integers, mostly 0: distances repeat everywhere, partial sums often equal the whole, and rows have twins.
+    const values = Float64Array.from({ length: n * dim }, () => (random() < 0.7 ? 0 : Math.floor(random() * 3)));
+    const fold = folds(n, 3);
+    const found = nearestNeighbours(values, dim, fold, VOTE_NEIGHBOURS);
+    expect(found).toEqual(bruteForceNeighbours(values, dim, fold, VOTE_NEIGHBOURS));
+  });
+
+  it('breaks ties in the first component too (rows equal there, apart elsewhere)', () => {
+    const n = 200;
+    const dim = 4;
+    const values = Float32Array.from({ length: n * dim }, (_, i) => (i % dim === 0 ? Math.floor(random() * 3) : random()));
+    const fold = folds(n, 5);
+    expect(nearestNeighbours(values, dim, fold, VOTE_NEIGHBOURS)).toEqual(bruteForceNeighbours(values, dim, fold, VOTE_NEIGHBOURS));
   });
 });
 

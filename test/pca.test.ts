@@ -1,4 +1,6 @@
-import { chooseComponents, fitPca, type PcaModel } from '../runtime/pca/fit';
+import { chooseComponents, fitPca, fitPcaBlocked, type PcaModel } from '../runtime/pca/fit';
+import { jsTridiagonalEngine } from '../runtime/pca/blocked-tridiagonal';
+import { ortTridiagonalEngine } from '../runtime/pca/ort-tridiagonal';
 import { projectRows } from '../runtime/pca/project';
 import { pcaModelFromJson, pcaModelToJson } from '../runtime/pca/model-json';
 import { initTf } from '../runtime/model/backend';
@@ -69,6 +71,18 @@ describe('PCA against scikit-learn (test/fixtures/pca-fixture.json)', () => {
       expectLikeSklearn((await compareAll(fixture, ortCoMoment(loadOrt(), 2)))[i]);
     },
   );
+
+  it.each([0, 1, 2])(
+    'case %i fitted by the blocked reduction, its products on ONNX Runtime (the pipeline\'s fit): within the same tolerances',
+    async (i) => {
+      const engine = ortTridiagonalEngine(loadOrt(), 2);
+      expectLikeSklearn((await compareAll(fixture, ortCoMoment(loadOrt(), 2), (moments, spec) => fitPcaBlocked(moments, spec, engine)))[i]);
+    },
+  );
+
+  it.each([0, 1, 2])('case %i fitted by the blocked reduction in JavaScript: within the same tolerances', async (i) => {
+    expectLikeSklearn((await compareAll(fixture, undefined, (moments, spec) => fitPcaBlocked(moments, spec, jsTridiagonalEngine)))[i]);
+  });
 
   it('returns unit components with their largest entry positive, and a descending spectrum', () => {
     const p = fixture.n_features;

@@ -1,5 +1,8 @@
 import { EigenvalueDecomposition, Matrix, QrDecomposition } from 'ml-matrix';
-import { symmetricEigen } from '../runtime/pca/symmetric-eigen';
+import { symmetricEigen, symmetricEigenBlocked } from '../runtime/pca/symmetric-eigen';
+import { applyReflectors, blockedTridiagonal, jsTridiagonalEngine, type TridiagonalEngine } from '../runtime/pca/blocked-tridiagonal';
+import { ortTridiagonalEngine } from '../runtime/pca/ort-tridiagonal';
+import { loadOrt } from '../runtime/onnx/runtime';
 import { mulberry32 } from '../runtime/random';
 
 type Sym = { a: Float64Array; n: number };
@@ -265,5 +268,93 @@ describe('symmetricEigen input checks', () => {
     expect(() => symmetricEigen(new Float64Array(4), 1.5)).toThrow(RangeError);
     expect(() => symmetricEigen(Float64Array.of(1, 0, Number.NaN, 1), 2)).toThrow(/\(1, 0\) is not finite: NaN/);
     expect(() => symmetricEigen(Float64Array.of(Number.POSITIVE_INFINITY), 1)).toThrow(RangeError);
+  });
+});
+
+describe('the blocked reduction (blocked-tridiagonal.ts)', () => {
+  const engines: [string, TridiagonalEngine][] = [
+    ['JavaScript', jsTridiagonalEngine],
+    ['ONNX Runtime', ortTridiagonalEngine(loadOrt(), 2)],
+  ];
+
+  /** Q T Q^T, rebuilt from the reduction: applying Q to the columns of T and then to the rows. */
+  function rebuild(t: Awaited<ReturnType<typeof blockedTridiagonal>>, n: number): Float64Array {
+    const tri = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) {
+      tri[i * n + i] = t.d[i];
+      if (i + 1 < n) tri[i * n + i + 1] = tri[(i + 1) * n + i] = t.e[i];
+    }
+    // Rows of tri are columns too (symmetric): Q T, then (Q (Q T)^T)^T = Q T Q^T.
+    applyReflectors(t, tri, n);
+    const back = new Float64Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) back[i * n + j] = tri[j * n + i];
+    applyReflectors(t, back, n);
+    return back;
+  }
+
+  it.each(engines)('on %s: Q T Q^T is the input, for sizes around the panel width and narrow panels', async (_, engine) => {
+    for (const [n, panel] of [[1, 32], [2, 32], [3, 1], [33, 32], [34, 32], [70, 32], [100, 7], [65, 64]] as const) {
+      const m = n % 2 ? randomSymmetric(n, n) : randomSpd(n, n);
+      const t = await blockedTridiagonal(m.a, n, engine, panel);
+      expect(maxAbs(rebuild(t, n).map((x, i) => x - m.a[i]))).toBeLessThan(tol(n, maxAbs(m.a) * n));
+      expect(t.e[n - 1]).toBe(0);
+    }
+  });
+
+  it('gives ONNX Runtime products equal to the JavaScript reference', async () => {
+    const ort = ortTridiagonalEngine(loadOrt(), 2);
+    const r = mulberry32(3);
+    const m = 45;
+    const b = 6;
+    const { a } = randomSymmetric(m, 9);
+    const u = Float64Array.from({ length: m }, (_, i) => (i < 4 ? 0 : r() - 0.5));
+    const v = Float64Array.from({ length: m * b }, () => r() - 0.5);
+    const w = Float64Array.from({ length: m * b }, () => r() - 0.5);
+    const near = (x: ArrayLike<number>, y: ArrayLike<number>) => maxAbs(Array.from(x, (value, i) => value - y[i]!));
+    expect(near(await ort.panelProduct(a, m, u, v, w, b), await jsTridiagonalEngine.panelProduct(a, m, u, v, w, b))).toBeLessThan(1e-13);
+    const tail = v.subarray(b * b);
+    const wTail = w.subarray(b * b);
+    const expected = new Float64Array((m - b) * (m - b));
+    await jsTridiagonalEngine.trailingUpdate(a, m, b, tail, wTail, expected);
+    // Into the middle of a larger buffer, as the reduction's second buffer is used: nothing written around it.
+    const buffer = new Float64Array(expected.length + 20).fill(7);
+    await ort.trailingUpdate(a, m, b, tail, wTail, buffer.subarray(10, 10 + expected.length));
+    expect(near(buffer.subarray(10, 10 + expected.length), expected)).toBeLessThan(1e-13);
+    expect(Array.from(buffer.subarray(0, 10))).toEqual(new Array(10).fill(7));
+    expect(Array.from(buffer.subarray(10 + expected.length))).toEqual(new Array(10).fill(7));
+    expect(maxAbs(expected)).toBeGreaterThan(0.1);
+  });
+
+  it.each(engines)('on %s, symmetricEigenBlocked: the eigenvalues and leading vectors of symmetricEigen, to rounding', async (_, engine) => {
+    const m = randomSpd(120, 77);
+    const full = symmetricEigen(m.a, m.n);
+    const k = 9;
+    let seen: Float64Array | undefined;
+    const part = await symmetricEigenBlocked(m.a, m.n, (values) => ((seen = values), k), engine);
+    expect(maxAbs(part.values.map((x, i) => x - full.values[i]))).toBeLessThan(tol(m.n, maxAbs(full.values)));
+    expect(seen).toEqual(part.values);
+    expect(residual(m, part.values.slice(0, k), part.vectors)).toBeLessThan(tol(m.n, maxAbs(full.values)));
+    for (let j = 0; j < k; j++) {
+      const ours = row(part.vectors, m.n, j);
+      const theirs = row(full.vectors, m.n, j);
+      const sign = ours.reduce((sum, x, i) => sum + x * theirs[i], 0) < 0 ? -1 : 1;
+      expect(maxAbs(ours.map((x, i) => sign * x - theirs[i]))).toBeLessThan(1e-10);
+    }
+  });
+
+  it('takes symmetricEigen\'s own path, bit for bit, for more than n/4 vectors; checks its input as it does', async () => {
+    const m = randomSpd(40, 5);
+    const counts: number[] = [];
+    const many = await symmetricEigenBlocked(m.a, m.n, (values) => (counts.push(values.length), 11), jsTridiagonalEngine);
+    expect(many).toEqual(symmetricEigen(m.a, m.n, () => 11));
+    expect(counts).toEqual([40, 40]); // told once by each path: the model keeps what the full path computed
+    // Allowed to work in its input: the same results, and the full path from the matrix given again.
+    const scratch = Float64Array.from(m.a);
+    expect(await symmetricEigenBlocked(scratch, m.n, () => 11, jsTridiagonalEngine, () => Float64Array.from(m.a))).toEqual(many);
+    expect(scratch).not.toEqual(m.a);
+    const few = await symmetricEigenBlocked(m.a, m.n, () => 3, jsTridiagonalEngine);
+    expect(await symmetricEigenBlocked(Float64Array.from(m.a), m.n, () => 3, jsTridiagonalEngine, () => m.a)).toEqual(few);
+    await expect(symmetricEigenBlocked(Float64Array.of(1, 0, Number.NaN, 1), 2, () => 1, jsTridiagonalEngine)).rejects.toThrow(/\(1, 0\) is not finite: NaN/);
+    await expect(symmetricEigenBlocked(new Float64Array(5), 2, () => 1, jsTridiagonalEngine)).rejects.toThrow(/2 x 2 matrix/);
   });
 });

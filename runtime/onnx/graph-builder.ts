@@ -31,7 +31,7 @@ export interface GraphIo {
   /** Dimensions; a string is a symbolic (dynamic) dimension such as the batch. */
   readonly dims: readonly (number | string)[];
   /** @default 'float32' */
-  readonly type?: 'float32' | 'float64' | 'uint8';
+  readonly type?: 'float32' | 'float64' | 'uint8' | 'int64';
 }
 
 /** ONNX's code for the element type float32, as Cast's `to` attribute takes it. */
@@ -151,7 +151,7 @@ function valueInfo(io: GraphIo): onnx.IValueInfoProto {
     name: io.name,
     type: {
       tensorType: {
-        elemType: io.type === 'uint8' ? DataType.UINT8 : io.type === 'float64' ? DataType.DOUBLE : DataType.FLOAT,
+        elemType: io.type === 'uint8' ? DataType.UINT8 : io.type === 'int64' ? DataType.INT64 : io.type === 'float64' ? DataType.DOUBLE : DataType.FLOAT,
         shape: { dim: io.dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
       },
     },

@@ -1,6 +1,5 @@
 import * as fs from 'node:fs';
 import { once } from 'node:events';
-import { stringify, type Stringifier } from 'csv-stringify';
 import { ByteWriter, ParquetWriter, fileWriter } from 'hyparquet-writer';
 
 /** One block of result rows: keys, labels and an n × k matrix of principal-component values. */
@@ -18,19 +17,70 @@ export function resultColumns(k: number): string[] {
 
 /**
  * Shortest decimal that reads back as the same float32: the CSV stays small (float32 precision is what the
- * features have) without losing anything the Parquet file keeps.
+ * features have) without losing anything the Parquet file keeps. The text is that of
+ * `String(Number(value.toPrecision(digits)))` for the fewest digits from 6 that read back, written straight from
+ * toPrecision's digits (`decimalText`): the number-to-string conversion cost more than the search itself.
  */
 export function formatFloat32(value: number): string {
-  for (let digits = 6; digits < 9; digits++) {
-    const text = value.toPrecision(digits);
-    if (Math.fround(Number(text)) === Math.fround(value)) return String(Number(text));
+  if (value === 0 || !Number.isFinite(value)) return String(Number(value.toPrecision(6)));
+  const target = Math.fround(value);
+  // Whether d digits read back only ever changes once as d grows: the d-digit rounding is the nearest d-digit
+  // decimal, and every (d - 1)-digit decimal is one, so it is at least as near as the (d - 1)-digit rounding.
+  // (Exact ties cannot occur: half a decimal step is never half a float32 step.) So 7 first: most values need 7 or 8.
+  const seven = value.toPrecision(7);
+  if (Math.fround(Number(seven)) === target) {
+    const six = value.toPrecision(6);
+    return decimalText(Math.fround(Number(six)) === target ? six : seven);
   }
-  return String(Number(value.toPrecision(9)));
+  const eight = value.toPrecision(8);
+  return decimalText(Math.fround(Number(eight)) === target ? eight : value.toPrecision(9));
 }
 
-/** Streams result blocks into a CSV file (RFC 4180 quoting by csv-stringify): memory stays one block. */
+/**
+ * `String(Number(text))` for the output of toPrecision on a finite non-zero number (at most 21 significant
+ * digits, so the double nearest to it prints as those very digits, trailing zeros dropped), laid out by
+ * Number.prototype.toString's rules (ECMA-262 Number::toString): plain digits for decimal exponents from -7 to
+ * 20, else exponential.
+ */
+export function decimalText(text: string): string {
+  const negative = text.charCodeAt(0) === 45; // '-'
+  const body = negative ? text.slice(1) : text;
+  const e = body.indexOf('e');
+  const mantissa = e < 0 ? body : body.slice(0, e);
+  const point = mantissa.indexOf('.');
+  const whole = point < 0 ? mantissa : mantissa.slice(0, point);
+  let digits = point < 0 ? mantissa : whole + mantissa.slice(point + 1);
+  // The value is 0.digits x 10^n once leading zeros are gone.
+  let n = whole.length + (e < 0 ? 0 : Number(body.slice(e + 1)));
+  let lead = 0;
+  while (lead < digits.length - 1 && digits.charCodeAt(lead) === 48) lead++;
+  n -= lead;
+  let end = digits.length;
+  while (end > lead + 1 && digits.charCodeAt(end - 1) === 48) end--;
+  digits = digits.slice(lead, end);
+  const k = digits.length;
+  let out: string;
+  if (k <= n && n <= 21) out = digits + '0'.repeat(n - k);
+  else if (0 < n && n <= 21) out = `${digits.slice(0, n)}.${digits.slice(n)}`;
+  else if (-6 < n && n <= 0) out = `0.${'0'.repeat(-n)}${digits}`;
+  else out = `${digits[0]}${k > 1 ? `.${digits.slice(1)}` : ''}e${n - 1 < 0 ? '-' : '+'}${Math.abs(n - 1)}`;
+  return negative ? `-${out}` : out;
+}
+
+/**
+ * A CSV field as csv-stringify writes it with its defaults (RFC 4180): quoted when it holds a comma, a double
+ * quote, a CR or an LF, with its double quotes doubled; as it is otherwise.
+ */
+export function csvField(value: string): string {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+/**
+ * Streams result blocks into a CSV file, as csv-stringify would write them (RFC 4180 quoting: `csvField`), a block
+ * of lines per write: a row goes out as one string, not as k + 2 fields through a stream transform each. Memory
+ * stays one block.
+ */
 export class CsvResultWriter {
-  private readonly csv: Stringifier;
   private readonly file: fs.WriteStream;
   private readonly done: Promise<unknown>;
 
@@ -39,25 +89,32 @@ export class CsvResultWriter {
     private readonly k: number,
   ) {
     this.file = fs.createWriteStream(path);
-    this.csv = stringify({ header: true, columns: resultColumns(k) });
-    this.csv.pipe(this.file);
     this.done = once(this.file, 'finish');
+    this.file.write(`${resultColumns(k).map(csvField).join(',')}\n`);
   }
 
   async write(block: ResultBlock): Promise<void> {
     const { k } = this;
+    let lines = '';
     for (let i = 0; i < block.keys.length; i++) {
-      const row: string[] = [block.keys[i], block.labels[i]];
-      for (let j = 0; j < k; j++) row.push(formatFloat32(block.values[i * k + j]));
-      if (!this.csv.write(row)) await once(this.csv, 'drain');
+      let line = `${csvField(block.keys[i])},${csvField(block.labels[i])}`;
+      for (let j = 0; j < k; j++) line += `,${formatFloat32(block.values[i * k + j])}`;
+      lines += `${line}\n`;
+      if (lines.length >= CSV_CHUNK_CHARS || i === block.keys.length - 1) {
+        if (!this.file.write(lines)) await once(this.file, 'drain');
+        lines = '';
+      }
     }
   }
 
   async close(): Promise<void> {
-    this.csv.end();
+    this.file.end();
     await this.done;
   }
 }
+
+/** Characters of CSV lines handed to the file stream at once. */
+const CSV_CHUNK_CHARS = 1 << 16;
 
 /** Streams result blocks into a Parquet file (one row group per block): key, label as UTF8, pc_i as FLOAT. */
 export class ParquetResultWriter {

@@ -8,7 +8,8 @@
  * noise (they are clamped at 0), which does not move any ratio by more than that.
  */
 import { covariance, type Moments } from '../stats/moments';
-import { symmetricEigen } from './symmetric-eigen';
+import type { TridiagonalEngine } from './blocked-tridiagonal';
+import { symmetricEigen, symmetricEigenBlocked, type SymmetricEigen } from './symmetric-eigen';
 
 export type ComponentsSpec =
   | { readonly kind: 'components'; readonly count: number }
@@ -77,6 +78,22 @@ export function chooseComponents(ratios: Float64Array, spec: ComponentsSpec, max
 }
 
 export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
+  const fit = startFit(moments, spec);
+  return fit.finish(symmetricEigen(fit.cov, moments.dim, fit.vectorCount));
+}
+
+/**
+ * `fitPca` with the blocked reduction, its matrix products on `engine` (ONNX Runtime's: ort-tridiagonal.ts):
+ * the same model to rounding, the eigen-solve about twice as fast at 1280 features.
+ */
+export async function fitPcaBlocked(moments: Moments, spec: ComponentsSpec, engine: TridiagonalEngine): Promise<PcaModel> {
+  const fit = startFit(moments, spec);
+  // The covariance is this fit's own: the reduction works in it, and computes it again in the rare case it needs it.
+  return fit.finish(await symmetricEigenBlocked(fit.cov, moments.dim, fit.vectorCount, engine, () => covariance(moments)));
+}
+
+/** What every fit does around the eigen-solve: the checks and covariance first, the model from its result after. */
+function startFit(moments: Moments, spec: ComponentsSpec) {
   const p = moments.dim;
   const n = moments.count;
   const maxComponents = Math.min(n, p);
@@ -100,37 +117,40 @@ export function fitPca(moments: Moments, spec: ComponentsSpec): PcaModel {
   // negative ones. Both are zero here, and the ratios are shares of what remains, so that they sum to 1 as
   // scikit-learn's do (its total is the sum of its explained variances), and the curve never passes 1.
   const rank = Math.min(n - 1, p);
-  const { vectors } = symmetricEigen(cov, p, (values) => {
+  const vectorCount = (values: Float64Array) => {
     eigen = values.map((v, i) => (i < rank ? Math.max(0, v) : 0));
     const sum = eigen.reduce((a, b) => a + b, 0);
     allExplainedVarianceRatio = Float64Array.from(eigen, (v) => v / sum);
     k = chooseComponents(allExplainedVarianceRatio, spec, maxComponents);
     return k;
-  });
-
-  const components = new Float64Array(k * p);
-  for (let c = 0; c < k; c++) {
-    const row = c * p;
-    components.set(vectors.subarray(row, row + p), row); // row c of vectors is the eigenvector of eigen[c]
-    let pivot = 0;
-    for (let j = 1; j < p; j++) if (Math.abs(components[row + j]) > Math.abs(components[row + pivot])) pivot = j;
-    // Eigenvectors are only defined up to sign; fix it so the same data always gives the same model.
-    if (components[row + pivot] < 0) for (let j = 0; j < p; j++) components[row + j] = -components[row + j];
-  }
-
-  const explainedVariance = eigen.slice(0, k);
-  let discarded = 0;
-  for (let i = k; i < maxComponents; i++) discarded += eigen[i];
-  return {
-    nFeatures: p,
-    nSamples: n,
-    nComponents: k,
-    mean: Float64Array.from(moments.mean),
-    components,
-    explainedVariance,
-    explainedVarianceRatio: allExplainedVarianceRatio.slice(0, k),
-    allExplainedVarianceRatio,
-    singularValues: Float64Array.from(explainedVariance, (v) => Math.sqrt(v * (n - 1))),
-    noiseVariance: k < maxComponents ? discarded / (maxComponents - k) : 0,
   };
+
+  const finish = ({ vectors }: SymmetricEigen): PcaModel => {
+    const components = new Float64Array(k * p);
+    for (let c = 0; c < k; c++) {
+      const row = c * p;
+      components.set(vectors.subarray(row, row + p), row); // row c of vectors is the eigenvector of eigen[c]
+      let pivot = 0;
+      for (let j = 1; j < p; j++) if (Math.abs(components[row + j]) > Math.abs(components[row + pivot])) pivot = j;
+      // Eigenvectors are only defined up to sign; fix it so the same data always gives the same model.
+      if (components[row + pivot] < 0) for (let j = 0; j < p; j++) components[row + j] = -components[row + j];
+    }
+
+    const explainedVariance = eigen.slice(0, k);
+    let discarded = 0;
+    for (let i = k; i < maxComponents; i++) discarded += eigen[i];
+    return {
+      nFeatures: p,
+      nSamples: n,
+      nComponents: k,
+      mean: Float64Array.from(moments.mean),
+      components,
+      explainedVariance,
+      explainedVarianceRatio: allExplainedVarianceRatio.slice(0, k),
+      allExplainedVarianceRatio,
+      singularValues: Float64Array.from(explainedVariance, (v) => Math.sqrt(v * (n - 1))),
+      noiseVariance: k < maxComponents ? discarded / (maxComponents - k) : 0,
+    };
+  };
+  return { cov, vectorCount, finish };
 }

@@ -1,6 +1,8 @@
 import pMap, { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
-import { fitPca, type PcaModel } from '../pca/fit';
+import { loadOrt } from '../onnx/runtime';
+import { fitPca, fitPcaBlocked, type ComponentsSpec, type PcaModel } from '../pca/fit';
+import { ortTridiagonalEngine } from '../pca/ort-tridiagonal';
 import type { Reporter } from '../progress';
 import { emptyMoments, mergeMoments, type Moments } from '../stats/moments';
 import type { RunConfig } from './config';
@@ -101,6 +103,20 @@ async function mergeAll(folder: RunFolder, metas: readonly ExtractMeta[], dim: n
   return tree.result();
 }
 
+/**
+ * The fit on ONNX Runtime's float64 products where onnxruntime-node loads (the blocked reduction), else in
+ * JavaScript alone; whatever engine extracted the features. The same model to rounding either way.
+ */
+function fitOn(merged: Moments, spec: ComponentsSpec, threads: number): Promise<PcaModel> {
+  let runtime;
+  try {
+    runtime = loadOrt();
+  } catch {
+    return Promise.resolve(fitPca(merged, spec));
+  }
+  return fitPcaBlocked(merged, spec, ortTridiagonalEngine(runtime, threads));
+}
+
 export interface FitResult {
   readonly model: PcaModel;
   readonly seconds: number;
@@ -125,7 +141,7 @@ export async function fitStage(folder: RunFolder, config: RunConfig, metas: read
   }
   let model: PcaModel;
   try {
-    model = fitPca(merged, config.components);
+    model = await fitOn(merged, config.components, config.threads);
   } catch (error) {
     if (error instanceof RangeError) throw new OrchardError(error.message, 'ERR_INVALID_PARAMETER', ExitCode.Usage);
     throw error;

@@ -128,18 +128,6 @@ export function compareLabels(a: string, b: string): number {
   return a.localeCompare(b, 'en', { numeric: true, sensitivity: 'variant' }) || (a < b ? -1 : a > b ? 1 : 0);
 }
 
-/** Squared Euclidean distance between rows i and j. */
-function distance(values: Float32Array | Float64Array, dim: number, i: number, j: number): number {
-  let sum = 0;
-  const a = i * dim;
-  const b = j * dim;
-  for (let d = 0; d < dim; d++) {
-    const diff = values[a + d]! - values[b + d]!;
-    sum += diff * diff;
-  }
-  return sum;
-}
-
 /** The label check on `rows` (of `total` rows in the run). */
 export function assessLabels(rows: LabelledRows, total = rows.keys.length): LabelQuality {
   const { labels, values, dim, keys } = rows;
@@ -156,41 +144,7 @@ export function assessLabels(rows: LabelledRows, total = rows.keys.length): Labe
   const fold = stratifiedFolds(labels, folds);
 
   const k = Math.min(VOTE_NEIGHBOURS, n - 1);
-  // Each pair's distance is computed once and offered to both rows (half the work). Row r sees its candidates in
-  // ascending order (i < r while the outer loop reaches r, then r + 1, …), so ties go to the first, as a stable
-  // brute-force search does.
-  const best = new Float64Array(n).fill(Infinity);
-  const bestJ = new Int32Array(n).fill(-1);
-  const nearD = new Float64Array(n * k);
-  const neighbours = new Int32Array(n * k);
-  const filled = new Int32Array(n);
-  const offer = (r: number, j: number, d: number) => {
-    // Nearest neighbour in the other folds.
-    if (fold[j] !== fold[r] && d < best[r]!) {
-      best[r] = d;
-      bestJ[r] = j;
-    }
-    // The k nearest in the whole sample, kept sorted by insertion.
-    const base = r * k;
-    const count = filled[r]!;
-    if (count < k || d < nearD[base + count - 1]!) {
-      let at = count < k ? (filled[r] = count + 1) - 1 : k - 1;
-      while (at > 0 && nearD[base + at - 1]! > d) {
-        nearD[base + at] = nearD[base + at - 1]!;
-        neighbours[base + at] = neighbours[base + at - 1]!;
-        at -= 1;
-      }
-      nearD[base + at] = d;
-      neighbours[base + at] = j;
-    }
-  };
-  for (let i = 0; i < n; i++) {
-    for (let j = i + 1; j < n; j++) {
-      const d = distance(values, dim, i, j);
-      offer(i, j, d);
-      offer(j, i, d);
-    }
-  }
+  const { bestJ, neighbours } = nearestNeighbours(values, dim, fold, k);
   const predicted = Int32Array.from(bestJ, (j) => (j >= 0 ? y[j]! : -1));
 
   // Accuracy as scikit-learn reports it: the mean of the folds' accuracies.
@@ -231,6 +185,94 @@ export function assessLabels(rows: LabelledRows, total = rows.keys.length): Labe
     suspiciousCount: unique.length,
     suspicious: unique.slice(0, MAX_SUSPICIOUS),
   };
+}
+
+/**
+ * For every row r, of the squared Euclidean distances d(r, j) (summed over the components in order, in float64):
+ * the nearest row j in another fold (`bestJ`, -1 if none) and the k nearest rows in the whole sample
+ * (`neighbours`, n × k, nearest first), every tie going to the lower j — what a brute-force search offering j in
+ * ascending order keeps.
+ *
+ * The result is that of comparing every pair, but most pairs are never summed in full. Each row looks at the
+ * others in order of their first component (the one that spreads the rows most), outwards from its own, while its
+ * thresholds (its k-th distance so far, its nearest in another fold so far) only ever fall: the first term of
+ * d(r, j) alone, (x_r0 - x_j0)², grows as the sweep moves outwards, and a partial sum of non-negative terms never
+ * exceeds the full sum (in floating point too: rounding is monotone), so once the first term is above both
+ * thresholds, every row further out in that direction is farther, and a pair whose partial sum passes them is
+ * dropped unfinished. Only strictly larger distances are dropped, so ties are decided exactly as a full search does.
+ */
+export function nearestNeighbours(values: Float32Array | Float64Array, dim: number, fold: Int32Array, k: number): { bestJ: Int32Array; neighbours: Int32Array } {
+  const n = fold.length;
+  const x = Float64Array.from(values); // float32 to float64 is exact: the same sums as on `values`
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => x[a * dim]! - x[b * dim]! || a - b);
+  const bestJ = new Int32Array(n).fill(-1);
+  const neighbours = new Int32Array(n * k);
+  const nearD = new Float64Array(k);
+  const nearJ = new Int32Array(k);
+  // How often, while summing, a pair is checked against the thresholds.
+  const CHECK = 4;
+  for (let p = 0; p < n; p++) {
+    const r = order[p]!;
+    const rb = r * dim;
+    const fr = fold[r]!;
+    let filled = 0;
+    let best = Infinity;
+    let bestIndex = -1;
+    // A row is worth summing while a distance up to `limit` could change r's lists.
+    let limit = Infinity;
+    let left = p - 1;
+    let right = p + 1;
+    while (left >= 0 || right < n) {
+      // The nearer side in the first component goes first: the thresholds fall fastest.
+      let fromLeft: boolean;
+      if (left < 0) fromLeft = false;
+      else if (right >= n) fromLeft = true;
+      else fromLeft = x[rb]! - x[order[left]! * dim]! <= x[order[right]! * dim]! - x[rb]!;
+      const j = order[fromLeft ? left : right]!;
+      const jb = j * dim;
+      const first = x[rb]! - x[jb]!;
+      let sum = first * first;
+      if (sum > limit) {
+        // Every row further out on this side is at least as far in the first component.
+        if (fromLeft) left = -1;
+        else right = n;
+        continue;
+      }
+      if (fromLeft) left -= 1;
+      else right += 1;
+      let c = 1;
+      for (let next = CHECK; c < dim; next += CHECK) {
+        const stop = next < dim ? next : dim;
+        for (; c < stop; c++) {
+          const diff = x[rb + c]! - x[jb + c]!;
+          sum += diff * diff;
+        }
+        if (sum > limit) break;
+      }
+      if (sum > limit) continue;
+      // Nearest in another fold; ties to the lower index.
+      if (fold[j] !== fr && (sum < best || (sum === best && j < bestIndex))) {
+        best = sum;
+        bestIndex = j;
+      }
+      // The k nearest, kept sorted by (distance, index).
+      if (filled < k || sum < nearD[k - 1]! || (sum === nearD[k - 1]! && j < nearJ[k - 1]!)) {
+        let at = filled < k ? filled++ : k - 1;
+        while (at > 0 && (nearD[at - 1]! > sum || (nearD[at - 1]! === sum && nearJ[at - 1]! > j))) {
+          nearD[at] = nearD[at - 1]!;
+          nearJ[at] = nearJ[at - 1]!;
+          at -= 1;
+        }
+        nearD[at] = sum;
+        nearJ[at] = j;
+      }
+      // Worth summing: below the k-th distance, or below the nearest in another fold (while either is unknown, anything).
+      limit = filled < k ? Infinity : Math.max(nearD[k - 1]!, best);
+    }
+    bestJ[r] = bestIndex;
+    neighbours.set(nearJ.subarray(0, k), r * k);
+  }
+  return { bestJ, neighbours };
 }
 
 /** The pairs of classes most often taken one for the other, both directions summed. */

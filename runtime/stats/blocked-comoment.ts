@@ -37,13 +37,18 @@ export function blockedCoMoment(
       const block = await multiply(centred.subarray(0, b * dim), b, dim);
       for (let i = 0; i < out.length; i++) out[i] += block[i];
     }
-    for (let i = 0; i < dim; i++) {
-      for (let j = i + 1; j < dim; j++) {
-        const v = (out[i * dim + j] + out[j * dim + i]) / 2;
-        out[i * dim + j] = v;
-        out[j * dim + i] = v;
-      }
-    }
-    return out;
+    return symmetrise(out, dim);
   };
+}
+
+/** The mean of each pair of mirrored entries, in place: a product computed in blocks need not be symmetric to the last bit. */
+export function symmetrise(out: Float64Array, dim: number): Float64Array {
+  for (let i = 0; i < dim; i++) {
+    for (let j = i + 1; j < dim; j++) {
+      const v = (out[i * dim + j] + out[j * dim + i]) / 2;
+      out[i * dim + j] = v;
+      out[j * dim + i] = v;
+    }
+  }
+  return out;
 }
