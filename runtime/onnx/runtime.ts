@@ -38,6 +38,12 @@ export function loadOrt(): OrtRuntime {
 export interface SessionOptions {
   /** Intra-op threads: the machine's cores by default. */
   readonly threads: number;
+  /**
+   * Give a run's intermediate buffers back when it ends, instead of keeping them in ONNX Runtime's arena for the
+   * next run (its default): for a session that runs now and then on large inputs, so that what it needed once
+   * does not stay resident for the rest of the process.
+   */
+  readonly releaseMemory?: boolean;
 }
 
 /**
@@ -57,5 +63,6 @@ export function sessionOptions(options: SessionOptions): import('onnxruntime-nod
     intraOpNumThreads: options.threads,
     interOpNumThreads: 1,
     extra: { session: { intra_op: { allow_spinning: '0' } } },
+    ...(options.releaseMemory ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
   };
 }
