@@ -20,6 +20,8 @@ export interface EngineOptions {
   readonly backend: BackendPreference;
   /** Threads ONNX Runtime computes on. */
   readonly threads: number;
+  /** ONNX Runtime sessions computing batches side by side, sharing the threads (default 1). */
+  readonly sessions?: number;
   readonly batchSize: number;
   /** Where compiled ONNX graphs are kept (the model cache); compiled in memory each time without one. */
   readonly graphCache?: Storage;
@@ -46,7 +48,7 @@ export interface LoadedEngine {
 export async function loadEngine(preset: ModelPreset, files: ModelFiles, options: EngineOptions): Promise<LoadedEngine> {
   if (options.int8) {
     const runtime = loadOrt();
-    const model = await createOnnxFeatureModel(runtime, options.int8.graph, preset, files, { threads: options.threads, batchSize: options.batchSize, cached: false, int8: options.int8.info });
+    const model = await createOnnxFeatureModel(runtime, options.int8.graph, preset, files, { threads: options.threads, sessions: options.sessions, batchSize: options.batchSize, cached: false, int8: options.int8.info });
     return { model, coMoment: ortCoMoment(runtime, options.threads) };
   }
   let fallback: string | undefined;
@@ -57,6 +59,7 @@ export async function loadEngine(preset: ModelPreset, files: ModelFiles, options
       const compiled = await loadOrCompileGraph(weightsTf, files, { inputSize: preset.inputSize, normalization: preset.normalization, featureLayer: preset.featureLayer }, options.graphCache, options.warn);
       const model = await createOnnxFeatureModel(runtime, compiled.graph, preset, files, {
         threads: options.threads,
+        sessions: options.sessions,
         batchSize: options.batchSize,
         cached: compiled.cached,
       });

@@ -26,6 +26,8 @@ export interface EngineInfo {
   readonly backend?: 'tensorflow' | 'wasm';
   /** Threads the engine computes on (ONNX Runtime's intra-op threads; 1 for WebAssembly, which is single-threaded in Node). */
   readonly threads: number;
+  /** ONNX Runtime sessions computing batches side by side, sharing the threads (absent: one). */
+  readonly sessions?: number;
   readonly batchSize: number;
   /** The compiled ONNX graph (onnx engine only): its SHA-256 is checked again when a run resumes. */
   readonly graph?: { readonly sha256: string; readonly nodes: number; readonly cached: boolean };
@@ -41,13 +43,16 @@ export interface EngineInfo {
 export function describeEngine(engine: EngineInfo): string {
   const runtime = engine.name === 'onnx' ? `onnxruntime-node ${engine.version}` : `tfjs ${engine.version} on ${engine.backend}`;
   const precision = engine.int8 ? `, int8 with ${engine.int8.weightBits}-bit weights` : engine.precision ? `, ${engine.precision}` : '';
-  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}, batch ${engine.batchSize}${precision})`;
+  const sessions = (engine.sessions ?? 1) > 1 ? ` in ${engine.sessions} sessions` : '';
+  return `${engine.name} engine (${runtime}, ${engine.threads} thread${engine.threads === 1 ? '' : 's'}${sessions}, batch ${engine.batchSize}${precision})`;
 }
 
 /** A loaded, warmed-up CNN that turns a batch of normalised images into feature vectors. */
 export interface FeatureModel {
   readonly identity: ModelIdentity;
   readonly engine: EngineInfo;
+  /** Batches the engine computes at once (its sessions; 1 when absent): a caller keeps more than that in flight. */
+  readonly parallelBatches?: number;
   /**
    * `pixels` holds n images of inputSize² × 3 bytes (NHWC, 8-bit RGB, as preprocessing gives them); the engine
    * normalises them as the preset says. Returns n × featureDim floats. The pixels are read before the call

@@ -1,6 +1,6 @@
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { buildEnlargeGraph } from '../images/enlarge-graph';
-import { PredictWorker } from '../onnx/worker-session';
+import { PredictPool, splitThreads } from '../onnx/predict-pool';
 import type { OrtRuntime } from '../onnx/runtime';
 import type { ModelFiles } from './artifacts';
 import type { Int8Info } from './int8';
@@ -11,6 +11,8 @@ import type { CompiledGraph } from './to-onnx/compile';
 
 export interface OnnxModelOptions {
   readonly threads: number;
+  /** Sessions computing batches side by side, sharing `threads` (1 unless given). */
+  readonly sessions?: number;
   readonly batchSize: number;
   /** Whether the graph came from the model cache (for the manifest). */
   readonly cached: boolean;
@@ -31,9 +33,9 @@ export async function createOnnxFeatureModel(
   options: OnnxModelOptions,
 ): Promise<FeatureModel> {
   checkFeatureDim(preset, graph.featureDim);
-  let worker: PredictWorker;
+  let pool: PredictPool;
   try {
-    worker = await PredictWorker.start(graph.bytes, { threads: options.threads }, INPUT_NAME, OUTPUT_NAME);
+    pool = await PredictPool.start(graph.bytes, splitThreads(options.threads, options.sessions ?? 1), INPUT_NAME, OUTPUT_NAME);
   } catch (error) {
     throw new OrchardError(
       `ONNX Runtime ${runtime.version} refused the graph compiled from ${files.loadedFrom}: ${describeError(error)}`,
@@ -44,18 +46,18 @@ export async function createOnnxFeatureModel(
   }
   const size = preset.inputSize;
   const perImage = size * size * 3;
-  const predict = (pixels: Uint8Array, n: number): Promise<Float32Array> => worker.run(pixels, [n, size, size, 3]);
+  const predict = (pixels: Uint8Array, n: number): Promise<Float32Array> => pool.run(pixels, [n, size, size, 3]);
   try {
-    await predict(new Uint8Array(options.batchSize * perImage), options.batchSize);
+    await pool.each(new Uint8Array(options.batchSize * perImage), [options.batchSize, size, size, 3]);
   } catch (error) {
-    await worker.close();
+    await pool.close();
     throw error;
   }
   // One intra-op thread: the enlargement is small (a tenth of a millisecond per image), and on one thread all of its
   // work is on the worker's own thread, whose CPU time the worker reads to count it as preprocessing.
   const enlargeGraph = (height: number, width: number) => () => ({ bytes: buildEnlargeGraph(height, width, size), options: { threads: 1 } });
   const predictEnlarged = async (pixels: Uint8Array, n: number, height: number, width: number) => {
-    const { features, enlarge } = await worker.runEnlarged(pixels, [n, size, size, 3], height, width, enlargeGraph(height, width));
+    const { features, enlarge } = await pool.runEnlarged(pixels, [n, size, size, 3], height, width, enlargeGraph(height, width));
     return { features, enlargeCpuS: enlarge?.cpuS ?? 0, enlargeWallS: enlarge?.wallS ?? 0 };
   };
   return {
@@ -73,13 +75,15 @@ export async function createOnnxFeatureModel(
       name: 'onnx',
       version: runtime.version,
       threads: options.threads,
+      ...(pool.size > 1 ? { sessions: pool.size } : {}),
       batchSize: options.batchSize,
       graph: { sha256: graph.sha256, nodes: graph.nodes, cached: options.cached },
       precision: options.int8 ? 'int8' : 'fp32',
       ...(options.int8 ? { int8: options.int8 } : {}),
     },
+    parallelBatches: pool.size,
     predict,
     predictEnlarged,
-    dispose: () => void worker.close(),
+    dispose: () => void pool.close(),
   };
 }

@@ -72,6 +72,11 @@ export class PredictWorker {
     return worker;
   }
 
+  /** Batches sent to this worker and not answered yet. */
+  get pending(): number {
+    return this.inFlight.size;
+  }
+
   run(pixels: Uint8Array, dims: readonly number[]): Promise<Float32Array> {
     return this.send(pixels, dims).then((result) => result.features);
   }

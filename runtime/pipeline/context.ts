@@ -2,6 +2,7 @@ import { readModelFiles } from '../model/artifacts';
 import type { TfRuntime } from '../model/backend';
 import { loadEngine, type LoadedEngine } from '../model/engine';
 import { resolveModel } from '../model/resolve';
+import { runSessions } from '../onnx/predict-pool';
 import type { Reporter } from '../progress';
 import { childLocation, openStorage, type Location, type Storage } from '../storage';
 import { defaultModelCache, type RunConfig } from './config';
@@ -37,6 +38,7 @@ export async function loadModel(run: OpenRun, deps: { readonly reporter: Reporte
     engine: config.engine,
     backend: config.backend,
     threads: config.threads,
+    sessions: runSessions(config.threads),
     batchSize: config.batchSize,
     graphCache: cache,
     warn: (message) => deps.reporter.warn(message),

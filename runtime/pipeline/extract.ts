@@ -73,33 +73,37 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
   const errors: { key: string; reason: string }[] = [];
   let predictSeconds = 0;
   let enlargeSeconds = 0;
-  // One batch is computed while the next is filled: `predict` reads the buffer before it returns, and the
-  // batch before is awaited only when the next one is ready to go, so the model never waits for decoding
-  // that could have happened during its previous batch.
-  let inFlight: Promise<void> = Promise.resolve();
-  let modelFreeAt = 0;
+  // The model computes `parallel` batches at once, and one more waits for it while the next is filled: `predict`
+  // reads the buffer before it returns, and the oldest batch is awaited only when the next one is ready to go,
+  // so the model never waits for decoding that could have happened while it ran.
+  const parallel = model.parallelBatches ?? 1;
+  const inFlight: Promise<void>[] = [];
+  // The model's time: while any batch is in it (sent and not done), less the enlargement the engine did first,
+  // which is preprocessing (its CPU is counted apart).
+  let busy = 0;
+  let busySince = 0;
 
   const flush = async (batch: Batch) => {
     if (batch.rows.length === 0) return;
     const batchRows = batch.rows.splice(0);
-    const previous = inFlight;
-    const t0 = performance.now();
+    if (busy++ === 0) busySince = performance.now();
     const computed =
       batch.height === size && batch.width === size
         ? model.predict(batch.pixels, batchRows.length).then((out) => ({ features: out, enlargeCpuS: 0, enlargeWallS: 0 }))
         : model.predictEnlarged!(batch.pixels, batchRows.length, batch.height, batch.width);
-    inFlight = computed.then(({ features: out, enlargeCpuS, enlargeWallS }) => {
-      // The model's own time for this batch: from when it could start (sent, and the batch before done) to done,
-      // less the enlargement the engine did first, which is preprocessing (its CPU is counted apart).
-      const done = performance.now();
-      predictSeconds += Math.max(0, (done - Math.max(t0, modelFreeAt)) / 1000 - enlargeWallS);
+    const done = computed.then(({ features: out, enlargeCpuS, enlargeWallS }) => {
+      predictSeconds -= enlargeWallS / parallel;
       enlargeSeconds += enlargeCpuS;
-      modelFreeAt = done;
       batchRows.forEach((row, i) => features.set(out.subarray(i * dim, (i + 1) * dim), row * dim));
     });
-    // Unhandled until awaited below or by the next flush: keep a rejection from surfacing as unhandled.
-    inFlight.catch(() => undefined);
-    await previous;
+    const settled = () => {
+      if (--busy === 0) predictSeconds += (performance.now() - busySince) / 1000;
+    };
+    done.then(settled, settled);
+    // Unhandled until awaited below or by a later flush: keep a rejection from surfacing as unhandled.
+    done.catch(() => undefined);
+    inFlight.push(done);
+    while (inFlight.length > (parallel > 1 ? parallel + 1 : 1)) await inFlight.shift();
   };
 
   /** The batch for images of this pixel size; a new size past MAX_OPEN_BATCHES first sends the stalest batch. */
@@ -152,7 +156,7 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     options.onProgress?.(rows.length + errors.length, errors.length);
   }
   for (const batch of batches.values()) await flush(batch);
-  await inFlight;
+  await Promise.all(inFlight);
 
   const momentsStarted = performance.now();
   const coMoment = options.coMoment ?? (async (...args: Parameters<AsyncCoMomentKernel>) => exactCoMoment(...args));
@@ -165,7 +169,7 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     rows,
     errors,
     seconds: (performance.now() - started) / 1000,
-    predictSeconds,
+    predictSeconds: Math.max(0, predictSeconds),
     enlargeSeconds,
     momentsSeconds,
     engine: model.engine,
