@@ -112,6 +112,11 @@ export class OnnxGraphBuilder {
 
   /** The same with several inputs. */
   buildWithInputs(inputs: readonly GraphIo[], output: GraphIo, graphName: string, metadata: Readonly<Record<string, string>> = {}): Uint8Array {
+    return this.buildWithOutputs(inputs, [output], graphName, metadata);
+  }
+
+  /** The same with several inputs and outputs. */
+  buildWithOutputs(inputs: readonly GraphIo[], outputs: readonly GraphIo[], graphName: string, metadata: Readonly<Record<string, string>> = {}): Uint8Array {
     const model: onnx.IModelProto = {
       irVersion: IR_VERSION,
       opsetImport: [{ domain: '', version: OPSET }],
@@ -124,7 +129,7 @@ export class OnnxGraphBuilder {
           return values ? { ...tensor, rawData: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) } : tensor;
         }),
         input: inputs.map(valueInfo),
-        output: [valueInfo(output)],
+        output: outputs.map(valueInfo),
       },
       metadataProps: Object.entries(metadata).map(([key, value]) => ({ key, value })),
     };
