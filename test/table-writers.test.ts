@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { mulberry32 } from '../runtime/random';
-import { CsvResultWriter, csvField, decimalText, formatFloat32, resultColumns } from '../runtime/output/table-writers';
+import { parquetMetadata, parquetReadObjects } from 'hyparquet';
+import { CsvResultWriter, ParquetResultWriter, csvField, decimalText, formatFloat32, parquetBytes, resultColumns, type ResultBlock } from '../runtime/output/table-writers';
 import { tempDir } from './helpers/s3';
 
 /** What formatFloat32 wrote before `decimalText`: the reference. */
@@ -81,5 +82,51 @@ describe('CsvResultWriter', () => {
     const none = new CsvResultWriter(empty, k);
     await none.close();
     expect(fs.readFileSync(empty, 'utf8')).toBe(stringify([], { header: true, columns: resultColumns(k) }));
+  });
+});
+
+describe('ParquetResultWriter.writeFromPart', () => {
+  const k = 4;
+  const metadata = { orchard_run_id: 'r', orchard_model: 'm' };
+  const block = (n: number, seed: number, keyLength = 8): ResultBlock => ({
+    keys: Array.from({ length: n }, (_, i) => `${['naïve 果物', 'a,b', 'say "hi"'][i % 3]}/${String(seed * 100_000 + i).padStart(keyLength, '0')}.jpg`),
+    labels: Array.from({ length: n }, (_, i) => ['apple', 'pear', ''][(i + seed) % 3]!),
+    values: randomFloat32s(n * k, seed),
+  });
+  const write = async (file: string, blocks: readonly ResultBlock[], parts?: readonly Uint8Array[]) => {
+    const writer = new ParquetResultWriter(file, k, metadata);
+    for (const [i, b] of blocks.entries()) await (parts ? writer.writeFromPart(parts[i]!, b) : writer.write(b));
+    await writer.close();
+    return fs.readFileSync(file);
+  };
+
+  it('makes the very file that encoding every block again makes, from the parts', async () => {
+    const dir = tempDir();
+    const blocks = [block(500, 1), block(1, 2), block(37, 3)];
+    const parts = await Promise.all(blocks.map((b) => parquetBytes(b, k, metadata)));
+    const assembled = await write(path.join(dir, 'assembled.parquet'), blocks, parts);
+    expect(assembled.equals(await write(path.join(dir, 'encoded.parquet'), blocks))).toBe(true);
+    const file = assembled.buffer.slice(assembled.byteOffset, assembled.byteOffset + assembled.byteLength) as ArrayBuffer;
+    const rows = (await parquetReadObjects({ file })) as Record<string, unknown>[];
+    const all = blocks.flatMap((b) => b.keys.map((key, i) => ({ key, label: b.labels[i], pcs: Array.from(b.values.subarray(i * k, (i + 1) * k)) })));
+    expect(rows.map((row) => ({ key: row.key, label: row.label, pcs: resultColumns(k).slice(2).map((name) => row[name]) }))).toEqual(all);
+  });
+
+  it('encodes the block when its part cannot be copied: page indexes, another schema, not a Parquet file', async () => {
+    const dir = tempDir();
+    // Keys of more than 1 MB in one column chunk: two pages, and an offset index whose offsets would be stale.
+    const big = block(12_000, 4, 100);
+    const blocks = [block(20, 5), big, block(30, 6), block(10, 7)];
+    const other = new ParquetResultWriter(path.join(dir, 'other.parquet'), k + 1);
+    const parts = [
+      await parquetBytes(blocks[0]!, k, metadata),
+      await parquetBytes(big, k, metadata),
+      await parquetBytes({ ...blocks[2]!, values: randomFloat32s(30 * (k + 1), 8) }, k + 1, metadata),
+      Buffer.from('not parquet'),
+    ];
+    await other.close();
+    expect(parquetMetadata(parts[1]!).row_groups[0]!.columns[0]!.offset_index_offset).toBeDefined();
+    const assembled = await write(path.join(dir, 'assembled.parquet'), blocks, parts);
+    expect(assembled.equals(await write(path.join(dir, 'encoded.parquet'), blocks))).toBe(true);
   });
 });

@@ -1,5 +1,7 @@
 import * as fs from 'node:fs';
 import { once } from 'node:events';
+import { parquetMetadata, type RowGroup } from 'hyparquet';
+import { deserializeTCompactProtocol } from 'hyparquet/src/thrift.js';
 import { ByteWriter, ParquetWriter, fileWriter } from 'hyparquet-writer';
 
 /** One block of result rows: keys, labels and an n × k matrix of principal-component values. */
@@ -161,9 +163,74 @@ export class ParquetResultWriter {
     this.rows += n;
   }
 
+  /**
+   * The block as the row group of `part`, a file `parquetBytes` made of this very block with the same metadata:
+   * its encoded column chunks are copied as they are and only their offsets in the file change, so the file is
+   * byte for byte the one `write(block)` makes, without encoding the block a second time. A part this cannot
+   * copy (not one row group of this schema, or with page indexes, which hold offsets of their own) is encoded
+   * from the block instead.
+   */
+  async writeFromPart(part: Uint8Array, block: ResultBlock): Promise<void> {
+    const group = copyableRowGroup(part, this.writer.schema.length);
+    if (!group || group.num_rows !== BigInt(block.keys.length)) return this.write(block);
+    const out = this.writer.writer;
+    // The part's row group starts right after its 4-byte magic; here it starts at the writer's offset.
+    const shift = BigInt(out.offset - PARQUET_MAGIC_BYTES);
+    const moved = (offset: bigint | undefined) => (offset === undefined ? undefined : offset + shift);
+    out.appendBytes(part.subarray(PARQUET_MAGIC_BYTES, PARQUET_MAGIC_BYTES + Number(group.total_compressed_size)));
+    this.writer.row_groups.push({
+      ...group,
+      columns: group.columns.map((chunk) => ({
+        ...chunk,
+        file_offset: moved(chunk.file_offset)!,
+        meta_data: chunk.meta_data && { ...chunk.meta_data, data_page_offset: moved(chunk.meta_data.data_page_offset)!, dictionary_page_offset: moved(chunk.meta_data.dictionary_page_offset) },
+      })),
+    });
+    this.writer.num_rows += group.num_rows;
+    this.rows += block.keys.length;
+  }
+
   async close(): Promise<void> {
     await this.writer.finish();
   }
+}
+
+/** "PAR1", at the start and at the end of every Parquet file. */
+const PARQUET_MAGIC_BYTES = 4;
+
+/**
+ * The one row group of a part whose bytes can be copied into another file by shifting its offsets: `columns`
+ * leaves, right after the magic, and nothing between it and the footer (no page index, no bloom filter).
+ */
+function copyableRowGroup(part: Uint8Array, schemaLength: number): RowGroup | undefined {
+  let metadata;
+  let raw;
+  try {
+    metadata = parquetMetadata(part);
+    // hyparquet's reader drops the statistics' NaN counts (thrift field 9), which the writer writes for FLOAT
+    // columns: read from the footer as it is, they go into the new footer too.
+    const view = new DataView(part.buffer, part.byteOffset, part.byteLength);
+    raw = deserializeTCompactProtocol({ view, offset: part.length - 8 - metadata.metadata_length });
+  } catch {
+    return undefined;
+  }
+  const group = metadata.row_groups[0];
+  if (metadata.row_groups.length !== 1 || metadata.schema.length !== schemaLength || !group) return undefined;
+  const size = Number(group.total_compressed_size);
+  if (PARQUET_MAGIC_BYTES + size + metadata.metadata_length + 8 !== part.length) return undefined;
+  const plain = group.columns.every(
+    (chunk) =>
+      chunk.offset_index_offset === undefined && chunk.column_index_offset === undefined && chunk.meta_data?.bloom_filter_offset === undefined && chunk.file_path === undefined,
+  );
+  if (!plain) return undefined;
+  const chunks = raw.field_4?.[0]?.field_1 as { field_3?: { field_12?: { field_9?: bigint } } }[] | undefined;
+  return {
+    ...group,
+    columns: group.columns.map((chunk, c) => {
+      const nanCount = chunks?.[c]?.field_3?.field_12?.field_9;
+      return nanCount === undefined || !chunk.meta_data?.statistics ? chunk : { ...chunk, meta_data: { ...chunk.meta_data, statistics: { ...chunk.meta_data.statistics, nan_count: nanCount } } };
+    }),
+  };
 }
 
 /** One block as a whole Parquet file in memory (a shard's part of the dataset: a few hundred kB). */

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { stringify } from 'csv-stringify';
 import pMap, { pMapIterable } from 'p-map';
-import { OUTPUTS, PARTS_PREFIX, type Manifest, type RunResult, type RunStatus } from '../contracts/results';
+import { OUTPUTS, PARTS_PREFIX, partKey, type Manifest, type RunResult, type RunStatus } from '../contracts/results';
 import { ExitCode, OrchardError, describeError } from '../errors';
 import { CsvResultWriter, ParquetResultWriter } from '../output/table-writers';
 import type { PcaModel } from '../pca/fit';
@@ -150,7 +150,8 @@ async function writeErrors(file: string, extracted: readonly ExtractMeta[]): Pro
 
 /**
  * pca.csv and pca.parquet (one row group per shard), from the projections the project stage kept, read several
- * at once and written in shard order; memory stays a few shards.
+ * at once and written in shard order; memory stays a few shards. pca.parquet's row groups are copied from the
+ * shards' parts, which hold the very same encoded columns: the file is the one encoding them again would make.
  */
 async function writeTables(
   dir: string,
@@ -164,16 +165,17 @@ async function writeTables(
   const parquet = new ParquetResultWriter(path.join(dir, OUTPUTS.parquet), k, metadata);
   const blocks = pMapIterable(
     projected,
-    async (meta) => (meta.rows > 0 ? await folder.readProjections(meta) : new Float32Array(0)),
+    async (meta) => (meta.rows > 0 ? await Promise.all([folder.readProjections(meta), folder.storage.get(partKey(meta.shard))]) : undefined),
     { concurrency: READ_CONCURRENCY },
   );
   let shard = 0;
-  for await (const values of blocks) {
+  for await (const read of blocks) {
     const meta = extracted[shard++]!;
-    if (meta.rows.length === 0) continue;
+    if (meta.rows.length === 0 || !read) continue;
+    const [values, part] = read;
     const block = { keys: meta.rows.map((row) => row.key), labels: meta.rows.map((row) => row.label), values };
     await csv.write(block);
-    await parquet.write(block);
+    await parquet.writeFromPart(part, block);
   }
   await Promise.all([csv.close(), parquet.close()]);
 }
