@@ -7,6 +7,7 @@ import type { RunConfig } from '../runtime/pipeline/config';
 import { runPipeline } from '../runtime/pipeline/run';
 import { RunFolder } from '../runtime/pipeline/run-folder';
 import { pcaModelFromJson } from '../runtime/pca/model-json';
+import { buildReport } from '../runtime/report/build';
 import { silentReporter } from '../runtime/progress';
 import { OrchardError } from '../runtime/errors';
 import { LocalStorage, S3Storage, createS3Client } from '../runtime/storage';
@@ -68,6 +69,15 @@ describe('an end-to-end run on S3 with keys holding spaces and unicode', () => {
   it('lists the report among the outputs of the manifest', () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(output, 'e2e', 'manifest.json'), 'utf8'));
     expect(manifest.outputs.report).toBe(path.join(output, 'e2e', 'report.html'));
+  });
+
+  it('plots in its report the points a report built from pca.csv plots (publish samples them as it writes the file)', async () => {
+    const points = (file: string) => JSON.parse(fs.readFileSync(file, 'utf8').match(/<script type="application\/json" id="report-data">(.*?)<\/script>/s)![1]!).classes;
+    const published = points(path.join(output, 'e2e', 'report.html'));
+    // Built again from the published files alone: the points are read back from pca.csv.
+    await buildReport(new LocalStorage(path.join(output, 'e2e')));
+    expect(published.length).toBe(4);
+    expect(published).toEqual(points(path.join(output, 'e2e', 'report.html')));
   });
 
   it('writes one CSV row per image with its key, its folder as label and k PC columns', () => {

@@ -5,10 +5,11 @@ import { stringify } from 'csv-stringify';
 import pMap, { pMapIterable } from 'p-map';
 import { OUTPUTS, PARTS_PREFIX, partKey, type Manifest, type RunResult, type RunStatus } from '../contracts/results';
 import { ExitCode, OrchardError, describeError } from '../errors';
-import { CsvResultWriter, ParquetResultWriter } from '../output/table-writers';
+import { CsvResultWriter, ParquetResultWriter, formatFloat32 } from '../output/table-writers';
 import type { PcaModel } from '../pca/fit';
 import type { Reporter } from '../progress';
 import { buildReport } from '../report/build';
+import { ClassSampler, SCATTER_COMPONENTS } from '../report/data';
 import { formatLocation, putJson, type Storage } from '../storage';
 import { settingsOf, type RunConfig } from './config';
 import { assessRunLabels } from './label-quality';
@@ -55,11 +56,13 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
   const failed = extracted.reduce((sum, meta) => sum + meta.errors.length, 0);
   const single = fitted !== undefined && projected.every((meta) => meta.kept) && processed <= config.singleFileMaxRows;
 
+  // The report's points, sampled while pca.csv is written rather than read back from it.
+  const sampled = single ? new ClassSampler() : undefined;
   await withScratchDir(PUBLISH_SCRATCH_PREFIX, async (tmp) => {
     await writeErrors(path.join(tmp, OUTPUTS.errors), extracted);
     const files: string[] = [OUTPUTS.errors];
     if (single) {
-      await writeTables(tmp, folder, extracted, projected, fitted!.nComponents, { orchard_run_id: config.runId, orchard_model: (await folder.readExtractedWith())?.name ?? '' });
+      await writeTables(tmp, folder, extracted, projected, fitted!.nComponents, { orchard_run_id: config.runId, orchard_model: (await folder.readExtractedWith())?.name ?? '' }, sampled!);
       files.push(OUTPUTS.csv, OUTPUTS.parquet);
     }
     for (const name of files) await run.putFile(name, path.join(tmp, name));
@@ -113,7 +116,7 @@ export async function publishStage(folder: RunFolder, config: RunConfig, fitted:
   // The report shows the manifest, so it is built from the manifest object before manifest.json is written;
   // a report that cannot be built costs a warning, never the run (and leaves the outputs list).
   try {
-    await buildReport(run, { input: options.input, manifest, reporter: options.reporter, maxPixels: config.maxPixels });
+    await buildReport(run, { input: options.input, manifest, reporter: options.reporter, maxPixels: config.maxPixels, sampled });
   } catch (error) {
     options.reporter.warn(`report: could not build ${outputs.report}: ${describeError(error)}`);
     const { report: _unbuilt, ...rest } = outputs;
@@ -152,6 +155,7 @@ async function writeErrors(file: string, extracted: readonly ExtractMeta[]): Pro
  * pca.csv and pca.parquet (one row group per shard), from the projections the project stage kept, read several
  * at once and written in shard order; memory stays a few shards. pca.parquet's row groups are copied from the
  * shards' parts, which hold the very same encoded columns: the file is the one encoding them again would make.
+ * Every row also goes to the report's `sampler`, with its first components as pca.csv has them.
  */
 async function writeTables(
   dir: string,
@@ -160,7 +164,9 @@ async function writeTables(
   projected: readonly ProjectMeta[],
   k: number,
   metadata: Record<string, string>,
+  sampler: ClassSampler,
 ): Promise<void> {
+  const shown = Math.min(SCATTER_COMPONENTS, k);
   const csv = new CsvResultWriter(path.join(dir, OUTPUTS.csv), k);
   const parquet = new ParquetResultWriter(path.join(dir, OUTPUTS.parquet), k, metadata);
   const blocks = pMapIterable(
@@ -176,6 +182,8 @@ async function writeTables(
     const block = { keys: meta.rows.map((row) => row.key), labels: meta.rows.map((row) => row.label), values };
     await csv.write(block);
     await parquet.writeFromPart(part, block);
+    // The numbers pca.csv reads back as (its shortest decimals), not the float32 values themselves.
+    block.keys.forEach((key, i) => sampler.add(key, block.labels[i]!, Array.from(values.subarray(i * k, i * k + shown), (value) => Number(formatFloat32(value)))));
   }
   await Promise.all([csv.close(), parquet.close()]);
 }

@@ -40,6 +40,11 @@ export interface BuildReportOptions {
   readonly reporter?: Reporter;
   /** Largest width × height decoded for a thumbnail. @default DEFAULTS.maxPixels */
   readonly maxPixels?: number;
+  /**
+   * Every row of pca.csv already given to a sampler, as its numbers read back (publish samples them while it writes
+   * the file): pca.csv is then not read again. @default the rows are read from pca.csv, or from the Parquet parts
+   */
+  readonly sampled?: ClassSampler;
 }
 
 /** Writes `report.html` into the run folder and returns its URI. */
@@ -48,9 +53,9 @@ export async function buildReport(run: Storage, options: BuildReportOptions = {}
   // A run without a PCA (too few images) has no model and no rows: its report shows the summary and the errors.
   const model = manifest.pca ? await getJson<PcaModelCurveFields>(run, OUTPUTS.model) : undefined;
 
-  const sampler = new ClassSampler();
-  if (!model) {
-    // nothing to sample
+  const sampler = options.sampled ?? new ClassSampler();
+  if (!model || options.sampled) {
+    // nothing to sample, or sampled already
   } else if (await run.head(OUTPUTS.csv)) {
     await readCsv(run, OUTPUTS.csv, (header) => {
       const keyAt = header.indexOf('key');
