@@ -11,6 +11,7 @@
  * leave JavaScript. Same algorithm, same reflectors up to rounding: the eigenvalues of the tridiagonal matrix
  * are those of the input to working precision.
  */
+import { mirrorTriangle } from '../stats/mirror';
 
 /** Columns per panel: LAPACK's block size for dsytrd on most machines. */
 export const PANEL = 32;
@@ -104,13 +105,8 @@ export async function blockedTridiagonal(
   const buffers = [overwrite ? matrix : new Float64Array(n * n), new Float64Array(n > panel + 1 ? (n - panel) * (n - panel) : 0)];
   let a = buffers[0]!;
   let current = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j <= i; j++) {
-      const value = matrix[i * n + j];
-      a[i * n + j] = value;
-      a[j * n + i] = value;
-    }
-  }
+  if (a !== matrix) a.set(matrix);
+  mirrorTriangle(a, n, 'lower');
   const d = new Float64Array(n);
   const e = new Float64Array(n);
   const reflectors = new Float64Array((n * (n - 1)) / 2);

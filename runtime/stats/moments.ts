@@ -13,6 +13,7 @@
  */
 import * as os from 'node:os';
 import { OrchardError } from '../errors';
+import { mirrorTriangle } from './mirror';
 
 export interface Moments {
   readonly dim: number;
@@ -246,22 +247,6 @@ export function encodeMoments(m: Moments): Buffer {
   return buf;
 }
 
-/** Rows and columns per tile of `mirrorUpper`: two 32 x 32 float64 tiles, 16 kB, stay in L1. */
-const MIRROR_TILE = 32;
-
-/** The lower triangle of the dim x dim `matrix` set from its upper triangle, in place, tile by tile. */
-function mirrorUpper(matrix: Float64Array, dim: number): void {
-  for (let i0 = 0; i0 < dim; i0 += MIRROR_TILE) {
-    const i1 = Math.min(i0 + MIRROR_TILE, dim);
-    for (let j0 = i0; j0 < dim; j0 += MIRROR_TILE) {
-      const j1 = Math.min(j0 + MIRROR_TILE, dim);
-      for (let i = i0; i < i1; i++) {
-        for (let j = Math.max(j0, i + 1); j < j1; j++) matrix[j * dim + i] = matrix[i * dim + j];
-      }
-    }
-  }
-}
-
 /** Decodes a shard file; `source` (e.g. its storage key) names the file in every error. */
 export function decodeMoments(buf: Buffer, source = 'moments buffer'): Moments {
   const bad = (why: string) => new OrchardError(`Invalid moments file ${source}: ${why}`, 'ERR_INVALID_MOMENTS');
@@ -286,6 +271,6 @@ export function decodeMoments(buf: Buffer, source = 'moments buffer'): Moments {
   const mean = stored.slice(0, dim);
   const comoment = new Float64Array(dim * dim);
   for (let i = 0, o = dim; i < dim; o += dim - i, i++) comoment.set(stored.subarray(o, o + dim - i), i * dim + i);
-  mirrorUpper(comoment, dim);
+  mirrorTriangle(comoment, dim, 'upper');
   return { dim, count, mean, comoment };
 }
