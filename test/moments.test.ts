@@ -165,6 +165,15 @@ describe('mergeMoments', () => {
     expect(copy.comoment).toEqual(a.comoment);
   });
 
+  it('writes into the first operand\'s arrays when told to, the same values as the pure merge', () => {
+    const [a, b] = mergeShards(rows, dim, [70, 87]);
+    const pure = mergeMoments(a, b);
+    const merged = mergeMoments(a, b, true);
+    expect(merged.comoment).toBe(a.comoment);
+    expect(merged.mean).toBe(a.mean);
+    expect(merged).toEqual(pure);
+  });
+
   it('rejects moments of different dimensions', () => {
     expect(() => mergeMoments(emptyMoments(3), emptyMoments(4))).toThrow(RangeError);
   });

@@ -107,6 +107,18 @@ describe('the fit\'s tree merge', () => {
     expect(once.result()).toEqual(twice.result());
     expect(new TreeMerge(DIM).result().count).toBe(0);
   });
+
+  test('merges inputs it owns in place, to the very same result, and leaves the others untouched', () => {
+    const shards = () => Array.from({ length: 13 }, (_, i) => momentsOf(rows(3 + i, i), 3 + i, DIM));
+    const kept = shards();
+    const before = kept.map((m) => Float64Array.from(m.comoment));
+    const copied = new TreeMerge(DIM);
+    for (const m of kept) copied.add(m);
+    const inPlace = new TreeMerge(DIM);
+    for (const m of shards()) inPlace.add(m, true);
+    expect(inPlace.result()).toEqual(copied.result());
+    kept.forEach((m, i) => expect(m.comoment).toEqual(before[i]));
+  });
 });
 
 describe('listing', () => {

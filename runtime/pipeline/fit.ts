@@ -31,15 +31,20 @@ export function mergeGroups(shards: number): number[] {
  * depends only on n, so the result does not depend on how fast the inputs arrive.
  */
 export class TreeMerge {
-  private readonly stack: { moments: Moments; size: number }[] = [];
+  /** `owned`: the node's arrays are the tree's to overwrite (a merge's result, or an input given as owned). */
+  private readonly stack: { moments: Moments; size: number; owned: boolean }[] = [];
 
   constructor(private readonly dim: number) {}
 
-  add(moments: Moments): void {
-    let node = { moments, size: 1 };
+  /**
+   * `owned`: nothing else uses these moments, so a merge may write into their arrays rather than allocate new
+   * ones (the same values); otherwise they are left untouched.
+   */
+  add(moments: Moments, owned = false): void {
+    let node = { moments, size: 1, owned };
     while (this.stack.length > 0 && this.stack[this.stack.length - 1]!.size === node.size) {
       const left = this.stack.pop()!;
-      node = { moments: mergeMoments(left.moments, node.moments), size: left.size + node.size };
+      node = { moments: mergeMoments(left.moments, node.moments, left.owned), size: left.size + node.size, owned: true };
     }
     this.stack.push(node);
   }
@@ -47,7 +52,10 @@ export class TreeMerge {
   /** The sum of everything added (the remaining partials, smallest last, merged right to left). */
   result(): Moments {
     let total: Moments | undefined;
-    for (let i = this.stack.length - 1; i >= 0; i--) total = total ? mergeMoments(this.stack[i]!.moments, total) : this.stack[i]!.moments;
+    for (let i = this.stack.length - 1; i >= 0; i--) {
+      const node = this.stack[i]!;
+      total = total ? mergeMoments(node.moments, total, node.owned) : node.moments;
+    }
     return total ?? emptyMoments(this.dim);
   }
 }
@@ -62,7 +70,7 @@ export async function mergeShards(folder: RunFolder, metas: readonly ExtractMeta
     if (moments.dim !== dim) {
       throw new OrchardError(`Shard statistics of ${moments.dim} features do not match the run's ${dim}`, 'ERR_CORRUPT_SHARD');
     }
-    tree.add(moments);
+    tree.add(moments, true); // decoded for this merge alone
   }
   return tree.result();
 }
@@ -99,7 +107,7 @@ async function mergeAll(folder: RunFolder, metas: readonly ExtractMeta[], dim: n
   const groups = mergeGroups(metas.length);
   if (groups.length === 0) return mergeShards(folder, metas, dim);
   const tree = new TreeMerge(dim);
-  for (const group of groups) tree.add((await folder.readMerge(1, group)) ?? (await mergeShards(folder, groupMetas(metas, group), dim)));
+  for (const group of groups) tree.add((await folder.readMerge(1, group)) ?? (await mergeShards(folder, groupMetas(metas, group), dim)), true);
   return tree.result();
 }
 

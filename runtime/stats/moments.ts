@@ -164,25 +164,27 @@ function nonFiniteMessage(rows: Float32Array, n: number, dim: number): string {
 
 /**
  * Chan et al. pairwise merge: mean = ma + d nb/n, C = Ca + Cb + d d^T na nb / n with d = mb - ma. Pure: returns
- * new arrays, never aliases its inputs' (so a merged result can be modified without touching a shard's).
+ * new arrays, never aliases its inputs' (so a merged result can be modified without touching a shard's) — unless
+ * `intoA`: then the result is written into a's arrays (the same values), for a caller that owns them and drops `a`,
+ * and is spared two dim x dim matrices to allocate and fill.
  */
-export function mergeMoments(a: Moments, b: Moments): Moments {
+export function mergeMoments(a: Moments, b: Moments, intoA = false): Moments {
   if (a.dim !== b.dim) {
     throw new RangeError(`Cannot merge moments of ${a.dim}-dimensional and ${b.dim}-dimensional features`);
   }
   const dim = a.dim;
-  if (b.count === 0) return copyMoments(a);
+  if (b.count === 0) return intoA ? a : copyMoments(a);
   if (a.count === 0) return copyMoments(b);
   const count = a.count + b.count;
   const wb = b.count / count;
   const scale = (a.count * b.count) / count;
   const delta = new Float64Array(dim);
-  const mean = new Float64Array(dim);
+  const mean = intoA ? a.mean : new Float64Array(dim);
   for (let j = 0; j < dim; j++) {
     delta[j] = b.mean[j] - a.mean[j];
     mean[j] = a.mean[j] + delta[j] * wb;
   }
-  const comoment = new Float64Array(dim * dim);
+  const comoment = intoA ? a.comoment : new Float64Array(dim * dim);
   const ca = a.comoment;
   const cb = b.comoment;
   for (let i = 0; i < dim; i++) {
