@@ -147,7 +147,11 @@ async function reducePanel(
   const v = new Float64Array(m * b);
   const w = new Float64Array(m * b);
   const u = new Float64Array(m); // the current reflector, contiguous (v's column is strided)
+  // Column j, rows j..m-1, gathered: updated, normed and scaled here, then written back, two passes over a
+  // column that strides over the matrix by whole rows instead of five.
+  const column = new Float64Array(m);
   for (let j = 0; j < b; j++) {
+    for (let r = j; r < m; r++) column[r] = a[r * m + j];
     // Column j (rows j..m-1) gets the panel's earlier updates: A -= V W^T + W V^T, this column only.
     if (j > 0) {
       const jb = j * b;
@@ -155,21 +159,24 @@ async function reducePanel(
         const rb = r * b;
         let s = 0;
         for (let c = 0; c < j; c++) s += v[rb + c] * w[jb + c] + w[rb + c] * v[jb + c];
-        a[r * m + j] -= s;
+        column[r] -= s;
       }
     }
-    d[start + j] = a[j * m + j];
-    if (j + 1 >= m) break;
+    d[start + j] = column[j];
+    if (j + 1 >= m) {
+      a[j * m + j] = column[j];
+      break;
+    }
 
     // The reflector H = I - t u u^T with u = (1, x / (alpha - beta)) mapping (alpha, x) to (beta, 0): dlarfg.
-    const alpha = a[(j + 1) * m + j];
+    const alpha = column[j + 1];
     let sumSquares = 0;
-    for (let r = j + 2; r < m; r++) sumSquares += a[r * m + j] * a[r * m + j];
+    for (let r = j + 2; r < m; r++) sumSquares += column[r] * column[r];
     let norm = Math.sqrt(sumSquares);
     // Past float64's range either way (not a covariance's), the slow sum that neither overflows nor underflows.
     if (!Number.isFinite(sumSquares) || (sumSquares < 1e-290 && sumSquares > 0)) {
       norm = 0;
-      for (let r = j + 2; r < m; r++) norm = Math.hypot(norm, a[r * m + j]);
+      for (let r = j + 2; r < m; r++) norm = Math.hypot(norm, column[r]);
     }
     let t = 0;
     let beta = alpha;
@@ -179,8 +186,9 @@ async function reducePanel(
       beta = -Math.sign(alpha || 1) * Math.hypot(alpha, norm);
       t = (beta - alpha) / beta;
       const scale = 1 / (alpha - beta);
-      for (let r = j + 2; r < m; r++) a[r * m + j] *= scale;
+      for (let r = j + 2; r < m; r++) column[r] *= scale;
     }
+    for (let r = j; r < m; r++) a[r * m + j] = column[r];
     e[start + j] = beta;
     tau[start + j] = t;
     // u lives in v's column j (rows j+1..m-1) and in the reflector's row.
@@ -188,7 +196,7 @@ async function reducePanel(
     reflectors[first + j + 1] = 1;
     u[j + 1] = 1;
     for (let r = j + 2; r < m; r++) {
-      const value = norm !== 0 ? a[r * m + j] : 0;
+      const value = norm !== 0 ? column[r] : 0;
       v[r * b + j] = value;
       reflectors[first + r] = value;
       u[r] = value;
@@ -212,7 +220,7 @@ async function reducePanel(
 /**
  * x := Q x for each of the k vectors (rows of `x`, n values each), Q = H_0 H_1 ... H_{n-2}: the eigenvectors of
  * the input from those of its tridiagonal form, O(k n^2). Each reflector is read once and applied to every
- * vector while it is in cache, to two vectors per pass.
+ * vector while it is in cache, to four vectors per pass (then two, then one).
  */
 export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): void {
   const { reflectors, tau } = t;
@@ -222,6 +230,34 @@ export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): voi
     if (ti === 0) continue;
     const u = reflectorStart(i, n) - i - 1; // entry q of v_i at u + q
     let r = 0;
+    for (; r + 3 < k; r += 4) {
+      const o0 = r * n;
+      const o1 = o0 + n;
+      const o2 = o1 + n;
+      const o3 = o2 + n;
+      let g0 = 0;
+      let g1 = 0;
+      let g2 = 0;
+      let g3 = 0;
+      for (let q = i + 1; q < n; q++) {
+        const uq = reflectors[u + q];
+        g0 += uq * x[o0 + q];
+        g1 += uq * x[o1 + q];
+        g2 += uq * x[o2 + q];
+        g3 += uq * x[o3 + q];
+      }
+      g0 *= ti;
+      g1 *= ti;
+      g2 *= ti;
+      g3 *= ti;
+      for (let q = i + 1; q < n; q++) {
+        const uq = reflectors[u + q];
+        x[o0 + q] -= g0 * uq;
+        x[o1 + q] -= g1 * uq;
+        x[o2 + q] -= g2 * uq;
+        x[o3 + q] -= g3 * uq;
+      }
+    }
     for (; r + 1 < k; r += 2) {
       const o0 = r * n;
       const o1 = o0 + n;
