@@ -220,7 +220,7 @@ async function reducePanel(
 /**
  * x := Q x for each of the k vectors (rows of `x`, n values each), Q = H_0 H_1 ... H_{n-2}: the eigenvectors of
  * the input from those of its tridiagonal form, O(k n^2). Each reflector is read once and applied to every
- * vector while it is in cache, to four vectors per pass (then two, then one).
+ * vector while it is in cache, to four vectors per pass (the last few one by one).
  */
 export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): void {
   const { reflectors, tau } = t;
@@ -258,25 +258,7 @@ export function applyReflectors(t: Tridiagonal, x: Float64Array, n: number): voi
         x[o3 + q] -= g3 * uq;
       }
     }
-    for (; r + 1 < k; r += 2) {
-      const o0 = r * n;
-      const o1 = o0 + n;
-      let g0 = 0;
-      let g1 = 0;
-      for (let q = i + 1; q < n; q++) {
-        const uq = reflectors[u + q];
-        g0 += uq * x[o0 + q];
-        g1 += uq * x[o1 + q];
-      }
-      g0 *= ti;
-      g1 *= ti;
-      for (let q = i + 1; q < n; q++) {
-        const uq = reflectors[u + q];
-        x[o0 + q] -= g0 * uq;
-        x[o1 + q] -= g1 * uq;
-      }
-    }
-    if (r < k) {
+    for (; r < k; r++) {
       const o = r * n;
       let g = 0;
       for (let q = i + 1; q < n; q++) g += reflectors[u + q] * x[o + q];
