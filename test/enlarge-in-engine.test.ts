@@ -12,8 +12,8 @@ import { generateSampleImages } from '../runtime/images/generate';
 import { preprocessImage } from '../runtime/images/preprocess';
 import { enlargeBilinear } from '../runtime/images/upscale';
 import { mulberry32 } from '../runtime/random';
-import type { ExtractMeta } from '../runtime/pipeline/run-folder';
 import { orchard } from './helpers/cli';
+import { readExtracted, type Extracted } from './helpers/extracted';
 import { tempDir } from './helpers/s3';
 
 const SHARD_SIZE = 25;
@@ -40,11 +40,6 @@ async function mixedImages(dir: string): Promise<void> {
   }
 }
 
-interface Extracted {
-  readonly metas: ExtractMeta[];
-  readonly features: Float32Array[];
-}
-
 async function run(input: string, runId: string, enlarge: 'engine' | 'js', extra: string[] = []): Promise<Extracted> {
   const output = tempDir();
   const before = process.env.ORCHARD_ENLARGE;
@@ -61,17 +56,7 @@ async function run(input: string, runId: string, enlarge: 'engine' | 'js', extra
     if (before === undefined) delete process.env.ORCHARD_ENLARGE;
     else process.env.ORCHARD_ENLARGE = before;
   }
-  const extract = path.join(output, runId, '_work', 'extract');
-  const metas = fs
-    .readdirSync(extract)
-    .filter((name) => name.endsWith('.meta.json'))
-    .sort()
-    .map((name) => JSON.parse(fs.readFileSync(path.join(extract, name), 'utf8')) as ExtractMeta);
-  const features = metas.map((meta) => {
-    const bytes = fs.readFileSync(path.join(extract, String(meta.shard).padStart(5, '0'), `${meta.attempt}.features.f32`));
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-  });
-  return { metas, features };
+  return readExtracted(output, runId);
 }
 
 /** Largest absolute difference between the two runs' features, and how many of the values are bit-identical. */

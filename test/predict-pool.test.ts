@@ -8,8 +8,8 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { generateSampleImages } from '../runtime/images/generate';
 import { runSessions, splitThreads } from '../runtime/onnx/predict-pool';
-import type { ExtractMeta } from '../runtime/pipeline/run-folder';
 import { orchard } from './helpers/cli';
+import { readExtracted, type Extracted as ExtractedShards } from './helpers/extracted';
 import { tempDir } from './helpers/s3';
 
 describe('how the threads are shared', () => {
@@ -39,9 +39,7 @@ describe('how the threads are shared', () => {
   });
 });
 
-interface Extracted {
-  readonly metas: ExtractMeta[];
-  readonly features: Float32Array[];
+interface Extracted extends ExtractedShards {
   readonly engine: { threads: number; sessions?: number };
 }
 
@@ -60,16 +58,7 @@ async function run(input: string, runId: string, sessions: string): Promise<Extr
     if (before === undefined) delete process.env.ORCHARD_SESSIONS;
     else process.env.ORCHARD_SESSIONS = before;
   }
-  const extract = path.join(output, runId, '_work', 'extract');
-  const metas = fs
-    .readdirSync(extract)
-    .filter((name) => name.endsWith('.meta.json'))
-    .sort()
-    .map((name) => JSON.parse(fs.readFileSync(path.join(extract, name), 'utf8')) as ExtractMeta);
-  const features = metas.map((meta) => {
-    const bytes = fs.readFileSync(path.join(extract, String(meta.shard).padStart(5, '0'), `${meta.attempt}.features.f32`));
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-  });
+  const { metas, features } = readExtracted(output, runId);
   const manifest = JSON.parse(fs.readFileSync(path.join(output, runId, 'manifest.json'), 'utf8')) as { engine: Extracted['engine'] };
   return { metas, features, engine: manifest.engine };
 }
