@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
-import { fitPca } from '../runtime/pca/fit';
 import type { Projector } from '../runtime/pca/project';
+import { fitOn } from '../runtime/pipeline/fit';
 import { mulberry32 } from '../runtime/random';
 import { mergeMoments, momentsWith, type AsyncCoMomentKernel, type Moments } from '../runtime/stats/moments';
 
@@ -40,7 +40,10 @@ export interface PcaMeasure {
   readonly projectS: number;
 }
 
-/** orchard's PCA as the pipeline runs it: per-shard moments (the engine's kernel), merge, fit with k components, project. */
+/**
+ * orchard's PCA as the pipeline runs it: per-shard moments (the engine's kernel), merge, the fit stage's fit (the
+ * blocked reduction on ONNX Runtime where it loads) with k components, project.
+ */
 export async function measurePca(
   kernels: { readonly coMoment: AsyncCoMomentKernel; readonly project: Projector },
   rows: Float32Array,
@@ -48,6 +51,7 @@ export async function measurePca(
   dim: number,
   k: number,
   shardRows: number,
+  threads: number,
 ): Promise<PcaMeasure> {
   const { coMoment, project } = kernels;
   const t0 = performance.now();
@@ -58,7 +62,7 @@ export async function measurePca(
     merged = merged ? mergeMoments(merged, shard) : shard;
   }
   const t1 = performance.now();
-  const model = fitPca(merged!, { kind: 'components', count: k });
+  const model = await fitOn(merged!, { kind: 'components', count: k }, threads);
   const t2 = performance.now();
   let checksum = 0;
   for (let start = 0; start < n; start += shardRows) {

@@ -204,7 +204,7 @@ async function main(): Promise<void> {
       model.engine.name === 'onnx'
         ? { coMoment: ortCoMoment(loadOrt(), threads), project: ortProjector(loadOrt(), threads) }
         : { coMoment: tensorCoMoment((await initTf(model.engine.backend ?? 'auto')).tf), project: projectInJs };
-    const ours = await measurePca(kernels, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize);
+    const ours = await measurePca(kernels, matrix, options.pcaRows, FEATURE_DIM, k, DEFAULTS.shardSize, threads);
     log(`orchard PCA: ${ours.seconds.toFixed(2)} s (moments ${ours.momentsS.toFixed(2)}, fit ${ours.fitS.toFixed(2)}, project ${ours.projectS.toFixed(2)})`);
     const pyPca = await runReference(['pca', '--features', featuresFile, '--rows', String(options.pcaRows), '--dim', String(FEATURE_DIM), '--k', String(k), '--threads', String(threads)]);
     const sklearnS = pyPca.ok ? Number(pyPca.json.sklearn_pca_s) : null;

@@ -115,7 +115,7 @@ async function mergeAll(folder: RunFolder, metas: readonly ExtractMeta[], dim: n
  * The fit on ONNX Runtime's float64 products where onnxruntime-node loads (the blocked reduction), else in
  * JavaScript alone; whatever engine extracted the features. The same model to rounding either way.
  */
-function fitOn(merged: Moments, spec: ComponentsSpec, threads: number): Promise<PcaModel> {
+export function fitOn(merged: Moments, spec: ComponentsSpec, threads: number): Promise<PcaModel> {
   let runtime;
   try {
     runtime = loadOrt();
