@@ -5,11 +5,12 @@ import type { AsyncCoMomentKernel } from './moments';
 
 /**
  * Rows per product: ONNX Runtime holds a chunk's rows as float64 three times over (cast, centred, cut into
- * column blocks), 16 MB for 512 × 1280 (63 MB at 2048 rows, which made each shard's end the run's peak: a
- * 4,000-image run's resident set rose from about 535 to 600 MB there). The chunks' products are added up in
- * float64, in JavaScript (a million additions per chunk, about a millisecond).
+ * column blocks), 31 MB for 1024 × 1280 (63 MB at 2048 rows, which made each shard's end the run's peak: a
+ * 4,000-image run's peak 607–610 MB then, 574–585 at 1024 rows). The chunks' products are added up in float64,
+ * in JavaScript (a million additions per chunk, about a millisecond). Per 4096-row shard, on a quiet machine:
+ * 0.18–0.21 s at 2048 rows, 0.23–0.24 at 1024, 0.25–0.29 at 512.
  */
-export const CHUNK_ROWS = 512;
+export const CHUNK_ROWS = 1024;
 
 /**
  * The co-moment on ONNX Runtime (the onnx engine): Dᵀ D of the rows centred in float64, by float64 Gemms per
