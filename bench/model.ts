@@ -3,6 +3,7 @@ import { preprocessImage } from '../runtime/images/preprocess';
 import { readModelFiles } from '../runtime/model/artifacts';
 import type { BackendPreference } from '../runtime/model/backend';
 import { loadEngine } from '../runtime/model/engine';
+import { batchesInFlight } from '../runtime/onnx/predict-pool';
 import type { EngineInfo, EnginePreference } from '../runtime/model/feature-model';
 import type { Int8Graph } from '../runtime/model/int8';
 import type { ModelPreset } from '../runtime/model/presets';
@@ -58,12 +59,12 @@ export async function measureModel(files: readonly string[], preset: ModelPreset
         seconds += (performance.now() - t0) / 1000;
       }
     } else {
-      // As extract keeps them: one batch more in flight than the sessions, so that none waits for the next.
+      // As extract keeps them in flight.
       const t0 = performance.now();
       const inFlight: Promise<unknown>[] = [];
       for (const batch of batches) {
         inFlight.push(model.predict(batch, batchSize));
-        while (inFlight.length > parallel + 1) await inFlight.shift();
+        while (inFlight.length > batchesInFlight(parallel)) await inFlight.shift();
       }
       await Promise.all(inFlight);
       seconds = (performance.now() - t0) / 1000;

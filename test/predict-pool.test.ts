@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { generateSampleImages } from '../runtime/images/generate';
-import { runSessions, splitThreads } from '../runtime/onnx/predict-pool';
+import { batchesInFlight, runSessions, splitThreads } from '../runtime/onnx/predict-pool';
 import { orchard } from './helpers/cli';
 import { readExtracted, type Extracted as ExtractedShards } from './helpers/extracted';
 import { tempDir } from './helpers/s3';
@@ -21,6 +21,10 @@ describe('how the threads are shared', () => {
     [3, 3, [1, 1, 1]],
   ])('%i threads in %i sessions: %j', (threads, sessions, expected) => {
     expect(splitThreads(threads, sessions)).toEqual(expected);
+  });
+
+  test('one session is fed one batch at a time; several, one more than their number', () => {
+    expect([1, 2, 3].map(batchesInFlight)).toEqual([1, 3, 4]);
   });
 
   test('nonsense is refused', () => {

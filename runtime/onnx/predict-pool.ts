@@ -31,6 +31,15 @@ export function runSessions(threads: number, env: NodeJS.ProcessEnv = process.en
 }
 
 /**
+ * Batches to keep in flight for a model computing `parallel` at once: one session is fed one batch while the
+ * next is filled (as before the pool); several get one more than their number, so that none waits for the next
+ * to be filled (measured: two sessions with two in flight 201-206 images/s, with three 213-215).
+ */
+export function batchesInFlight(parallel: number): number {
+  return parallel > 1 ? parallel + 1 : 1;
+}
+
+/**
  * Several ONNX Runtime sessions of one graph, each in its own worker thread with its share of the threads, each
  * batch sent to the one with the fewest batches waiting. Two one-thread sessions computing two batches side by
  * side keep both cores busy where one two-thread session leaves one idle whenever decoding on the main thread

@@ -4,6 +4,7 @@ import { ExitCode, OrchardError } from '../errors';
 import { isImageError, preprocessImage } from '../images/preprocess';
 import type { LoadedEngine } from '../model/engine';
 import type { FeatureModel } from '../model/feature-model';
+import { batchesInFlight } from '../onnx/predict-pool';
 import type { Reporter } from '../progress';
 import { emptyMoments, exactCoMoment, momentsWith, type AsyncCoMomentKernel } from '../stats/moments';
 import { NotFoundError, UnreadableObjectError, type S3RetryCounter, type Storage } from '../storage';
@@ -103,7 +104,7 @@ export async function extractShard(shard: number, input: Storage, folder: RunFol
     // Unhandled until awaited below or by a later flush: keep a rejection from surfacing as unhandled.
     done.catch(() => undefined);
     inFlight.push(done);
-    while (inFlight.length > (parallel > 1 ? parallel + 1 : 1)) await inFlight.shift();
+    while (inFlight.length > batchesInFlight(parallel)) await inFlight.shift();
   };
 
   /** The batch for images of this pixel size; a new size past MAX_OPEN_BATCHES first sends the stalest batch. */
