@@ -1,6 +1,6 @@
 import { OnnxGraphBuilder } from '../onnx/graph-builder';
 import { createSession, type OrtRuntime, type OrtSession } from '../onnx/runtime';
-import { symmetrise } from './blocked-comoment';
+import { mirrorTriangle } from './mirror';
 import type { AsyncCoMomentKernel } from './moments';
 
 /**
@@ -52,14 +52,10 @@ export function ortCoMoment(runtime: OrtRuntime, threads: number, chunkRows = CH
         }
       });
     }
-    // The blocks above the diagonal are those below, transposed; the diagonal blocks are made exactly symmetric.
-    for (const block of blocks) {
-      if (block.rowStart === block.columnStart) continue;
-      for (let r = 0; r < block.rows; r++) {
-        for (let c = 0; c < block.columns; c++) sum[(block.columnStart + c) * dim + block.rowStart + r] = sum[(block.rowStart + r) * dim + block.columnStart + c]!;
-      }
-    }
-    return symmetrise(sum, dim);
+    // The blocks above the diagonal are those below, transposed (the diagonal blocks' own upper halves are the
+    // same sums as their lower ones).
+    mirrorTriangle(sum, dim, 'lower');
+    return sum;
   };
 }
 
