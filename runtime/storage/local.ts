@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { NotFoundError, UnreadableObjectError, type ObjectInfo, type PutOptions, type Storage } from './storage';
 import type { Location } from './uri';
@@ -10,6 +11,8 @@ import { keyOfName, nameOfKey } from './file-names';
 
 const readFile = promisify(fs.readFile);
 const statFile = promisify(fs.stat);
+/** Files stat'ed at once while listing a folder. */
+const STAT_CONCURRENCY = 32;
 
 /** A local directory behind the storage port. Writes are atomic (temp file + rename). */
 export class LocalStorage implements Storage {
@@ -71,12 +74,18 @@ export class LocalStorage implements Storage {
     if (visited.has(real)) return;
     const below = new Set(visited).add(real);
     entries.sort((a, b) => Buffer.compare(a.name, b.name));
-    for (const entry of entries) {
-      if (entry.name.toString('latin1').startsWith('.tmp-')) continue;
+    const parent = Buffer.concat([Buffer.from(dir), Buffer.from(path.sep)]);
+    const look = async (entry: fs.Dirent<Buffer>) => {
+      const full = Buffer.concat([parent, entry.name]);
+      const stat = entry.isSymbolicLink() || entry.isFile() ? await statFile(full).catch(() => undefined) : entry;
+      return { entry, full, stat };
+    };
+    // Several stats at once, in order: one after the other, each waited for the thread pool, and 20,000 images
+    // took 1.1 s to list, the main thread idle three quarters of it.
+    const listed = entries.filter((entry) => !entry.name.toString('latin1').startsWith('.tmp-'));
+    for await (const { entry, full, stat } of pMapIterable(listed, look, { concurrency: STAT_CONCURRENCY })) {
       const name = keyOfName(entry.name);
       const key = relative ? `${relative}/${name}` : name;
-      const full = Buffer.concat([Buffer.from(dir), Buffer.from(path.sep), entry.name]);
-      const stat = entry.isSymbolicLink() || entry.isFile() ? await fs.promises.stat(full).catch(() => undefined) : entry;
       if (stat?.isDirectory()) {
         yield* this.walk(full, key, below);
       } else {
