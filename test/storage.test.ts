@@ -148,6 +148,32 @@ describe('local listing', () => {
     ]);
     await expect(new LocalStorage(dir).get('Lemon/broken.jpg')).rejects.toMatchObject({ name: 'UnreadableObjectError', reason: expect.stringContaining('symbolic link') });
   });
+
+  it('keeps key order and sizes in folders of more files than it stats at once, sub-folders listed in place', async () => {
+    const dir = tempDir();
+    const want: [string, number][] = [];
+    // 150 files (several windows of stats) with a sub-folder and a link to one among them, by name.
+    for (let i = 0; i < 150; i++) {
+      const name = `f${String(i).padStart(3, '0')}`;
+      if (i % 50 === 25) {
+        fs.mkdirSync(path.join(dir, name));
+        for (let j = 0; j < 40; j++) {
+          fs.writeFileSync(path.join(dir, name, `${j}.jpg`), Buffer.alloc(j + 1));
+          want.push([`${name}/${j}.jpg`, j + 1]);
+        }
+        want.sort(([a], [b]) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+      } else if (i === 99) {
+        fs.symlinkSync(path.join(dir, 'f000.jpg'), path.join(dir, `${name}.jpg`));
+        want.push([`${name}.jpg`, 1000]);
+      } else {
+        fs.writeFileSync(path.join(dir, `${name}.jpg`), Buffer.alloc(1000 + i));
+        want.push([`${name}.jpg`, 1000 + i]);
+      }
+    }
+    const listed: [string, number][] = [];
+    for await (const item of new LocalStorage(dir).list()) listed.push([item.key, item.size]);
+    expect(listed).toEqual(want);
+  });
 });
 
 describe('S3 reads without the SDK (direct signed GET)', () => {
