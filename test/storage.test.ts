@@ -95,6 +95,36 @@ describe('the embedded S3 server', () => {
   });
   afterAll(() => s3.close());
 
+  it('honours If-None-Match: * as AWS S3 does: one of several concurrent creates wins, and an existing key refuses', async () => {
+    const s3Storage = storage as S3Storage;
+    expect(await s3Storage.exclusiveCreate()).toBe(true);
+    const won = await Promise.all(Array.from({ length: 6 }, (_, i) => s3Storage.putIfAbsent('conditional/one', `writer ${i}`)));
+    expect(won.filter(Boolean)).toHaveLength(1);
+    // The object is the winner's, whole.
+    expect((await storage.get('conditional/one')).toString()).toBe(`writer ${won.indexOf(true)}`);
+    expect(await s3Storage.putIfAbsent('conditional/one', 'late')).toBe(false);
+    // A plain PUT still overwrites, and once the key is deleted a conditional one creates it again.
+    await storage.put('conditional/one', 'plain');
+    expect((await storage.get('conditional/one')).toString()).toBe('plain');
+    await storage.delete('conditional/one');
+    expect(await s3Storage.putIfAbsent('conditional/one', 'again')).toBe(true);
+    // Refused writes leave the connection usable: the next request on it is answered.
+    expect((await storage.get('conditional/one')).toString()).toBe('again');
+  });
+
+  it('ignores If-None-Match when asked to, as s3rver does (orchard then takes its read-back path)', async () => {
+    const plain = await startTestS3(['plain'], { conditionalWrites: false });
+    try {
+      const s3Storage = new S3Storage(createS3Client(plain.options), 'plain', '');
+      expect(await s3Storage.exclusiveCreate()).toBe(false);
+      expect(await s3Storage.putIfAbsent('k', 'a')).toBe(true);
+      expect(await s3Storage.putIfAbsent('k', 'b')).toBe(true);
+      expect((await s3Storage.get('k')).toString()).toBe('b');
+    } finally {
+      await plain.close();
+    }
+  });
+
   it('never shows a reader half of an object being written', async () => {
     // Each version its own length and fill: a whole one reads back as 'a' × 4 MiB, 'b' × 3 MiB, and so on.
     const versions = ['a', 'b', 'c', 'd'].map((fill, i) => Buffer.alloc((4 - i) << 20, fill));

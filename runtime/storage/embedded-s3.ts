@@ -22,11 +22,20 @@ export interface EmbeddedS3 {
   close(): Promise<void>;
 }
 
+export interface EmbeddedS3Options {
+  /**
+   * Honour `If-None-Match: *` on a PUT as AWS S3 does (412 when the object exists), so that a lease is taken in
+   * one request. False: the header is ignored, as s3rver itself and some S3-compatible servers do, and orchard
+   * takes its read-back path (a write, 100 ms, a read). @default true
+   */
+  readonly conditionalWrites?: boolean;
+}
+
 /**
  * Starts a real S3 server (s3rver) on loopback, storing objects under `directory`, with the given buckets.
  * Used by `orchard demo` and by the tests: the same SDK calls as against AWS, no account needed.
  */
-export async function startEmbeddedS3(directory: string, buckets: readonly string[]): Promise<EmbeddedS3> {
+export async function startEmbeddedS3(directory: string, buckets: readonly string[], options: EmbeddedS3Options = {}): Promise<EmbeddedS3> {
   // Loaded lazily: only the demo and the tests need it, not a run on EC2.
   let S3rver: S3rverClass;
   try {
@@ -48,6 +57,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   });
   makeAtomicPerObject(server.store);
   dropRequestLogger(server);
+  if (options.conditionalWrites !== false) honourConditionalWrites(server);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
   return {
@@ -129,6 +139,49 @@ function dropRequestLogger(server: { middleware: { name: string }[] }): void {
   if (at >= 0) server.middleware.splice(at, 1);
 }
 
+const PRECONDITION_FAILED =
+  '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message><Condition>If-None-Match</Condition></Error>';
+
+/**
+ * s3rver ignores `If-None-Match: *` and overwrites. AWS S3 refuses the write with 412 when the object exists
+ * (since 2024), and orchard's leases use that: without it, each lease costs a write, a 100 ms wait and a read
+ * (lease.ts), per shard and stage. Conditional PUTs of one key are taken one at a time (the check and the write
+ * would race otherwise); a refused one's body is read and dropped, so that the connection stays usable.
+ */
+function honourConditionalWrites(server: S3rverApp): void {
+  const turns = new Map<string, Promise<void>>();
+  const conditional = async (ctx: KoaContext, next: () => Promise<void>): Promise<void> => {
+    const match = /^\/([^/]+)\/(.+)$/.exec(ctx.path);
+    // A multipart part (uploadId) is not the object: only a whole-object PUT is conditional.
+    if (ctx.method !== 'PUT' || ctx.get('if-none-match') !== '*' || ctx.query.uploadId !== undefined || !match) return next();
+    const [bucket, key] = [decodeURIComponent(match[1]!), decodeURIComponent(match[2]!)];
+    const id = `${bucket}/${key}`;
+    const previous = turns.get(id) ?? Promise.resolve();
+    let done!: () => void;
+    const turn = previous.then(() => new Promise<void>((resolve) => (done = resolve)));
+    turns.set(id, turn);
+    await previous;
+    try {
+      const found = await fs.stat(server.store.getResourcePath(bucket, key, 'object')).then(
+        () => true,
+        () => false,
+      );
+      if (!found) return await next();
+      ctx.req.resume();
+      await new Promise((resolve) => ctx.req.once('end', resolve).once('error', resolve).once('close', resolve));
+      ctx.status = 412;
+      ctx.type = 'application/xml';
+      ctx.body = PRECONDITION_FAILED;
+    } finally {
+      done();
+      if (turns.get(id) === turn) turns.delete(id);
+    }
+  };
+  // Before s3rver's routing (its virtual-host middleware, then the router), after its XML and error handling.
+  const at = server.middleware.findIndex((middleware) => middleware.name === 'vhost');
+  server.middleware.splice(at >= 0 ? at : server.middleware.length - 1, 0, conditional as unknown as { name: string });
+}
+
 /** Opens a file for writing, creating its folder, again if a concurrent DELETE removes the folder meanwhile. */
 async function openInFolder(file: string): Promise<NodeJS.WritableStream> {
   for (let attempt = 1; ; attempt++) {
@@ -154,10 +207,24 @@ interface FilesystemStore {
   deleteObject(bucket: string, key: string): Promise<void>;
 }
 
-type S3rverClass = new (options: Record<string, unknown>) => {
+interface S3rverApp {
   readonly store: FilesystemStore;
   /** Koa's middleware stack (s3rver is a Koa application). */
   readonly middleware: { name: string }[];
   run(): Promise<AddressInfo>;
   close(): Promise<void>;
-};
+}
+
+type S3rverClass = new (options: Record<string, unknown>) => S3rverApp;
+
+/** The parts of Koa's context the conditional-write middleware uses. */
+interface KoaContext {
+  readonly method: string;
+  readonly path: string;
+  readonly query: Record<string, string | string[] | undefined>;
+  readonly req: Readable;
+  get(header: string): string;
+  status: number;
+  type: string;
+  body: unknown;
+}
