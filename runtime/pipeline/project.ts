@@ -58,16 +58,12 @@ export async function projectStage(
   }
   const byShard = new Map(todo.map((meta) => [meta.shard, meta]));
   // The next shard's features are read while this one is projected and written: from S3, a 4096-image shard's
-  // 21 MB read is most of its time. One shard ahead, so 21 MB more at most.
-  const reads = new Map<number, Promise<Float32Array>>();
-  const readFeatures = (meta: ExtractMeta) => {
-    let read = reads.get(meta.shard);
-    if (!read) {
-      read = folder.readFeatures(meta);
-      read.catch(() => undefined); // a read ahead that fails fails again when its shard awaits it
-      reads.set(meta.shard, read);
-    }
-    return read;
+  // 21 MB read is most of its time. One read ahead at most (a shard another process does is not read twice
+  // over), so 21 MB more at most.
+  let ahead: { shard: number; read: Promise<Float32Array> } | undefined;
+  const readAhead = (meta: ExtractMeta | undefined) => {
+    ahead = meta && meta.rows.length > 0 ? { shard: meta.shard, read: folder.readFeatures(meta) } : undefined;
+    ahead?.read.catch(() => undefined); // a read ahead that fails fails again when its shard awaits it
   };
   const task = deps.reporter.task('project', todo.reduce((sum, meta) => sum + meta.rows.length, 0));
   let rows = 0;
@@ -83,10 +79,8 @@ export async function projectStage(
         const extracted = byShard.get(shard)!;
         const started = performance.now();
         const n = extracted.rows.length;
-        const features = n > 0 ? readFeatures(extracted) : undefined;
-        reads.delete(shard);
-        const after = todo[todo.indexOf(extracted) + 1];
-        if (after && after.rows.length > 0) void readFeatures(after);
+        const features = n === 0 ? undefined : ahead?.shard === shard ? ahead.read : folder.readFeatures(extracted);
+        readAhead(todo[todo.indexOf(extracted) + 1]);
         const values = features ? await project(await features, n, model) : new Float32Array(0);
         const block = { keys: extracted.rows.map((row) => row.key), labels: extracted.rows.map((row) => row.label), values };
         const part = await parquetBytes(block, model.nComponents, metadata);
