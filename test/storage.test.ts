@@ -1,4 +1,6 @@
 import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { S3Storage, createS3Client, openStorage, parseLocation, LocalStorage, NotFoundError, type Storage } from '../runtime/storage';
 import { OrchardError } from '../runtime/errors';
@@ -110,6 +112,46 @@ describe('the embedded S3 server', () => {
     expect(await s3Storage.putIfAbsent('conditional/one', 'again')).toBe(true);
     // Refused writes leave the connection usable: the next request on it is answered.
     expect((await storage.get('conditional/one')).toString()).toBe('again');
+  });
+
+  it('lets later conditional writes of a key through after one aborted while it waited for its turn', async () => {
+    const { port } = new URL(s3.endpoint);
+    const key = 'conditional/aborted';
+    const head = (length: number) => `PUT /atomic/${key} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nIf-None-Match: *\r\nContent-Length: ${length}\r\n\r\n`;
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    const connect = () => net.connect(Number(port), '127.0.0.1').on('error', () => undefined);
+    // A takes the key's turn and holds it: its body is not all sent yet.
+    const a = connect();
+    a.write(`${head(10)}abc`);
+    await pause(200);
+    // B waits behind A, and its client goes away meanwhile.
+    const b = connect();
+    b.write(head(5));
+    await pause(200);
+    b.destroy();
+    await pause(100);
+    a.end('defghij');
+    // A created the key: the next conditional write is refused, not left waiting for B's turn to end.
+    const next = (storage as S3Storage).putIfAbsent(key, 'late');
+    const answer = await Promise.race([next, pause(5000).then(() => 'no answer in 5 s')]);
+    expect(answer).toBe(false);
+    expect((await storage.get(key)).toString()).toBe('abcdefghij');
+    a.destroy();
+  });
+
+  it('checks the bucket named in the host as well (virtual-hosted-style requests)', async () => {
+    const { port } = new URL(s3.endpoint);
+    const put = () =>
+      new Promise<number>((resolve, reject) => {
+        const request = http.request(
+          { host: '127.0.0.1', port, method: 'PUT', path: '/conditional/vhost', headers: { host: 'atomic.s3.amazonaws.com', 'if-none-match': '*', 'content-length': 2 } },
+          (response) => response.resume().on('end', () => resolve(response.statusCode!)),
+        );
+        request.on('error', reject).end('ok');
+      });
+    expect(await put()).toBe(200);
+    expect(await put()).toBe(412);
+    expect((await storage.get('conditional/vhost')).toString()).toBe('ok');
   });
 
   it('ignores If-None-Match when asked to, as s3rver does (orchard then takes its read-back path)', async () => {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { OrchardError, describeError } from '../errors';
 import type { S3Options } from './s3';
@@ -167,8 +167,10 @@ function honourConditionalWrites(server: S3rverApp): void {
         () => false,
       );
       if (!found) return await next();
+      // `finished` also settles for a request already ended or aborted (while it waited for its turn): a listener
+      // for 'end' would then wait for ever, and so would every later conditional write of the key.
       ctx.req.resume();
-      await new Promise((resolve) => ctx.req.once('end', resolve).once('error', resolve).once('close', resolve));
+      await finished(ctx.req).catch(() => undefined);
       ctx.status = 412;
       ctx.type = 'application/xml';
       ctx.body = PRECONDITION_FAILED;
@@ -177,9 +179,11 @@ function honourConditionalWrites(server: S3rverApp): void {
       if (turns.get(id) === turn) turns.delete(id);
     }
   };
-  // Before s3rver's routing (its virtual-host middleware, then the router), after its XML and error handling.
+  // After s3rver's virtual-host middleware (which rewrites a bucket named in the host into the path), before its
+  // router.
   const at = server.middleware.findIndex((middleware) => middleware.name === 'vhost');
-  server.middleware.splice(at >= 0 ? at : server.middleware.length - 1, 0, conditional as unknown as { name: string });
+  if (at < 0) throw new Error("s3rver's middleware has changed: no 'vhost' to put the conditional-write check after");
+  server.middleware.splice(at + 1, 0, conditional as unknown as { name: string });
 }
 
 /** Opens a file for writing, creating its folder, again if a concurrent DELETE removes the folder meanwhile. */
