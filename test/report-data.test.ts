@@ -47,6 +47,20 @@ describe('per-class reservoir sampling of scatter points', () => {
     expect(sample(5000, 2, { seed: 1 }).result()).toEqual(sample(5000, 2, { seed: 1 }).result());
   });
 
+  it('takes the points as functions too: the same sample, each called only for a row it keeps', () => {
+    const lazy = new ClassSampler();
+    let calls = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const c = i % 2;
+      const n = Math.floor(i / 2);
+      lazy.add(`Class ${c}/${n}_100.jpg`, `Class ${c}`, () => (calls++, [n, -n, n / 2, 99]));
+    }
+    expect(lazy.result()).toEqual(sample(20_000, 2).result());
+    // 500 + 500 ln(10,000 / 500) ≈ 2,000 kept at some point per class of 10,000.
+    expect(calls).toBeGreaterThanOrEqual(2 * MAX_POINTS_PER_CLASS);
+    expect(calls).toBeLessThan(20_000 / 4);
+  });
+
   it('gives another sample for another seed', () => {
     expect(sample(5000, 2, { seed: 1 }).result()).not.toEqual(sample(5000, 2, { seed: 2 }).result());
   });

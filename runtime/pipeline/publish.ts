@@ -182,8 +182,9 @@ async function writeTables(
     const block = { keys: meta.rows.map((row) => row.key), labels: meta.rows.map((row) => row.label), values };
     await csv.write(block);
     await parquet.writeFromPart(part, block);
-    // The numbers pca.csv reads back as (its shortest decimals), not the float32 values themselves.
-    block.keys.forEach((key, i) => sampler.add(key, block.labels[i]!, Array.from(values.subarray(i * k, i * k + shown), (value) => Number(formatFloat32(value)))));
+    // The numbers pca.csv reads back as (its shortest decimals), not the float32 values themselves; formatted
+    // only for the rows the sampler keeps.
+    block.keys.forEach((key, i) => sampler.add(key, block.labels[i]!, () => Array.from(values.subarray(i * k, i * k + shown), (value) => Number(formatFloat32(value)))));
   }
   await Promise.all([csv.close(), parquet.close()]);
 }

@@ -81,7 +81,8 @@ export class ClassSampler {
     return this.total;
   }
 
-  add(key: string, label: string, pcs: readonly number[]): void {
+  /** `pcs` may be given as a function, called only if the row is kept (most are not, past the cap). */
+  add(key: string, label: string, pcs: readonly number[] | (() => readonly number[])): void {
     let state = this.classes.get(label);
     if (!state) {
       state = { count: 0, reservoir: [], thumbnailKeys: [], random: mulberry32(hash32(`${this.seed}/${label}`)) };
@@ -90,13 +91,14 @@ export class ClassSampler {
     const index = state.count++;
     this.total += 1;
     if (state.thumbnailKeys.length < this.thumbnails) state.thumbnailKeys.push(key);
+    const point = () => ({ key, pcs: (typeof pcs === 'function' ? pcs() : pcs).slice(0, SCATTER_COMPONENTS) });
     if (index < this.cap) {
-      state.reservoir.push({ index, point: { key, pcs: pcs.slice(0, SCATTER_COMPONENTS) } });
+      state.reservoir.push({ index, point: point() });
       return;
     }
     // Row `index` (0-based) replaces a random kept row with probability cap / (index + 1).
     const slot = Math.floor(state.random() * (index + 1));
-    if (slot < this.cap) state.reservoir[slot] = { index, point: { key, pcs: pcs.slice(0, SCATTER_COMPONENTS) } };
+    if (slot < this.cap) state.reservoir[slot] = { index, point: point() };
   }
 
   /**
