@@ -243,5 +243,13 @@ describe('PCA model JSON', () => {
       /"mean_" has a non-numeric value at index 63/,
     );
     expect(() => pcaModelFromJson([])).toThrow(/expected a JSON object/);
+    // A curve may stop past k (the leading-eigenpair solver's), not before it nor past the features.
+    const curve = good.cumulative_explained_variance_ratio as number[];
+    const k = good.n_components_ as number;
+    expect(pcaModelFromJson({ ...good, cumulative_explained_variance_ratio: curve.slice(0, k) }).allExplainedVarianceRatio).toHaveLength(k);
+    expect(() => pcaModelFromJson({ ...good, cumulative_explained_variance_ratio: curve.slice(0, k - 1) })).toThrow(
+      new RegExp(`"cumulative_explained_variance_ratio" must be an array of ${k} to 64 numbers \\(got ${k - 1}\\)`),
+    );
+    expect(() => pcaModelFromJson({ ...good, cumulative_explained_variance_ratio: [...curve, 1] })).toThrow(/of \d+ to 64 numbers \(got 65\)/);
   });
 });

@@ -2,8 +2,9 @@
  * The published PCA model file. Field names follow scikit-learn's fitted attributes so a data scientist can
  * load it next to `sklearn.decomposition.PCA` without a mapping table. Numbers are written by JSON.stringify,
  * which prints the shortest decimal that reads back as the same float64: the model round-trips exactly, except
- * the full ratio curve, which is stored cumulative (what people read to choose k) and recovered by differences
- * (within 1 ulp of the cumulative sum).
+ * the ratio curve, which is stored cumulative (what people read to choose k) and recovered by differences
+ * (within 1 ulp of the cumulative sum). The curve covers every feature after a full decomposition, the leading
+ * components the fit resolved (k at least) after the leading-eigenpair solver.
  */
 import type { PcaModel } from './fit';
 
@@ -103,7 +104,12 @@ export function pcaModelFromJson(json: unknown, source = 'PCA model JSON'): PcaM
   if (typeof noiseVariance !== 'number' || !Number.isFinite(noiseVariance) || noiseVariance < 0) {
     fail('noise_variance_', 'must be a non-negative number');
   }
-  const cumulative = vector('cumulative_explained_variance_ratio', nFeatures);
+  // The whole curve from a full decomposition, its leading part from the leading-eigenpair solver (k values at least).
+  const curve = o.cumulative_explained_variance_ratio;
+  if (Array.isArray(curve) && (curve.length < nComponents || curve.length > nFeatures)) {
+    fail('cumulative_explained_variance_ratio', `must be an array of ${nComponents} to ${nFeatures} numbers (got ${curve.length})`);
+  }
+  const cumulative = vector('cumulative_explained_variance_ratio', Array.isArray(curve) ? curve.length : nFeatures);
   const allExplainedVarianceRatio = cumulative.map((c, i) => (i === 0 ? c : c - cumulative[i - 1]));
   return {
     nFeatures,

@@ -1,7 +1,8 @@
 import pMap, { pMapIterable } from 'p-map';
 import { ExitCode, OrchardError } from '../errors';
 import { loadOrt } from '../onnx/runtime';
-import { fitPca, fitPcaBlocked, type ComponentsSpec, type PcaModel } from '../pca/fit';
+import { fitPca, fitPcaLeading, type ComponentsSpec, type PcaModel } from '../pca/fit';
+import { ortMatrixProducts } from '../pca/ort-products';
 import { ortTridiagonalEngine } from '../pca/ort-tridiagonal';
 import type { Reporter } from '../progress';
 import { emptyMoments, mergeMoments, type Moments } from '../stats/moments';
@@ -112,8 +113,9 @@ async function mergeAll(folder: RunFolder, metas: readonly ExtractMeta[], dim: n
 }
 
 /**
- * The fit on ONNX Runtime's float64 products where onnxruntime-node loads (the blocked reduction), else in
- * JavaScript alone; whatever engine extracted the features. The same model to rounding either way.
+ * The fit on ONNX Runtime's float64 products where onnxruntime-node loads (the leading eigenpairs by block
+ * Lanczos, else the blocked reduction), else in JavaScript alone; whatever engine extracted the features. The
+ * same model to rounding either way.
  */
 export function fitOn(merged: Moments, spec: ComponentsSpec, threads: number): Promise<PcaModel> {
   let runtime;
@@ -122,7 +124,7 @@ export function fitOn(merged: Moments, spec: ComponentsSpec, threads: number): P
   } catch {
     return Promise.resolve(fitPca(merged, spec));
   }
-  return fitPcaBlocked(merged, spec, ortTridiagonalEngine(runtime, threads));
+  return fitPcaLeading(merged, spec, ortMatrixProducts(runtime, threads), ortTridiagonalEngine(runtime, threads));
 }
 
 export interface FitResult {
