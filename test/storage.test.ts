@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { S3Storage, createS3Client, openStorage, parseLocation, LocalStorage, NotFoundError, type Storage } from '../runtime/storage';
+import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { OrchardError } from '../runtime/errors';
 import { startTestS3, tempDir } from './helpers/s3';
 
@@ -165,6 +167,28 @@ describe('the embedded S3 server', () => {
     } finally {
       await plain.close();
     }
+  });
+
+  it("answers HEAD, GET and listings with an object's stored metadata, MD5 and size, also before its MD5 file exists", async () => {
+    const client = createS3Client(s3.options);
+    const body = Buffer.from('metadata read at once');
+    const md5 = `"${createHash('md5').update(body).digest('hex')}"`;
+    await client.send(new PutObjectCommand({ Bucket: 'atomic', Key: 'meta/one.jpg', Body: body, ContentType: 'image/jpeg', Metadata: { origin: 'test' } }));
+    const expectEverywhere = async () => {
+      const head = await client.send(new HeadObjectCommand({ Bucket: 'atomic', Key: 'meta/one.jpg' }));
+      expect([head.ETag, head.ContentLength, head.ContentType, head.Metadata]).toEqual([md5, body.length, 'image/jpeg', { origin: 'test' }]);
+      const got = await client.send(new GetObjectCommand({ Bucket: 'atomic', Key: 'meta/one.jpg' }));
+      expect([got.ETag, got.ContentType, Buffer.from(await got.Body!.transformToByteArray()).toString()]).toEqual([md5, 'image/jpeg', body.toString()]);
+      const listed = await client.send(new ListObjectsV2Command({ Bucket: 'atomic', Prefix: 'meta/' }));
+      expect(listed.Contents?.map((object) => [object.Key, object.ETag, object.Size])).toEqual([['meta/one.jpg', md5, body.length]]);
+    };
+    await expectEverywhere();
+    // s3rver computes an MD5 file that is missing (an object copied in by hand): the same answers.
+    const md5Files = fs.readdirSync(path.join(s3.dir, 'atomic', 'meta')).filter((name) => name.endsWith('.md5'));
+    expect(md5Files).toHaveLength(1);
+    fs.rmSync(path.join(s3.dir, 'atomic', 'meta', md5Files[0]!));
+    await expectEverywhere();
+    await expect(client.send(new HeadObjectCommand({ Bucket: 'atomic', Key: 'meta/none.jpg' }))).rejects.toMatchObject({ name: 'NotFound' });
   });
 
   it('never shows a reader half of an object being written', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, fstat } from 'node:fs';
+import { createWriteStream, fstat, readFileSync, statSync, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -56,6 +56,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
     configureBuckets: buckets.map((name) => ({ name })),
   });
   makeAtomicPerObject(server.store);
+  readMetadataAtOnce(server.store);
   dropRequestLogger(server);
   if (options.conditionalWrites !== false) honourConditionalWrites(server);
   const address = (await server.run()) as AddressInfo;
@@ -126,6 +127,36 @@ function makeAtomicPerObject(store: FilesystemStore): void {
         return;
       }
     }
+  };
+}
+
+/**
+ * s3rver reads an object's metadata (a stat, its metadata file, its MD5 file) through fs-extra's promises: nine
+ * calls into libuv per object (each read is an open, a stat, a read and a close), for every GET, HEAD and every
+ * key of a listing page. On a loopback test server the same reads done synchronously cost less, and hold its
+ * event loop for tens of microseconds per object: the CPU of a small GET, client and server in one process, 8 at
+ * once, 1.18–1.28 → 0.89–1.01 ms (two alternations; a listing is no faster). An object without its MD5 file yet
+ * (s3rver then computes and stores it) goes the original way.
+ */
+function readMetadataAtOnce(store: FilesystemStore): void {
+  const original = store.getMetadata.bind(store);
+  store.getMetadata = async (bucket, key) => {
+    const objectPath = store.getResourcePath(bucket, key, 'object');
+    let stat: Stats;
+    let md5: string;
+    try {
+      stat = statSync(objectPath);
+      md5 = readFileSync(`${objectPath}.md5`, 'utf8');
+    } catch {
+      return original(bucket, key); // no object (its error), or no MD5 file yet
+    }
+    let stored: Record<string, unknown> | undefined;
+    try {
+      stored = JSON.parse(readFileSync(store.getResourcePath(bucket, key, 'metadata.json'), 'utf8')) as Record<string, unknown>;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    return { ...stored, etag: JSON.stringify(md5), 'last-modified': stat.mtime.toUTCString(), 'content-length': stat.size };
   };
 }
 
@@ -209,6 +240,8 @@ interface FilesystemStore {
   /** The content is a read stream, already open, of the object's file; null content for an unsatisfiable range. */
   getObject(bucket: string, key: string, options: unknown): Promise<{ content: (Readable & { readonly fd: number }) | null; metadata: Record<string, string | number> } | null>;
   deleteObject(bucket: string, key: string): Promise<void>;
+  /** An object's stored metadata with its ETag, Last-Modified and Content-Length; ENOENT when it does not exist. */
+  getMetadata(bucket: string, key: string): Promise<Record<string, unknown>>;
 }
 
 interface S3rverApp {
