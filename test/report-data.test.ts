@@ -137,6 +137,15 @@ describe('variance curve', () => {
     expect(curve.ratio).toHaveLength(46);
   });
 
+  it("says where a curve of the leading shares only stops, and nothing of a full one", () => {
+    const leading = varianceCurve({ n_components_: 3, n_features_in_: 1280, cumulative_explained_variance_ratio: [0.5, 0.75, 0.9, 0.95, 0.97] });
+    expect(leading.partial).toEqual({ components: 5, explained: 0.97 });
+    expect(leading.cumulative).toEqual([0.5, 0.75, 0.9, 0.95, 0.97]);
+    expect(varianceCurve({ ...model, n_features_in_: 6 }).partial).toBeUndefined();
+    // Fewer values than features but all the variance (rank-deficient data): not partial.
+    expect(varianceCurve({ n_components_: 2, n_features_in_: 1280, cumulative_explained_variance_ratio: [0.6, 1] }).partial).toBeUndefined();
+  });
+
   it('falls back to the kept ratios when the model has no full curve', () => {
     const curve = varianceCurve({ n_components_: 2, explained_variance_ratio_: [0.6, 0.3] });
     expect(curve.cumulative).toEqual([0.6, 0.8999999999999999]);

@@ -114,12 +114,13 @@ const CLOSE_CALL = 1e-9;
  * full decomposition is needed: 0.15–0.3 s at 1,280 features where `fitPcaBlocked` takes about 1 s. The same
  * model to rounding (eigenvalues within about 1e-15 of the largest, components within about 1e-12); the curve
  * (`allExplainedVarianceRatio`) then holds the leading ratios the solver resolved, not all nFeatures. Falls back
- * to `fitPcaBlocked` when the solver cannot decide: few features, k above a quarter of them or the rank, a
- * variance fraction met within 1e-9, or pairs that do not converge in the space allowed.
+ * to `fitPcaBlocked` when the solver cannot decide or would not pay: few features, k above an eighth of them or
+ * the rank, a variance fraction met within 1e-9, or pairs that do not converge in the space allowed.
  */
 export async function fitPcaLeading(moments: Moments, spec: ComponentsSpec, products: MatrixProducts, engine: TridiagonalEngine): Promise<PcaModel> {
   const fit = startFit(moments, spec);
-  if (moments.dim >= LEADING_MIN_FEATURES) {
+  // A non-finite entry is refused by the full path, with its place in the covariance named.
+  if (moments.dim >= LEADING_MIN_FEATURES && fit.cov.every(Number.isFinite)) {
     const leading = await leadingEigen(fit.cov, moments.dim, products, { vectorCount: fit.leadingCount });
     if (leading) return fit.finishLeading(leading.values, leading.vectors);
   }
@@ -160,11 +161,14 @@ function startFit(moments: Moments, spec: ComponentsSpec) {
   };
 
   // The leading solver's choice of k: the ratios over the trace (the sum of every eigenvalue), as the full path's
-  // over the sum of its eigenvalues; k no larger than a quarter of the features (more take the full path there
-  // too) nor the rank (directions past it are any basis of a null space).
-  const leadingLimit = Math.min(rank, Math.floor(p / 4));
+  // over the sum of its eigenvalues; k no larger than an eighth of the features (past that its space nears the
+  // matrix's size, and the full path is faster) nor the rank (directions past it are any basis of a null space).
+  const leadingLimit = Math.min(rank, Math.floor(p / 8));
   const leadingCount = (ritz: Float64Array): LeadingCount => {
     if (spec.kind === 'components') return spec.count <= leadingLimit ? spec.count : 'full';
+    // No eigenvalue exceeds the largest: when even leadingLimit of them cannot reach the fraction, k is past the
+    // limit (a flat spectrum), and the full path decides at once.
+    if ((leadingLimit * ritz[0]) / total < spec.fraction) return 'full';
     let cumulative = 0;
     for (let i = 0; i < ritz.length && i < leadingLimit; i++) {
       const before = cumulative;
@@ -198,10 +202,11 @@ function startFit(moments: Moments, spec: ComponentsSpec) {
     if (trace === undefined) {
       for (let i = k; i < maxComponents; i++) discarded += eigen[i];
     } else {
-      // Every eigenvalue sums to the trace: what the k components leave is the rest of it.
+      // Every eigenvalue sums to the trace: what the k components leave is the rest of it; nothing, when they
+      // reach the rank (the rest would be rounding).
       discarded = trace;
       for (let i = 0; i < k; i++) discarded -= eigen[i];
-      discarded = Math.max(0, discarded);
+      discarded = k >= rank ? 0 : Math.max(0, discarded);
     }
     return {
       nFeatures: p,

@@ -50,6 +50,9 @@ export const CURVE_TOLERANCE = 1e-8;
 /** Leading values this close (relative to the largest) count as one repeated eigenvalue. */
 const CLUSTER = 1e-10;
 
+/** Past this many vectors, and 6k, the space is taken to be too large to pay (see `leadingEigen`). */
+const MIN_SPACE = 192;
+
 /** The Rayleigh–Ritz solve is tried from 4 blocks on, each time the space has grown by this factor since the last. */
 const RR_GROWTH = 1.1;
 
@@ -91,6 +94,8 @@ export async function leadingEigen(matrix: Float64Array, n: number, products: Ma
   basis.set(start, 0);
 
   let nextCheck = 4 * b;
+  let best = Infinity; // the smallest residual of the k pairs' largest so far, and the space it was seen at
+  let bestAt = 0;
   for (let d = b; d <= maxDimension; d += b) {
     const block = basis.subarray((d - b) * n, d * n);
     // A is symmetric: the rows of (A Qᵀ)ᵀ are Q A.
@@ -110,7 +115,17 @@ export async function leadingEigen(matrix: Float64Array, n: number, products: Ma
       nextCheck = Math.ceil(d * RR_GROWTH);
       const found = await rayleighRitz(projected, maxDimension, d, basis, images, n, products, options);
       if (found === 'full') return undefined;
-      if (found) return found;
+      if ('vectors' in found) return found;
+      // A space grown by half without that residual halving has stalled (the pair's rounding level, or a spectrum
+      // too flat to resolve it), and a small k that needs a space many times its size is in a spectrum too flat
+      // for this method to pay: the full path decides now rather than at maxDimension.
+      if (found.residual < best / 2) {
+        best = found.residual;
+        bestAt = d;
+      } else if (bestAt > 0 && d >= 1.5 * bestAt) {
+        return undefined;
+      }
+      if (found.k !== undefined && d > Math.max(MIN_SPACE, 6 * found.k)) return undefined;
     }
     if (d + b > maxDimension) return undefined;
 
@@ -125,9 +140,21 @@ export async function leadingEigen(matrix: Float64Array, n: number, products: Ma
   return undefined;
 }
 
+/** The values of the curve sought past k: about what a report draws (runtime/report/data.ts `curveLength`). */
+function curveLength(k: number): number {
+  return Math.max(2 * k, k + 10, 20);
+}
+
+/** Where the Ritz pairs are, while not all k converged: k if decided, and the largest residual / θ₁ of the k pairs. */
+interface Pending {
+  readonly k?: number;
+  readonly residual: number;
+}
+
 /**
  * The Ritz pairs of the space so far, once k is decided and its pairs are converged: the k vectors, and the
- * converged leading values among the first 2k (the curve); undefined until then, 'full' if the caller said so.
+ * converged leading values of the curve (up to 2k, and k + 10 or 20); until then how far they are, and 'full' if
+ * the caller said so.
  */
 async function rayleighRitz(
   projected: Float64Array,
@@ -138,7 +165,7 @@ async function rayleighRitz(
   n: number,
   products: MatrixProducts,
   options: LeadingOptions,
-): Promise<LeadingEigen | 'full' | undefined> {
+): Promise<LeadingEigen | 'full' | Pending> {
   const t = new Float64Array(d * d);
   for (let r = 0; r < d; r++) t.set(projected.subarray(r * stride, r * stride + d), r * d);
   // Ritz values first; how many vectors to check follows from them (with a margin for the curve).
@@ -146,20 +173,20 @@ async function rayleighRitz(
   let decided: LeadingCount = 'more';
   const { values, vectors } = symmetricEigen(t, d, (ritz) => {
     decided = options.vectorCount(ritz);
-    // Up to 2k for the curve, within a quarter of d (symmetricEigen's path for few vectors), and k at least.
-    wanted = typeof decided === 'number' && decided <= d >> 1 ? Math.max(decided, Math.min(d >> 2, 2 * decided)) : 0;
+    // Up to the curve's length, within a quarter of d (symmetricEigen's path for few vectors), and k at least.
+    wanted = typeof decided === 'number' && decided <= d >> 1 ? Math.max(decided, Math.min(d >> 2, curveLength(decided))) : 0;
     return wanted;
   });
   const k = decided as LeadingCount;
-  if (typeof k !== 'number') return k === 'full' ? 'full' : undefined;
-  if (k < 1 || wanted === 0) return undefined;
+  if (typeof k !== 'number') return k === 'full' ? 'full' : { residual: Infinity };
+  if (k < 1 || wanted === 0) return { k, residual: Infinity };
   const scale = Math.abs(values[0]) || 1;
-  const { y, converged: proven } = await converged(vectors, values, 0, wanted, k, d, basis, images, n, products, scale);
-  if (proven < k) return undefined;
+  const { y, converged: proven, residual } = await converged(vectors, values, 0, wanted, k, d, basis, images, n, products, scale);
+  if (proven < k) return { k, residual };
   let curve = proven;
-  // The curve past the k-th value: its Ritz vectors, when the cheap path above stopped short of 2k, at the cost of
-  // one full dense solve (the same values, every vector); what converges joins the curve.
-  const longer = Math.min(2 * k, d >> 1);
+  // The curve past the k-th value: its Ritz vectors, when the cheap path above stopped short, at the cost of one
+  // full dense solve (the same values, every vector); what converges joins the curve.
+  const longer = Math.min(curveLength(k), d >> 1);
   if (curve === wanted && wanted < longer && values[curve] > CLUSTER * scale) {
     const all = symmetricEigen(t, d, () => longer).vectors;
     curve += (await converged(all.subarray(wanted * d, longer * d), values, wanted, longer, k, d, basis, images, n, products, scale)).converged;
@@ -177,7 +204,8 @@ async function rayleighRitz(
 /**
  * How many of the Ritz pairs from..to (their coordinates `coordinates`, (to - from) x d) are converged, in order:
  * the first k to RESIDUAL_TOLERANCE, the rest to CURVE_TOLERANCE; values at rounding level past k belong to the
- * null space (fewer samples than features) and end the count. Also the Ritz vectors, Y = S B.
+ * null space (fewer samples than features) and end the count. Also the Ritz vectors, Y = S B, and the largest
+ * residual (over `scale`) among the first k pairs, the solver's progress.
  */
 async function converged(
   coordinates: Float64Array,
@@ -191,24 +219,30 @@ async function converged(
   n: number,
   products: MatrixProducts,
   scale: number,
-): Promise<{ y: Float64Array; converged: number }> {
+): Promise<{ y: Float64Array; converged: number; residual: number }> {
   const count = to - from;
   // A Y = S (A B): the images were kept, so no product with A itself.
   const y = await products.product(coordinates, count, d, basis.subarray(0, d * n), d, n);
   const ay = await products.product(coordinates, count, d, images.subarray(0, d * n), d, n);
   let done = 0;
-  while (done < count) {
-    const j = from + done;
+  let residual = 0;
+  let pending = false;
+  for (let q = 0; q < count; q++) {
+    const j = from + q;
+    // Past k only the converged prefix counts; up to k every pair's residual is measured, for the progress.
+    if (pending && j >= k) break;
     if (j >= k && !(values[j] > CLUSTER * scale)) break;
     let sum = 0;
     for (let i = 0; i < n; i++) {
-      const r = ay[done * n + i] - values[j] * y[done * n + i];
+      const r = ay[q * n + i] - values[j] * y[q * n + i];
       sum += r * r;
     }
-    if (!(Math.sqrt(sum) <= (j < k ? RESIDUAL_TOLERANCE : CURVE_TOLERANCE) * scale)) break;
-    done += 1;
+    const relative = Math.sqrt(sum) / scale;
+    if (j < k) residual = Math.max(residual, relative);
+    if (!(relative <= (j < k ? RESIDUAL_TOLERANCE : CURVE_TOLERANCE))) pending = true;
+    if (!pending) done += 1;
   }
-  return { y, converged: done };
+  return { y, converged: done, residual };
 }
 
 /**

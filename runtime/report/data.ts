@@ -136,8 +136,9 @@ export function classCounts(classes: readonly ClassSample[]): { label: string; c
 /** The fields of pca-model.json the variance curve needs. */
 export interface PcaModelCurveFields {
   readonly n_components_: number;
+  readonly n_features_in_?: number;
   readonly explained_variance_ratio_?: readonly number[];
-  /** The full curve (one value per feature), cumulative. */
+  /** The curve, cumulative: one value per feature, or the leading ones the fit resolved (k at least). */
   readonly cumulative_explained_variance_ratio?: readonly number[];
 }
 
@@ -154,6 +155,8 @@ export interface VarianceCurve {
   readonly target?: number;
   /** Components with a non-zero share of the variance (the rank of the data, at most the feature count). */
   readonly available: number;
+  /** Where the model's curve stops short of all the variance (the fit computed the leading shares only). */
+  readonly partial?: { readonly components: number; readonly explained: number };
 }
 
 /** Components drawn in the scree plot: enough past k to see the curve flatten, never thousands of bars. */
@@ -178,6 +181,8 @@ export function varianceCurve(model: PcaModelCurveFields, spec?: ComponentsSpec)
   let available = ratio.length;
   while (available > k && !(ratio[available - 1]! > 1e-12)) available -= 1;
   const shown = curveLength(k, available);
+  const last = cumulative[cumulative.length - 1] ?? 0;
+  const partial = model.n_features_in_ !== undefined && cumulative.length < model.n_features_in_ && last < 1 - 1e-9 ? { components: cumulative.length, explained: last } : undefined;
   return {
     ratio: ratio.slice(0, shown),
     cumulative: cumulative.slice(0, shown),
@@ -185,6 +190,7 @@ export function varianceCurve(model: PcaModelCurveFields, spec?: ComponentsSpec)
     explained: cumulative[k - 1] ?? 0,
     target: spec?.kind === 'variance' ? spec.fraction : undefined,
     available,
+    ...(partial ? { partial } : {}),
   };
 }
 

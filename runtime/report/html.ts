@@ -120,7 +120,7 @@ export function renderReport(content: ReportContent, chartJs: string = chartJsSo
   <h2>Explained variance</h2>
   <p class="note">Left: share of the variance explained by each of the first ${Math.min(SCREE_BARS, variance.ratio.length)} components${variance.k < Math.min(SCREE_BARS, variance.ratio.length) ? ' (the kept ones in blue, the others grey)' : ` (all kept: k = ${variance.k})`}.
   Right: cumulative share over ${variance.ratio.length} components, with the chosen k${variance.target !== undefined ? ' and the variance target' : ''} marked.
-  ${variance.available > variance.ratio.length ? `The first ${variance.ratio.length} of ${variance.available} components with non-zero variance are shown.` : ''}</p>
+  ${variance.partial ? `The fit computes the leading components' shares only: the curve stops at component ${variance.partial.components}, ${(100 * variance.partial.explained).toFixed(1)} % of the variance.` : variance.available > variance.ratio.length ? `The first ${variance.ratio.length} of ${variance.available} components with non-zero variance are shown.` : ''}</p>
   <div class="charts">${chartBox('scree', 'Variance per component', 340)}
   ${chartBox('cumulative', 'Cumulative explained variance', 340)}</div>
 </section>
