@@ -111,7 +111,7 @@ const CLOSE_CALL = 1e-9;
 /**
  * The fit that keeps k components of many features: the k leading eigenpairs by block Lanczos (leading-eigen.ts,
  * its products on `products`), k chosen from them and the total variance (the covariance's trace), so that no
- * full decomposition is needed: 0.15–0.3 s at 1,280 features where `fitPcaBlocked` takes about 1 s. The same
+ * full decomposition is needed: 0.1–0.3 s at 1,280 features where `fitPcaBlocked` takes 0.7–1 s. The same
  * model to rounding (eigenvalues within about 1e-15 of the largest, components within about 1e-12); the curve
  * (`allExplainedVarianceRatio`) then holds the leading ratios the solver resolved, not all nFeatures. Falls back
  * to `fitPcaBlocked` when the solver cannot decide or would not pay: few features, k above an eighth of them or
