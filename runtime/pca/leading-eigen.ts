@@ -15,7 +15,7 @@
  * are stored as rows (a block of b vectors is b x n, row-major), so every product is one Gemm.
  */
 import { mulberry32 } from '../random';
-import { symmetricEigen } from './symmetric-eigen';
+import { orthogonalise, symmetricEigen } from './symmetric-eigen';
 
 /** opA(a) · opB(b), minus `from` when given (out = from − opA(a)·opB(b)): all row-major float64. */
 export interface MatrixProducts {
@@ -260,8 +260,8 @@ function orthonormalise(block: Float64Array, count: number, n: number, basis: Fl
       // What is left of a row is measured against the row before any orthogonalisation (its Krylov image).
       const before = attempt === 0 && scales ? scales[r] : norm(row);
       for (let pass = 0; pass < 2; pass++) {
-        if (attempt > 0) for (let q = 0; q < against; q++) subtractProjection(row, basis.subarray(q * n, q * n + n));
-        for (let q = 0; q < r; q++) subtractProjection(row, block.subarray(q * n, q * n + n));
+        if (attempt > 0) orthogonalise(row, basis, n, 0, against);
+        orthogonalise(row, block, n, 0, r);
       }
       const after = norm(row);
       // A remainder this small is mostly rounding, orthogonal to the basis only roughly: a random direction serves the
@@ -282,12 +282,6 @@ function norm(v: Float64Array): number {
   let s = 0;
   for (let i = 0; i < v.length; i++) s += v[i] * v[i];
   return Math.sqrt(s);
-}
-
-function subtractProjection(v: Float64Array, unit: Float64Array): void {
-  let dot = 0;
-  for (let i = 0; i < v.length; i++) dot += v[i] * unit[i];
-  for (let i = 0; i < v.length; i++) v[i] -= dot * unit[i];
 }
 
 /** The products in JavaScript: the reference the ONNX Runtime ones are tested against, and the solver's tests. */

@@ -260,7 +260,7 @@ function tridiagonalVectors(d: Float64Array, e: Float64Array, wanted: Float64Arr
 }
 
 /** Removes from x its components along vectors from..to-1 (rows of `vectors`), one after the other. */
-function orthogonalise(x: Float64Array, vectors: Float64Array, n: number, from: number, to: number): void {
+export function orthogonalise(x: Float64Array, vectors: Float64Array, n: number, from: number, to: number): void {
   for (let v = from; v < to; v++) {
     const o = v * n;
     let dot = 0;
