@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { S3Storage, createS3Client, openStorage, parseLocation, LocalStorage, NotFoundError, type Storage } from '../runtime/storage';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { OrchardError } from '../runtime/errors';
+import { plainGetTarget } from '../runtime/storage/embedded-s3';
 import { startTestS3, tempDir } from './helpers/s3';
 
 const KEYS = ['Apple Braeburn/1_100.jpg', 'Pêche de vigne/2 100.jpg', 'b/c/é ü 中.txt'];
@@ -189,6 +190,56 @@ describe('the embedded S3 server', () => {
     fs.rmSync(path.join(s3.dir, 'atomic', 'meta', md5Files[0]!));
     await expectEverywhere();
     await expect(client.send(new HeadObjectCommand({ Bucket: 'atomic', Key: 'meta/none.jpg' }))).rejects.toMatchObject({ name: 'NotFound' });
+  });
+
+  it("answers a plain GET before s3rver's stack with s3rver's own answer: status, headers and bytes, odd keys included", async () => {
+    const client = createS3Client(s3.options);
+    const keys = ['plain/one.jpg', "plain/it's (a) test!*.jpg", 'plain/é ü 中/plus+%25 ~.txt'];
+    for (const [i, key] of keys.entries()) {
+      await client.send(new PutObjectCommand({ Bucket: 'atomic', Key: key, Body: Buffer.alloc(2000 + i, i + 1), ContentType: 'image/jpeg', Metadata: { origin: `test-${i}` } }));
+    }
+    const { port } = new URL(s3.endpoint);
+    const amzDate = new Date().toISOString().replace(/[-:]|\.\d+/g, '');
+    const authorization = `AWS4-HMAC-SHA256 Credential=S3RVER/${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=0a`;
+    const signed = { authorization, 'x-amz-date': amzDate, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+    const get = (url: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; headers: string[]; body: Buffer }>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port, path: url, headers: { ...signed, ...headers } }, (response) => {
+            const chunks: Buffer[] = [];
+            response.on('data', (chunk: Buffer) => chunks.push(chunk));
+            response.on('end', () => {
+              // Every header as sent (their order means nothing), but for the clock's and the connection's.
+              const pairs = response.rawHeaders.flatMap((value, i, all) => (i % 2 === 0 && !['date', 'connection', 'keep-alive'].includes(value.toLowerCase()) ? [`${value}: ${all[i + 1]}`] : []));
+              resolve({ status: response.statusCode!, headers: pairs.sort(), body: Buffer.concat(chunks) });
+            });
+          })
+          .on('error', reject);
+      });
+    for (const [i, key] of keys.entries()) {
+      const url = `/atomic/${key.split('/').map(encodeURIComponent).join('/')}?x-id=GetObject`;
+      expect(plainGetTarget({ url, headers: signed }, new Set(['atomic']))).toEqual({ bucket: 'atomic', key });
+      const first = await get(url);
+      // A condition that holds sends the same request through s3rver's stack.
+      const throughS3rver = await get(url, { 'if-modified-since': new Date(0).toUTCString() });
+      expect(first).toEqual(throughS3rver);
+      expect(first.status).toBe(200);
+      expect(first.body.equals(Buffer.alloc(2000 + i, i + 1))).toBe(true);
+      expect(first.headers).toEqual(expect.arrayContaining(['Content-Type: image/jpeg', `x-amz-meta-origin: test-${i}`, `Content-Length: ${2000 + i}`]));
+    }
+    // What it leaves to s3rver: other requests, other credentials, conditions and ranges, other buckets, dot segments.
+    const buckets = new Set(['atomic']);
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg?acl', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, authorization: authorization.replace('S3RVER', 'NOBODY') } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: {} }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, range: 'bytes=0-9' } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-content-sha256': undefined } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-date': '20200101T000000Z' } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/other/plain/one.jpg', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/../one.jpg', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/', headers: signed }, buckets)).toBeUndefined();
+    // A missing key is s3rver's NoSuchKey.
+    expect((await get('/atomic/plain/missing.jpg')).status).toBe(404);
   });
 
   it('never shows a reader half of an object being written', async () => {

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, fstat, readFileSync, statSync, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -58,6 +59,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   makeAtomicPerObject(server.store);
   readMetadataAtOnce(server.store);
   dropRequestLogger(server);
+  answerPlainGetsFirst(server, new Set(buckets), ((await import('s3rver/lib/utils.js')) as unknown as S3rverUtils).capitalizeHeader);
   if (options.conditionalWrites !== false) honourConditionalWrites(server);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
@@ -140,24 +142,32 @@ function makeAtomicPerObject(store: FilesystemStore): void {
  */
 function readMetadataAtOnce(store: FilesystemStore): void {
   const original = store.getMetadata.bind(store);
-  store.getMetadata = async (bucket, key) => {
-    const objectPath = store.getResourcePath(bucket, key, 'object');
-    let stat: Stats;
-    let md5: string;
-    try {
-      stat = statSync(objectPath);
-      md5 = readFileSync(`${objectPath}.md5`, 'utf8');
-    } catch {
-      return original(bucket, key); // no object (its error), or no MD5 file yet
-    }
-    let stored: Record<string, unknown> | undefined;
-    try {
-      stored = JSON.parse(readFileSync(store.getResourcePath(bucket, key, 'metadata.json'), 'utf8')) as Record<string, unknown>;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-    return { ...stored, etag: JSON.stringify(md5), 'last-modified': stat.mtime.toUTCString(), 'content-length': stat.size };
-  };
+  // No object (its error), or no MD5 file yet: s3rver's own way.
+  store.getMetadata = async (bucket, key) => metadataAtOnce(store, bucket, key)?.metadata ?? original(bucket, key);
+}
+
+/**
+ * An object's metadata as s3rver's getMetadata gives it (stored headers, then ETag, Last-Modified, Content-Length)
+ * and its size, read synchronously; undefined when the object or its MD5 file is missing. Throws for a stored
+ * metadata file that cannot be read.
+ */
+function metadataAtOnce(store: FilesystemStore, bucket: string, key: string): { metadata: Record<string, unknown>; size: number } | undefined {
+  const objectPath = store.getResourcePath(bucket, key, 'object');
+  let stat: Stats;
+  let md5: string;
+  try {
+    stat = statSync(objectPath);
+    md5 = readFileSync(`${objectPath}.md5`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  let stored: Record<string, unknown> | undefined;
+  try {
+    stored = JSON.parse(readFileSync(store.getResourcePath(bucket, key, 'metadata.json'), 'utf8')) as Record<string, unknown>;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  return { metadata: { ...stored, etag: JSON.stringify(md5), 'last-modified': stat.mtime.toUTCString(), 'content-length': stat.size }, size: stat.size };
 }
 
 /**
@@ -168,6 +178,83 @@ function readMetadataAtOnce(store: FilesystemStore): void {
 function dropRequestLogger(server: { middleware: { name: string }[] }): void {
   const at = server.middleware.findIndex((middleware) => middleware.name === 'logger');
   if (at >= 0) server.middleware.splice(at, 1);
+}
+
+/**
+ * A plain GET of a whole small object (path style, signed with the embedded credentials, no query but the SDK's
+ * `x-id`, no range or condition): a run's one read per image. Answered from the object's files before s3rver's
+ * Koa stack, whose routing, context and response machinery cost more than the client and the image's decoding
+ * together. The server's CPU per small GET, the client in another process, 8 at once: 0.61–0.74 → 0.08–0.10 ms;
+ * a 20,000-image run through it on 2 cores 188.5–188.9 → 192.9–193.4 images/s (two alternations). The answer is
+ * s3rver's: the same files, headers and status. Anything else, and any object not found here, goes to s3rver.
+ */
+function answerPlainGetsFirst(server: S3rverApp, buckets: ReadonlySet<string>, capitalizeHeader: (name: string) => string): void {
+  const callback = server.callback.bind(server);
+  server.callback = () => {
+    const koa = callback();
+    return (request, response) => {
+      const object = request.method === 'GET' ? plainGetTarget(request, buckets) : undefined;
+      const found = object && readWholeObject(server.store, object.bucket, object.key, capitalizeHeader);
+      if (!found) return koa(request, response);
+      response.writeHead(200, { 'Accept-Ranges': 'bytes', ...found.headers });
+      response.end(found.body);
+    };
+  };
+}
+
+const PLAIN_QUERY = new Set(['', '?x-id=GetObject']);
+/** Headers s3rver acts on in a GET: a range, conditions, CORS. */
+const LEFT_TO_S3RVER = ['range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'origin'];
+/** Larger objects (a run's feature shards, models) are streamed by s3rver rather than read whole at once. */
+const MAX_PLAIN_GET_BYTES = 1 << 20;
+
+/** The bucket and key of a GET that answerPlainGetsFirst answers itself; undefined for one s3rver should. */
+export function plainGetTarget(request: Pick<IncomingMessage, 'url' | 'headers'>, buckets: ReadonlySet<string>): { bucket: string; key: string } | undefined {
+  const url = request.url ?? '';
+  const queryAt = url.indexOf('?');
+  const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
+  if (!PLAIN_QUERY.has(queryAt < 0 ? '' : url.slice(queryAt))) return undefined;
+  if (!signedByEmbeddedCredentials(request.headers)) return undefined;
+  if (LEFT_TO_S3RVER.some((header) => request.headers[header] !== undefined)) return undefined;
+  const match = /^\/([^/]+)\/(.+)$/.exec(pathname);
+  if (!match) return undefined;
+  let bucket: string;
+  let key: string;
+  try {
+    [bucket, key] = [decodeURIComponent(match[1]!), decodeURIComponent(match[2]!)];
+  } catch {
+    return undefined;
+  }
+  if (!buckets.has(bucket) || key.split('/').some((part) => part === '.' || part === '..')) return undefined;
+  return { bucket, key };
+}
+
+/**
+ * A SigV4 header with the embedded access key, a payload hash and a date within s3rver's 15 minutes: what s3rver
+ * accepts (it checks no V4 signature). Whatever it would refuse goes to it, for its error.
+ */
+function signedByEmbeddedCredentials(headers: IncomingHttpHeaders): boolean {
+  const authorization = headers.authorization;
+  if (!authorization?.startsWith(`AWS4-HMAC-SHA256 Credential=${EMBEDDED_CREDENTIALS.accessKeyId}/`) || !/, ?SignedHeaders=[^,]+, ?Signature=\w+$/.test(authorization)) return false;
+  if (headers['x-amz-content-sha256'] === undefined) return false;
+  const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(String(headers['x-amz-date']));
+  if (!date) return false;
+  const [year, month, day, hour, minute, second] = date.slice(1).map(Number) as [number, number, number, number, number, number];
+  return Math.abs(Date.now() - Date.UTC(year, month - 1, day, hour, minute, second)) <= 15 * 60_000;
+}
+
+/** A small object's bytes and s3rver's headers for it, read at once; undefined when it is not there whole. */
+function readWholeObject(store: FilesystemStore, bucket: string, key: string, capitalizeHeader: (name: string) => string): { headers: Record<string, string>; body: Buffer } | undefined {
+  try {
+    const found = metadataAtOnce(store, bucket, key);
+    if (!found || found.size > MAX_PLAIN_GET_BYTES) return undefined;
+    const body = readFileSync(store.getResourcePath(bucket, key, 'object'));
+    // A PUT renamed into place between the stat and the read: s3rver's path reads it again.
+    if (body.length !== found.size) return undefined;
+    return { headers: Object.fromEntries(Object.entries(found.metadata).map(([name, value]) => [capitalizeHeader(name), String(value)])), body };
+  } catch {
+    return undefined;
+  }
 }
 
 const PRECONDITION_FAILED =
@@ -248,8 +335,15 @@ interface S3rverApp {
   readonly store: FilesystemStore;
   /** Koa's middleware stack (s3rver is a Koa application). */
   readonly middleware: { name: string }[];
+  /** Koa's request listener, which s3rver's run() gives the HTTP server. */
+  callback(): (request: IncomingMessage, response: ServerResponse) => void;
   run(): Promise<AddressInfo>;
   close(): Promise<void>;
+}
+
+/** s3rver's own header spelling (lib/utils.js), so that an answer given before its stack reads as its own. */
+interface S3rverUtils {
+  capitalizeHeader(name: string): string;
 }
 
 type S3rverClass = new (options: Record<string, unknown>) => S3rverApp;

@@ -1,2 +1,3 @@
 // s3rver ships no type declarations; runtime/storage/embedded-s3.ts types the small part it uses.
 declare module 's3rver';
+declare module 's3rver/lib/utils.js';
