@@ -344,6 +344,31 @@ describe('S3 reads without the SDK (direct signed GET)', () => {
     send.mockRestore();
   });
 
+  it('sends a read again at once, not through the SDK, when a kept-alive connection is reset before any answer', async () => {
+    // A server that resets every connection on its second request, as a connection closed while idle in the pool.
+    const requests = new Map<net.Socket, number>();
+    const server = http.createServer((request, response) => {
+      const count = (requests.get(request.socket) ?? 0) + 1;
+      requests.set(request.socket, count);
+      if (count > 1) request.socket.resetAndDestroy();
+      else response.end(`bytes of ${request.url}`);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as net.AddressInfo;
+      const client = createS3Client({ ...s3.options, endpoint: `http://127.0.0.1:${port}` });
+      const storage = new S3Storage(client, 'direct-get', '');
+      const send = jest.spyOn(client, 'send');
+      for (const key of ['a.jpg', 'b.jpg', 'c.jpg']) expect((await storage.get(key)).toString()).toBe(`bytes of /direct-get/${key}`);
+      expect(send).not.toHaveBeenCalled();
+      // Three connections: each second request on one was reset and sent again on a new one.
+      expect(requests.size).toBe(3);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
   it('hands a refused read (an unknown access key) to the SDK, whose fatal error stops the run as before', async () => {
     const storage = new S3Storage(createS3Client({ ...s3.options, credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'x' } }), 'direct-get', 'in put/');
     await expect(storage.get(KEYS[0])).rejects.toBeInstanceOf(OrchardError);
