@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, fstat, readFileSync, statSync, type Stats } from 'node:fs';
+import { createWriteStream, fstat, readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -39,7 +39,11 @@ export interface EmbeddedS3Options {
 export async function startEmbeddedS3(directory: string, buckets: readonly string[], options: EmbeddedS3Options = {}): Promise<EmbeddedS3> {
   // Loaded lazily: only the demo and the tests need it, not a run on EC2.
   let S3rver: S3rverClass;
+  let utils: S3rverUtils;
   try {
+    // Its utilities first: its file store takes `walk` from them as it loads.
+    ({ default: utils } = (await import('s3rver/lib/utils.js')) as unknown as { default: S3rverUtils });
+    walkWithoutStats(utils);
     ({ default: S3rver } = (await import('s3rver')) as unknown as { default: S3rverClass });
   } catch (error) {
     // The instance bundle leaves s3rver out: the demo is for a clone of the repository.
@@ -59,7 +63,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   makeAtomicPerObject(server.store);
   readMetadataAtOnce(server.store);
   dropRequestLogger(server);
-  answerPlainGetsFirst(server, new Set(buckets), ((await import('s3rver/lib/utils.js')) as unknown as S3rverUtils).capitalizeHeader);
+  answerPlainGetsFirst(server, new Set(buckets), utils.capitalizeHeader);
   if (options.conditionalWrites !== false) honourConditionalWrites(server);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
@@ -168,6 +172,23 @@ function metadataAtOnce(store: FilesystemStore, bucket: string, key: string): { 
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   return { metadata: { ...stored, etag: JSON.stringify(md5), 'last-modified': stat.mtime.toUTCString(), 'content-length': stat.size }, size: stat.size };
+}
+
+/**
+ * s3rver lists a bucket by walking its folder and stats every entry to tell files from folders: three files per
+ * object, and every page of 1,000 keys walks again the whole folder it starts in, so a listing of 20,000 keys in 8
+ * folders made hundreds of thousands of stats. The folder entries' own types say the same without a stat (a
+ * symbolic link, which s3rver itself never makes, is still followed by one). Same paths, same order.
+ */
+function walkWithoutStats(utils: S3rverUtils): void {
+  utils.walk = function* walk(dir, recurseFilter): Generator<string> {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const filePath = path.posix.join(dir, entry.name);
+      const isDirectory = entry.isSymbolicLink() ? statSync(filePath).isDirectory() : entry.isDirectory();
+      if (!isDirectory) yield filePath;
+      else if (!recurseFilter || recurseFilter(filePath)) yield* walk(filePath, recurseFilter);
+    }
+  };
 }
 
 /**
@@ -341,9 +362,12 @@ interface S3rverApp {
   close(): Promise<void>;
 }
 
-/** s3rver's own header spelling (lib/utils.js), so that an answer given before its stack reads as its own. */
+/** The parts of s3rver's lib/utils.js used here. */
 interface S3rverUtils {
+  /** Its header spelling, so that an answer given before its stack reads as its own. */
   capitalizeHeader(name: string): string;
+  /** Every file below a folder, depth first in readdir order, entering the folders `recurseFilter` accepts. */
+  walk(dir: string, recurseFilter?: (dirPath: string) => boolean): Iterable<string>;
 }
 
 type S3rverClass = new (options: Record<string, unknown>) => S3rverApp;
