@@ -201,7 +201,7 @@ describe('the embedded S3 server', () => {
     const { port } = new URL(s3.endpoint);
     const amzDate = new Date().toISOString().replace(/[-:]|\.\d+/g, '');
     const authorization = `AWS4-HMAC-SHA256 Credential=S3RVER/${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=0a`;
-    const signed = { authorization, 'x-amz-date': amzDate, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+    const signed = { host: `127.0.0.1:${port}`, authorization, 'x-amz-date': amzDate, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
     const get = (url: string, headers: Record<string, string> = {}) =>
       new Promise<{ status: number; headers: string[]; body: Buffer }>((resolve, reject) => {
         http
@@ -235,6 +235,7 @@ describe('the embedded S3 server', () => {
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, range: 'bytes=0-9' } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-content-sha256': undefined } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-date': '20200101T000000Z' } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, host: 'atomic.s3.amazonaws.com' } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/other/plain/one.jpg', headers: signed }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/../one.jpg', headers: signed }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/', headers: signed }, buckets)).toBeUndefined();

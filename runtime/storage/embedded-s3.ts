@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, fstat, readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
@@ -202,7 +202,7 @@ function dropRequestLogger(server: { middleware: { name: string }[] }): void {
 }
 
 /**
- * A plain GET of a whole small object (path style, signed with the embedded credentials, no query but the SDK's
+ * A plain GET of a whole small object (path style to an address, signed with the embedded credentials, no query but the SDK's
  * `x-id`, no range or condition): a run's one read per image. Answered from the object's files before s3rver's
  * Koa stack, whose routing, context and response machinery cost more than the client and the image's decoding
  * together. The server's CPU per small GET, the client in another process, 8 at once: 0.61–0.74 → 0.08–0.10 ms;
@@ -235,6 +235,9 @@ export function plainGetTarget(request: Pick<IncomingMessage, 'url' | 'headers'>
   const queryAt = url.indexOf('?');
   const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
   if (!PLAIN_QUERY.has(queryAt < 0 ? '' : url.slice(queryAt))) return undefined;
+  // A host name other than an address is s3rver's virtual-hosted style (the bucket in the name).
+  const host = (request.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
+  if (!isIP(host) && host !== 'localhost') return undefined;
   if (!signedByEmbeddedCredentials(request.headers)) return undefined;
   if (LEFT_TO_S3RVER.some((header) => request.headers[header] !== undefined)) return undefined;
   const match = /^\/([^/]+)\/(.+)$/.exec(pathname);
