@@ -194,10 +194,12 @@ describe('the embedded S3 server', () => {
 
   it("answers a plain GET before s3rver's stack with s3rver's own answer: status, headers and bytes, odd keys included", async () => {
     const client = createS3Client(s3.options);
-    const keys = ['plain/one.jpg', "plain/it's (a) test!*.jpg", 'plain/é ü 中/plus+%25 ~.txt'];
+    const keys = ['plain/one.jpg', "plain/it's (a) test!*.jpg", 'plain/é ü 中/plus+%25 ~.txt', 'plain/copied in by hand'];
     for (const [i, key] of keys.entries()) {
       await client.send(new PutObjectCommand({ Bucket: 'atomic', Key: key, Body: Buffer.alloc(2000 + i, i + 1), ContentType: 'image/jpeg', Metadata: { origin: `test-${i}` } }));
     }
+    // An object without its stored headers: s3rver answers with its default content type.
+    fs.rmSync(path.join(s3.dir, 'atomic', 'plain', 'copied in by hand._S3rver_metadata.json'));
     const { port } = new URL(s3.endpoint);
     const amzDate = new Date().toISOString().replace(/[-:]|\.\d+/g, '');
     const authorization = `AWS4-HMAC-SHA256 Credential=S3RVER/${amzDate.slice(0, 8)}/us-east-1/s3/aws4_request, SignedHeaders=host;x-amz-date, Signature=0a`;
@@ -216,17 +218,31 @@ describe('the embedded S3 server', () => {
           })
           .on('error', reject);
       });
+    // Which path answered: only the early answer reads an object's file whole (s3rver streams it).
+    const realFs = require('node:fs') as typeof fs;
+    const readFileSync = jest.spyOn(realFs, 'readFileSync');
+    const objectFilesRead = () => readFileSync.mock.calls.filter(([file]) => String(file).endsWith('._S3rver_object')).length;
     for (const [i, key] of keys.entries()) {
       const url = `/atomic/${key.split('/').map(encodeURIComponent).join('/')}?x-id=GetObject`;
       expect(plainGetTarget({ url, headers: signed }, new Set(['atomic']))).toEqual({ bucket: 'atomic', key });
+      readFileSync.mockClear();
       const first = await get(url);
+      expect(objectFilesRead()).toBe(1);
       // A condition that holds sends the same request through s3rver's stack.
       const throughS3rver = await get(url, { 'if-modified-since': new Date(0).toUTCString() });
+      expect(objectFilesRead()).toBe(1);
       expect(first).toEqual(throughS3rver);
       expect(first.status).toBe(200);
       expect(first.body.equals(Buffer.alloc(2000 + i, i + 1))).toBe(true);
-      expect(first.headers).toEqual(expect.arrayContaining(['Content-Type: image/jpeg', `x-amz-meta-origin: test-${i}`, `Content-Length: ${2000 + i}`]));
+      const contentType = i < 3 ? ['Content-Type: image/jpeg', `x-amz-meta-origin: test-${i}`] : ['Content-Type: binary/octet-stream'];
+      expect(first.headers).toEqual(expect.arrayContaining([...contentType, `Content-Length: ${2000 + i}`]));
     }
+    // An object over 1 MiB is streamed by s3rver.
+    await client.send(new PutObjectCommand({ Bucket: 'atomic', Key: 'plain/large.bin', Body: Buffer.alloc((1 << 20) + 1, 7) }));
+    readFileSync.mockClear();
+    expect((await get('/atomic/plain/large.bin')).body.equals(Buffer.alloc((1 << 20) + 1, 7))).toBe(true);
+    expect(objectFilesRead()).toBe(0);
+    readFileSync.mockRestore();
     // What it leaves to s3rver: other requests, other credentials, conditions and ranges, other buckets, dot segments.
     const buckets = new Set(['atomic']);
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg?acl', headers: signed }, buckets)).toBeUndefined();
@@ -234,13 +250,34 @@ describe('the embedded S3 server', () => {
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: {} }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, range: 'bytes=0-9' } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-content-sha256': undefined } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-content-sha256': 'abc' } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-date': '20200101T000000Z' } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, 'x-amz-date': `${amzDate.slice(0, 9)}24${amzDate.slice(11)}` } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, authorization: authorization.replace('S3RVER/', 'S3RVER/a,b/') } }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, host: 'atomic.s3.amazonaws.com' } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg', headers: { ...signed, host: `[::1]:${port}` } }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/one.jpg#x', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain//one.jpg', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic//one.jpg', headers: signed }, buckets)).toBeUndefined();
+    expect(plainGetTarget({ url: '/atomic/plain/', headers: signed }, buckets)).toEqual({ bucket: 'atomic', key: 'plain/' });
     expect(plainGetTarget({ url: '/other/plain/one.jpg', headers: signed }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/plain/../one.jpg', headers: signed }, buckets)).toBeUndefined();
     expect(plainGetTarget({ url: '/atomic/', headers: signed }, buckets)).toBeUndefined();
     // A missing key is s3rver's NoSuchKey.
     expect((await get('/atomic/plain/missing.jpg')).status).toBe(404);
+  });
+
+  it('lists without a stat per file: one per key, for its metadata', async () => {
+    for (let i = 0; i < 30; i++) await storage.put(`walk/${String(i).padStart(2, '0')}.jpg`, 'x');
+    // Node's and fs-extra's (which s3rver's walk calls): each its own function.
+    const spies = [require('node:fs'), require('fs-extra')].map((module: typeof fs) => jest.spyOn(module, 'statSync'));
+    const listed: string[] = [];
+    for await (const item of storage.list('walk/')) listed.push(item.key);
+    const stats = spies.reduce((sum, spy) => sum + spy.mock.calls.length, 0);
+    spies.forEach((spy) => spy.mockRestore());
+    expect(listed).toEqual(Array.from({ length: 30 }, (_, i) => `walk/${String(i).padStart(2, '0')}.jpg`));
+    // s3rver's own walk stats the object's three files (and every file of the folders on the way) besides.
+    expect(stats).toBe(30);
   });
 
   it('never shows a reader half of an object being written', async () => {
@@ -345,8 +382,9 @@ describe('S3 reads without the SDK (direct signed GET)', () => {
     send.mockRestore();
   });
 
-  it('sends a read again at once, not through the SDK, when a kept-alive connection is reset before any answer', async () => {
-    // A server that resets every connection on its second request, as a connection closed while idle in the pool.
+  it('sends a read again at once when a connection that sat idle is reset before any answer; a busy one is a retry', async () => {
+    // A server that resets every connection on its second request: after a second in the pool, as a connection the
+    // server closed while idle; right after the first, as a fault.
     const requests = new Map<net.Socket, number>();
     const server = http.createServer((request, response) => {
       const count = (requests.get(request.socket) ?? 0) + 1;
@@ -360,10 +398,15 @@ describe('S3 reads without the SDK (direct signed GET)', () => {
       const client = createS3Client({ ...s3.options, endpoint: `http://127.0.0.1:${port}` });
       const storage = new S3Storage(client, 'direct-get', '');
       const send = jest.spyOn(client, 'send');
-      for (const key of ['a.jpg', 'b.jpg', 'c.jpg']) expect((await storage.get(key)).toString()).toBe(`bytes of /direct-get/${key}`);
+      expect((await storage.get('a.jpg')).toString()).toBe('bytes of /direct-get/a.jpg');
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect((await storage.get('b.jpg')).toString()).toBe('bytes of /direct-get/b.jpg');
       expect(send).not.toHaveBeenCalled();
-      // Three connections: each second request on one was reset and sent again on a new one.
-      expect(requests.size).toBe(3);
+      // Two connections: the idle one was reset and the read sent again on a new one.
+      expect(requests.size).toBe(2);
+      // The new one at once: a reset of a connection just used goes to the SDK, as a retry.
+      expect((await storage.get('c.jpg')).toString()).toBe('bytes of /direct-get/c.jpg?x-id=GetObject');
+      expect(send).toHaveBeenCalledTimes(1);
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, fstat, readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
+import { createWriteStream, existsSync, fstat, readdirSync, readFileSync, statSync, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -40,11 +40,13 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   // Loaded lazily: only the demo and the tests need it, not a run on EC2.
   let S3rver: S3rverClass;
   let utils: S3rverUtils;
+  let S3Object: S3ObjectClass;
   try {
     // Its utilities first: its file store takes `walk` from them as it loads.
     ({ default: utils } = (await import('s3rver/lib/utils.js')) as unknown as { default: S3rverUtils });
     walkWithoutStats(utils);
     ({ default: S3rver } = (await import('s3rver')) as unknown as { default: S3rverClass });
+    ({ default: S3Object } = (await import('s3rver/lib/models/object.js')) as unknown as { default: S3ObjectClass });
   } catch (error) {
     // The instance bundle leaves s3rver out: the demo is for a clone of the repository.
     throw new OrchardError(
@@ -63,7 +65,7 @@ export async function startEmbeddedS3(directory: string, buckets: readonly strin
   makeAtomicPerObject(server.store);
   readMetadataAtOnce(server.store);
   dropRequestLogger(server);
-  answerPlainGetsFirst(server, new Set(buckets), utils.capitalizeHeader);
+  answerPlainGetsFirst(server, new Set(buckets), { capitalizeHeader: utils.capitalizeHeader, S3Object });
   if (options.conditionalWrites !== false) honourConditionalWrites(server);
   const address = (await server.run()) as AddressInfo;
   const endpoint = `http://127.0.0.1:${address.port}`;
@@ -209,13 +211,13 @@ function dropRequestLogger(server: { middleware: { name: string }[] }): void {
  * a 20,000-image run through it on 2 cores 188.5–188.9 → 192.9–193.4 images/s (two alternations). The answer is
  * s3rver's: the same files, headers and status. Anything else, and any object not found here, goes to s3rver.
  */
-function answerPlainGetsFirst(server: S3rverApp, buckets: ReadonlySet<string>, capitalizeHeader: (name: string) => string): void {
+function answerPlainGetsFirst(server: S3rverApp, buckets: ReadonlySet<string>, s3rver: S3rverModels): void {
   const callback = server.callback.bind(server);
   server.callback = () => {
     const koa = callback();
     return (request, response) => {
       const object = request.method === 'GET' ? plainGetTarget(request, buckets) : undefined;
-      const found = object && readWholeObject(server.store, object.bucket, object.key, capitalizeHeader);
+      const found = object && readWholeObject(server.store, object.bucket, object.key, s3rver);
       if (!found) return koa(request, response);
       response.writeHead(200, { 'Accept-Ranges': 'bytes', ...found.headers });
       response.end(found.body);
@@ -224,20 +226,23 @@ function answerPlainGetsFirst(server: S3rverApp, buckets: ReadonlySet<string>, c
 }
 
 const PLAIN_QUERY = new Set(['', '?x-id=GetObject']);
-/** Headers s3rver acts on in a GET: a range, conditions, CORS. */
-const LEFT_TO_S3RVER = ['range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'origin'];
+/** Headers s3rver acts on in a GET: a range, conditions, CORS, a website redirect (which it refuses on a GET). */
+const LEFT_TO_S3RVER = ['range', 'if-match', 'if-none-match', 'if-modified-since', 'if-unmodified-since', 'origin', 'x-amz-website-redirect-location'];
 /** Larger objects (a run's feature shards, models) are streamed by s3rver rather than read whole at once. */
 const MAX_PLAIN_GET_BYTES = 1 << 20;
 
 /** The bucket and key of a GET that answerPlainGetsFirst answers itself; undefined for one s3rver should. */
 export function plainGetTarget(request: Pick<IncomingMessage, 'url' | 'headers'>, buckets: ReadonlySet<string>): { bucket: string; key: string } | undefined {
   const url = request.url ?? '';
+  // s3rver's URL parser drops a fragment; its router matches no empty path segment: its answers, not ours.
+  if (url.includes('#')) return undefined;
   const queryAt = url.indexOf('?');
   const pathname = queryAt < 0 ? url : url.slice(0, queryAt);
   if (!PLAIN_QUERY.has(queryAt < 0 ? '' : url.slice(queryAt))) return undefined;
   // A host name other than an address is s3rver's virtual-hosted style (the bucket in the name).
-  const host = (request.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-  if (!isIP(host) && host !== 'localhost') return undefined;
+  // (Koa keeps an IPv6 address's brackets, which s3rver then takes for a host name: IPv4 only here.)
+  const host = (request.headers.host ?? '').split(':', 1)[0]!;
+  if (isIP(host) !== 4 && host !== 'localhost') return undefined;
   if (!signedByEmbeddedCredentials(request.headers)) return undefined;
   if (LEFT_TO_S3RVER.some((header) => request.headers[header] !== undefined)) return undefined;
   const match = /^\/([^/]+)\/(.+)$/.exec(pathname);
@@ -249,7 +254,8 @@ export function plainGetTarget(request: Pick<IncomingMessage, 'url' | 'headers'>
   } catch {
     return undefined;
   }
-  if (!buckets.has(bucket) || key.split('/').some((part) => part === '.' || part === '..')) return undefined;
+  const parts = key.split('/');
+  if (!buckets.has(bucket) || parts.some((part, i) => part === '.' || part === '..' || (part === '' && i < parts.length - 1))) return undefined;
   return { bucket, key };
 }
 
@@ -258,24 +264,40 @@ export function plainGetTarget(request: Pick<IncomingMessage, 'url' | 'headers'>
  * accepts (it checks no V4 signature). Whatever it would refuse goes to it, for its error.
  */
 function signedByEmbeddedCredentials(headers: IncomingHttpHeaders): boolean {
-  const authorization = headers.authorization;
-  if (!authorization?.startsWith(`AWS4-HMAC-SHA256 Credential=${EMBEDDED_CREDENTIALS.accessKeyId}/`) || !/, ?SignedHeaders=[^,]+, ?Signature=\w+$/.test(authorization)) return false;
-  if (headers['x-amz-content-sha256'] === undefined) return false;
+  if (!SIGV4_HEADER.test(headers.authorization ?? '') || !PAYLOAD_HASH.test(String(headers['x-amz-content-sha256']))) return false;
   const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(String(headers['x-amz-date']));
   if (!date) return false;
   const [year, month, day, hour, minute, second] = date.slice(1).map(Number) as [number, number, number, number, number, number];
-  return Math.abs(Date.now() - Date.UTC(year, month - 1, day, hour, minute, second)) <= 15 * 60_000;
+  const time = Date.UTC(year, month - 1, day, hour, minute, second);
+  // Out-of-range fields (hour 24, day 32), which Date.UTC would roll over, s3rver refuses.
+  if (new Date(time).toISOString().replace(/[-:]|\.\d+/g, '') !== headers['x-amz-date']) return false;
+  return Math.abs(Date.now() - time) <= 15 * 60_000;
 }
 
-/** A small object's bytes and s3rver's headers for it, read at once; undefined when it is not there whole. */
-function readWholeObject(store: FilesystemStore, bucket: string, key: string, capitalizeHeader: (name: string) => string): { headers: Record<string, string>; body: Buffer } | undefined {
+const SIGV4_HEADER = new RegExp(`^AWS4-HMAC-SHA256 Credential=${EMBEDDED_CREDENTIALS.accessKeyId}/[^,]*, ?SignedHeaders=[^,]+, ?Signature=\\w+$`);
+const PAYLOAD_HASH = /^(UNSIGNED-PAYLOAD|STREAMING-AWS4-HMAC-SHA256-PAYLOAD|[0-9A-Fa-f]{64})$/;
+
+/**
+ * A small object's bytes and s3rver's headers for it (through its own object model: the headers it keeps, its
+ * default content type), read at once; undefined when it is not there whole, its bucket has a CORS or website
+ * configuration (s3rver's answer then depends on them), or a stored header is not one Node can send.
+ */
+function readWholeObject(store: FilesystemStore, bucket: string, key: string, s3rver: S3rverModels): { headers: Record<string, string>; body: Buffer } | undefined {
   try {
+    if (['cors.xml', 'website.xml'].some((resource) => existsSync(store.getResourcePath(bucket, undefined, resource)))) return undefined;
     const found = metadataAtOnce(store, bucket, key);
     if (!found || found.size > MAX_PLAIN_GET_BYTES) return undefined;
     const body = readFileSync(store.getResourcePath(bucket, key, 'object'));
     // A PUT renamed into place between the stat and the read: s3rver's path reads it again.
     if (body.length !== found.size) return undefined;
-    return { headers: Object.fromEntries(Object.entries(found.metadata).map(([name, value]) => [capitalizeHeader(name), String(value)])), body };
+    const { metadata } = new s3rver.S3Object(bucket, key, null, found.metadata);
+    const headers = Object.entries(metadata).map(([name, value]) => [s3rver.capitalizeHeader(name), String(value)] as const);
+    // A hand-edited metadata file could hold what writeHead would throw on, outside any handler.
+    for (const [name, value] of headers) {
+      validateHeaderName(name);
+      validateHeaderValue(name, value);
+    }
+    return { headers: Object.fromEntries(headers), body };
   } catch {
     return undefined;
   }
@@ -344,7 +366,7 @@ async function openInFolder(file: string): Promise<NodeJS.WritableStream> {
 
 /** The parts of s3rver's FilesystemStore that makeAtomicPerObject uses or replaces. */
 interface FilesystemStore {
-  getResourcePath(bucket: string, key: string, resource: string): string;
+  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
   getBucketPath(bucket: string): string;
   putMetadata(bucket: string, key: string, metadata: unknown, md5: string): Promise<void>;
   putObject(object: { bucket: string; key: string; content: Readable | Buffer; metadata: unknown }): Promise<{ size: number; md5: string }>;
@@ -371,6 +393,15 @@ interface S3rverUtils {
   capitalizeHeader(name: string): string;
   /** Every file below a folder, depth first in readdir order, entering the folders `recurseFilter` accepts. */
   walk(dir: string, recurseFilter?: (dirPath: string) => boolean): Iterable<string>;
+}
+
+/** s3rver's object model (lib/models/object.js): the metadata it answers with, from what is stored. */
+type S3ObjectClass = new (bucket: string, key: string, content: null, metadata: Record<string, unknown>) => { readonly metadata: Record<string, unknown> };
+
+/** What an answer given before s3rver's stack takes from s3rver, so that it reads as its own. */
+interface S3rverModels {
+  readonly capitalizeHeader: (name: string) => string;
+  readonly S3Object: S3ObjectClass;
 }
 
 type S3rverClass = new (options: Record<string, unknown>) => S3rverApp;
